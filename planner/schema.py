@@ -1,0 +1,241 @@
+"""The one schema: HTTP bodies, CLI files and the executor's input are these models.
+
+Units: node `bandwidth_gbps` is *memory* bandwidth in gigabytes per second (the figure
+Apple publishes: M1 Ultra 800); link `bandwidth_gbps` is *network* bandwidth in gigabits per
+second (Thunderbolt 5: 80). Memory is in bytes; `memory_gb` is accepted as a convenience
+(decimal gigabytes, 1 GB = 10**9 bytes).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    PositiveInt,
+    field_validator,
+    model_validator,
+)
+
+GB = 10**9
+NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+MAX_NODES = 256
+MAX_LINKS = 4096
+MAX_BYTES = 1 << 50  # 1 PiB: anything larger is a typo, not a machine
+DEFAULT_OVERHEAD_BYTES = 1 << 30
+
+Range = tuple[NonNegativeInt, NonNegativeInt]
+"""A half-open index range `[start, end)`."""
+
+LinkKind = Literal["rdma", "thunderbolt", "ethernet"]
+ShardingMode = Literal["asymmetric", "equal", "auto"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _finite_positive(v: float, what: str) -> float:
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{what} must be a finite number > 0")
+    return v
+
+
+class Node(_Strict):
+    id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+    memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
+    available_bytes: Annotated[int | None, Field(gt=0, le=MAX_BYTES)] = None
+    bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s")]
+    address: Annotated[str | None, Field(max_length=255)] = None
+    chip: Annotated[str | None, Field(max_length=128)] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _memory_gb(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for short, full in (("memory_gb", "memory_bytes"), ("available_gb", "available_bytes")):
+                if short in data:
+                    gb = data.pop(short)
+                    if full in data:
+                        raise ValueError(f"give {full} or {short}, not both")
+                    if isinstance(gb, bool) or not isinstance(gb, int | float):
+                        raise ValueError(f"{short} must be a number")
+                    if not math.isfinite(gb) or gb <= 0:
+                        raise ValueError(f"{short} must be a finite number > 0")
+                    data[full] = round(gb * GB)
+        return data
+
+    @field_validator("bandwidth_gbps")
+    @classmethod
+    def _bw(cls, v: float) -> float:
+        return _finite_positive(v, "bandwidth_gbps")
+
+    @model_validator(mode="after")
+    def _available_within_memory(self) -> Node:
+        if self.available_bytes is not None and self.available_bytes > self.memory_bytes:
+            raise ValueError("available_bytes cannot exceed memory_bytes")
+        return self
+
+    @property
+    def usable_bytes(self) -> int:
+        return self.available_bytes if self.available_bytes is not None else self.memory_bytes
+
+
+class Link(_Strict):
+    a: str
+    b: str
+    kind: LinkKind = "ethernet"
+    bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="network Gb/s")] = 10.0
+    latency_us: Annotated[float, Field(ge=0, le=1_000_000)] = 100.0
+
+    @field_validator("bandwidth_gbps")
+    @classmethod
+    def _bw(cls, v: float) -> float:
+        return _finite_positive(v, "bandwidth_gbps")
+
+    @field_validator("latency_us")
+    @classmethod
+    def _lat(cls, v: float) -> float:
+        if not math.isfinite(v):
+            raise ValueError("latency_us must be finite")
+        return v
+
+
+class Topology(_Strict):
+    nodes: Annotated[list[Node], Field(min_length=1, max_length=MAX_NODES)]
+    links: Annotated[list[Link], Field(max_length=MAX_LINKS)] = []
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Topology:
+        ids = [n.id for n in self.nodes]
+        seen: set[str] = set()
+        for i in ids:
+            if i in seen:
+                raise ValueError(f"duplicate node id {i!r}")
+            seen.add(i)
+        for k, link in enumerate(self.links):
+            for end in (link.a, link.b):
+                if end not in seen:
+                    raise ValueError(f"links[{k}] names unknown node {end!r}")
+            if link.a == link.b:
+                raise ValueError(f"links[{k}] joins node {link.a!r} to itself")
+        return self
+
+
+class Constraints(_Strict):
+    headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    """Fraction of each node's usable memory kept free."""
+    context_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 8192
+    batch_size: Annotated[int, Field(ge=1, le=4096)] = 1
+    """Concurrent sequences whose KV cache must fit."""
+    sharding: ShardingMode = "auto"
+    overhead_bytes: Annotated[int, Field(ge=0, le=MAX_BYTES)] = DEFAULT_OVERHEAD_BYTES
+    """Per-rank runtime memory besides weights and cache (framework, activations)."""
+    kv_cache_bytes_per_element: Annotated[int | None, Field(ge=1, le=4)] = None
+    """Defaults to the model's activation dtype (2 for bf16/fp16, 4 for float32)."""
+    time_limit_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    allow_unused_nodes: bool = True
+
+
+class PlanRequest(_Strict):
+    topology: Topology
+    model: dict[str, Any]
+    """A Hugging Face config.json object (with mlx-community's `quantization` block)."""
+    constraints: Constraints = Constraints()
+
+    @field_validator("model")
+    @classmethod
+    def _model_readable(cls, v: dict[str, Any]) -> dict[str, Any]:
+        from planner.model_spec import ModelSpec  # the reader owns what a config must hold
+
+        ModelSpec.from_config(v)
+        return v
+
+
+class MemoryBreakdown(_Strict):
+    weights: int
+    kv_cache: int
+    overhead: int
+    total: int
+
+
+class RankPlan(_Strict):
+    rank: int
+    node_id: str
+    address: str | None = None
+    q_heads: Range
+    kv_heads: Range
+    ffn: Range
+    experts: Range | None = None
+    linear_k_heads: Range | None = None
+    linear_v_heads: Range | None = None
+    share: float
+    """This rank's fraction of the sharded weight bytes."""
+    memory_bytes: MemoryBreakdown
+    budget_bytes: int
+    decode_ms: float
+    """Time to read this rank's bytes for one decode token at its memory bandwidth."""
+
+
+class ModelSummary(_Strict):
+    model_type: str
+    family: str
+    num_layers: int
+    full_attention_layers: int
+    linear_attention_layers: int
+    q_heads: int
+    kv_heads: int
+    head_dim: int
+    ffn_dim: int
+    ffn_block: int
+    """`ffn` ranges are multiples of this (the quantization group size when quantized)."""
+    experts: int
+    experts_per_token: int
+    linear_k_heads: int
+    linear_v_heads: int
+    bits: int | None
+    group_size: int | None
+    weight_bytes: int
+
+
+class Estimates(_Strict):
+    decode_ms_per_token: float
+    tokens_per_s: float
+    bottleneck_rank: int
+    compute_ms: float
+    """Slowest rank's memory-read time per decode token."""
+    allreduce_ms: float
+    """All-reduce time per decode token over the ring's slowest link."""
+    fluid_bound_ms: float
+    """Lower bound: every rank reads the replicated bytes, the rest spreads over all bandwidth."""
+    equal_split_decode_ms: float | None = None
+    """The same estimate for today's even split, where one fits."""
+
+
+class SolverInfo(_Strict):
+    wall_ms: float
+    objective: float | None = None
+    bound: float | None = None
+    time_limited: bool = False
+    workers: int
+    seed: int
+    version: str
+
+
+class Plan(_Strict):
+    feasible: bool
+    status: Literal["optimal", "feasible", "infeasible"]
+    plan_id: str
+    sharding: Literal["asymmetric", "equal"] | None = None
+    ranks: list[RankPlan] = []
+    ring: list[str] = []
+    estimates: Estimates | None = None
+    reasons: list[str] = []
+    warnings: list[str] = []
+    model: ModelSummary | None = None
+    solver: SolverInfo
