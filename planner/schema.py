@@ -90,18 +90,22 @@ class Link(_Strict):
     a: str
     b: str
     kind: LinkKind = "ethernet"
-    bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="network Gb/s")] = 10.0
-    latency_us: Annotated[float, Field(ge=0, le=1_000_000)] = 100.0
+    bandwidth_gbps: Annotated[
+        float | None, Field(gt=0, le=100_000, description="network Gb/s; default by kind")
+    ] = None
+    latency_us: Annotated[
+        float | None, Field(ge=0, le=1_000_000, description="one-way µs; default by kind")
+    ] = None
 
     @field_validator("bandwidth_gbps")
     @classmethod
-    def _bw(cls, v: float) -> float:
-        return _finite_positive(v, "bandwidth_gbps")
+    def _bw(cls, v: float | None) -> float | None:
+        return None if v is None else _finite_positive(v, "bandwidth_gbps")
 
     @field_validator("latency_us")
     @classmethod
-    def _lat(cls, v: float) -> float:
-        if not math.isfinite(v):
+    def _lat(cls, v: float | None) -> float | None:
+        if v is not None and not math.isfinite(v):
             raise ValueError("latency_us must be finite")
         return v
 
@@ -124,6 +128,14 @@ class Topology(_Strict):
                     raise ValueError(f"links[{k}] names unknown node {end!r}")
             if link.a == link.b:
                 raise ValueError(f"links[{k}] joins node {link.a!r} to itself")
+        from planner.topology import components
+
+        parts = components(self)
+        if len(parts) > 1:
+            listed = "; ".join(", ".join(sorted(p)) for p in parts)
+            raise ValueError(
+                f"nodes are not all connected: separate groups {listed}; add links between them"
+            )
         return self
 
 

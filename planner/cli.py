@@ -1,0 +1,44 @@
+"""`asymtp plan FILE`: the planner as a dry run. Exit 0 feasible, 1 infeasible, 2 bad input."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("request", type=Path, help="plan request (JSON or YAML)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("--sharding", choices=["asymmetric", "equal", "auto"],
+                   help="override constraints.sharding")
+    p.add_argument("--context", type=int, metavar="TOKENS",
+                   help="override constraints.context_tokens")
+
+
+def run(args: argparse.Namespace) -> int:
+    from planner.plan import make_plan, plan_json
+    from planner.request_io import RequestError, load_request
+    from planner.table import render
+
+    try:
+        request = load_request(args.request)
+        overrides = {}
+        if args.sharding:
+            overrides["sharding"] = args.sharding
+        if args.context is not None:
+            overrides["context_tokens"] = args.context
+        if overrides:
+            from planner.request_io import parse_request
+
+            data = request.model_dump(mode="json")
+            data["constraints"].update(overrides)
+            request = parse_request(data, args.request.parent)
+    except RequestError as e:
+        print(f"asymtp plan: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    plan = make_plan(request)
+    print(plan_json(plan) if args.json else render(plan))
+    return EXIT_OK if plan.feasible else EXIT_INFEASIBLE

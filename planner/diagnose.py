@@ -1,0 +1,122 @@
+"""Why nothing fits, in numbers a user can act on."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from planner.costs import UNITS, UnitCosts, unit_costs
+from planner.model_spec import KV_CACHE_STEP, ModelSpec
+from planner.schema import RankPlan
+from planner.solver import Solution, solve
+
+if TYPE_CHECKING:
+    from planner.plan import Cluster
+    from planner.schema import PlanRequest
+
+CONTEXT_SEARCH_TIME_S = 1.0
+
+
+def gb(n: float) -> str:
+    return f"{n / 1e9:.1f} GB"
+
+
+def _pct(headroom: float) -> str:
+    return f"{headroom * 100:g}% headroom"
+
+
+def equal_overflow(ranks: list[RankPlan], headroom: float) -> list[str]:
+    return [
+        f"equal split: rank {r.rank} ({r.node_id}) needs {gb(r.memory_bytes.total)}, "
+        f"the node offers {gb(r.budget_bytes)} after {_pct(headroom)}"
+        for r in ranks
+        if r.memory_bytes.total > r.budget_bytes
+    ]
+
+
+def _unit_names() -> dict[str, str]:
+    return {
+        "q_head": "query head",
+        "kv_head": "KV head",
+        "ffn_block": "FFN block",
+        "expert": "expert",
+        "lin_k_head": "linear-attention head",
+    }
+
+
+def infeasible(
+    request: PlanRequest,
+    spec: ModelSpec,
+    costs: UnitCosts,
+    cluster: Cluster,
+    solution: Solution,
+) -> list[str]:
+    c = request.constraints
+    if solution.time_limited:
+        return [
+            f"no plan found within the {c.time_limit_s:g}s time limit; "
+            "raise constraints.time_limit_s or simplify the topology"
+        ]
+    fixed = costs.replicated_weight + c.overhead_bytes
+    budgets = cluster.budgets
+    reasons: list[str] = []
+    able = {n: b for n, b in budgets.items() if b >= fixed}
+    for n in sorted(set(budgets) - set(able)):
+        reasons.append(
+            f"node {n} offers {gb(budgets[n])} after {_pct(c.headroom)}, less than what every "
+            f"rank holds whole ({gb(costs.replicated_weight)} of embeddings, norms and routers "
+            f"+ {gb(c.overhead_bytes)} runtime overhead)"
+        )
+    sharded = sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    cache = costs.cache_of(costs.total_units)
+    k = max(len(able), 1)
+    needed = sharded + k * fixed
+    offered = sum(able.values())
+    if needed > offered or not able:
+        reasons.insert(
+            0,
+            f"needs {gb(needed)} (weights {gb(costs.total_weight)}, KV cache and state "
+            f"{gb(cache)} for {c.context_tokens} tokens, {gb(fixed)} held by each of {k} "
+            f"ranks), the cluster offers {gb(offered)} after {_pct(c.headroom)}",
+        )
+    else:
+        names = _unit_names()
+        biggest = max(
+            (u for u in UNITS if costs.total_units[u]),
+            key=lambda u: costs.weight[u] + costs.cache[u],
+        )
+        reasons.insert(
+            0,
+            f"the total fits ({gb(needed)} of {gb(offered)}) but no split into whole units "
+            f"does: one {names[biggest]} weighs {gb(costs.weight[biggest] + costs.cache[biggest])}",
+        )
+    largest = largest_context(request, spec, cluster)
+    if largest is not None and largest < c.context_tokens:
+        reasons.append(f"largest context that fits: {largest} tokens")
+    elif largest is None:
+        reasons.append("it does not fit even with a minimal context")
+    return reasons
+
+
+def largest_context(request: PlanRequest, spec: ModelSpec, cluster: Cluster) -> int | None:
+    """Binary search over the KV-cache steps for the longest context with a feasible split."""
+    from planner.plan import problem_for
+
+    c = request.constraints
+
+    def fits(tokens: int) -> bool:
+        costs = unit_costs(spec, tokens, c.batch_size, c.kv_cache_bytes_per_element)
+        problem = problem_for(request, spec, costs, cluster)
+        problem = replace(problem, time_limit_s=CONTEXT_SEARCH_TIME_S, feasibility_only=True)
+        return solve(problem).status != "infeasible"
+
+    lo, hi = 1, max(c.context_tokens // KV_CACHE_STEP, 1)
+    if not fits(lo * KV_CACHE_STEP):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if fits(mid * KV_CACHE_STEP):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo * KV_CACHE_STEP

@@ -1,0 +1,91 @@
+"""Turn per-node unit counts into ranks with half-open ranges, memory and time figures."""
+
+from __future__ import annotations
+
+from planner.costs import UnitCosts
+from planner.model_spec import ModelSpec
+from planner.schema import MemoryBreakdown, Node, RankPlan, Range
+from planner.solver import NodeShare
+
+
+def _cursor_ranges(sizes: list[int], scale: int = 1) -> list[Range]:
+    out, start = [], 0
+    for s in sizes:
+        out.append((start * scale, (start + s) * scale))
+        start += s
+    return out
+
+
+def attention_ranges(shares: list[NodeShare], g: int) -> list[tuple[Range, Range]]:
+    """(q_heads, kv_heads) per share: whole groups first, then the split groups' slots."""
+    group = 0
+    whole: dict[int, tuple[int, int]] = {}
+    for i, s in enumerate(shares):
+        whole[i] = (group, group + s.kv_whole)
+        group += s.kv_whole
+    slot_group: dict[int, int] = {}
+    for slot in sorted({s.partial_slot for s in shares if s.partial_slot is not None}):
+        slot_group[slot] = group
+        group += 1
+    offset = dict.fromkeys(slot_group, 0)
+    out: list[tuple[Range, Range]] = []
+    for i, s in enumerate(shares):
+        if s.partial_slot is None:
+            a, b = whole[i]
+            out.append(((a * g, b * g), (a, b)))
+        else:
+            kv = slot_group[s.partial_slot]
+            start = kv * g + offset[s.partial_slot]
+            offset[s.partial_slot] += s.partial_q
+            out.append(((start, start + s.partial_q), (kv, kv + 1)))
+    return out
+
+
+def budget_bytes(node: Node, headroom: float) -> int:
+    return int(node.usable_bytes * (1 - headroom))
+
+
+def rank_plans(
+    spec: ModelSpec,
+    costs: UnitCosts,
+    shares: list[NodeShare],
+    nodes: dict[str, Node],
+    headroom: float,
+    overhead: int,
+) -> list[RankPlan]:
+    """Ranks in the order of `shares` (the ring order)."""
+    attention = attention_ranges(shares, spec.q_per_kv)
+    ffn = _cursor_ranges([s.ffn_blocks for s in shares], spec.ffn_block)
+    experts = _cursor_ranges([s.experts for s in shares])
+    lin_k = _cursor_ranges([s.lin_k_heads for s in shares])
+    lin_v = _cursor_ranges([s.lin_k_heads for s in shares], spec.v_per_k or 1)
+    sharded_total = costs.sharded_weight or 1
+    plans = []
+    for rank, s in enumerate(shares):
+        node = nodes[s.node_id]
+        counts = s.counts()
+        weights = costs.weights_of(counts)
+        cache = costs.cache_of(counts)
+        plans.append(
+            RankPlan(
+                rank=rank,
+                node_id=s.node_id,
+                address=node.address,
+                q_heads=attention[rank][0],
+                kv_heads=attention[rank][1],
+                ffn=ffn[rank],
+                experts=experts[rank] if spec.experts else None,
+                linear_k_heads=lin_k[rank] if spec.lin_layers else None,
+                linear_v_heads=lin_v[rank] if spec.lin_layers else None,
+                share=round((weights - costs.replicated_weight) / sharded_total, 6),
+                memory_bytes=MemoryBreakdown(
+                    weights=weights,
+                    kv_cache=cache,
+                    overhead=overhead,
+                    total=weights + cache + overhead,
+                ),
+                budget_bytes=budget_bytes(node, headroom),
+                decode_ms=round(costs.read_of(counts) / node.bandwidth_gbps / 1e6, 6),
+            )
+        )
+    return plans

@@ -1,0 +1,321 @@
+"""`make_plan`: a plan request in, a plan out. A pure function of the request."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass
+
+import ortools
+
+from asymtp import __version__
+from planner import diagnose
+from planner.costs import UNITS, UnitCosts, unit_costs
+from planner.equal import equal_shares
+from planner.layout import budget_bytes, rank_plans
+from planner.model_spec import ModelSpec, read_config
+from planner.schema import (
+    Estimates,
+    ModelSummary,
+    Node,
+    Plan,
+    PlanRequest,
+    RankPlan,
+    SolverInfo,
+)
+from planner.solver import SEED, WORKERS, NodeInput, NodeShare, Problem, Solution, solve
+from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
+
+SOLVER_VERSION = f"asymtp-{__version__}+ortools-{ortools.__version__}"
+
+
+def plan_id_for(request: PlanRequest) -> str:
+    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(f"{SOLVER_VERSION}\n{canonical}".encode()).hexdigest()
+
+
+def plan_json(plan: Plan) -> str:
+    """The one JSON rendering of a plan: the CLI's `--json` and the HTTP body."""
+    return plan.model_dump_json(indent=2)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """Everything about the nodes that the model-independent parts of planning need."""
+
+    nodes: dict[str, Node]
+    budgets: dict[str, int]
+    hops: dict[tuple[str, str], Hop]
+    message_bytes: int
+    allreduces_per_token: int
+
+    @classmethod
+    def of(cls, request: PlanRequest, spec: ModelSpec) -> Cluster:
+        c = request.constraints
+        message = spec.hidden * spec.dtype_bytes * c.batch_size
+        nodes = {n.id: n for n in request.topology.nodes}
+        return cls(
+            nodes=nodes,
+            budgets={n.id: budget_bytes(n, c.headroom) for n in nodes.values()},
+            hops=effective_hops(request.topology, message),
+            message_bytes=message,
+            # One all-reduce after attention and one after the MLP / MoE block, every layer.
+            allreduces_per_token=2 * spec.num_layers,
+        )
+
+    def ring_hop_level(self, node_id: str) -> Hop | None:
+        """The slowest hop this node must use in any ring: its second-best link."""
+        others = sorted(
+            (h for (a, _), h in self.hops.items() if a == node_id),
+            key=lambda h: (h.cost_us(self.message_bytes), h.kind),
+        )
+        if not others:
+            return None
+        return others[min(1, len(others) - 1)] if len(self.nodes) > 2 else others[0]
+
+    def allreduce_ms(self, order: list[str]) -> float:
+        hops = ring_hops(order, self.hops)
+        if not hops:
+            return 0.0
+        slowest = max(hops, key=lambda h: h.cost_us(self.message_bytes))
+        per = allreduce_us(len(order), slowest, self.message_bytes)
+        return per * self.allreduces_per_token / 1e3
+
+    def ring(self, used: list[str]) -> list[str]:
+        # Rank 0 (which serves requests) is the node with the most memory.
+        first = max(used, key=lambda n: (self.budgets[n], self.nodes[n].bandwidth_gbps, n))
+        rest = sorted(n for n in used if n != first)
+        return ring_order([first, *rest], self.hops, self.message_bytes)
+
+
+def problem_for(
+    request: PlanRequest, spec: ModelSpec, costs: UnitCosts, cluster: Cluster
+) -> Problem:
+    c = request.constraints
+    levels = {n: cluster.ring_hop_level(n) for n in cluster.nodes}
+    level_hops = sorted(
+        {h for h in levels.values() if h is not None},
+        key=lambda h: (h.cost_us(cluster.message_bytes), h.kind, h.latency_us),
+    ) or [Hop(0.0, 1.0, "none")]
+    index = {h: i for i, h in enumerate(level_hops)}
+    order = sorted(
+        cluster.nodes.values(),
+        key=lambda n: (-cluster.budgets[n.id], -n.bandwidth_gbps, _level(index, levels[n.id]), n.id),
+    )
+    comm = [
+        [
+            round(
+                allreduce_us(k, h, cluster.message_bytes) * cluster.allreduces_per_token * 1e6
+            )
+            for h in level_hops
+        ]
+        for k in range(1, len(order) + 1)
+    ]
+    return Problem(
+        nodes=[
+            NodeInput(
+                id=n.id,
+                budget=cluster.budgets[n.id],
+                bandwidth_gbps=n.bandwidth_gbps,
+                level=_level(index, levels[n.id]),
+            )
+            for n in order
+        ],
+        costs=costs,
+        q_per_kv=spec.q_per_kv,
+        overhead_bytes=c.overhead_bytes,
+        comm_ps=comm,
+        allow_unused=c.allow_unused_nodes,
+        time_limit_s=c.time_limit_s,
+    )
+
+
+def _level(index: dict[Hop, int], hop: Hop | None) -> int:
+    return 0 if hop is None else index[hop]
+
+
+def summary(spec: ModelSpec, costs: UnitCosts) -> ModelSummary:
+    return ModelSummary(
+        model_type=spec.model_type,
+        family=spec.family,
+        num_layers=spec.num_layers,
+        full_attention_layers=spec.full_layers,
+        linear_attention_layers=spec.lin_layers,
+        q_heads=spec.q_heads,
+        kv_heads=spec.kv_heads,
+        head_dim=spec.head_dim,
+        ffn_dim=spec.ffn_dim,
+        ffn_block=spec.ffn_block,
+        experts=spec.experts,
+        experts_per_token=spec.experts_per_token,
+        linear_k_heads=spec.lin_k_heads if spec.lin_layers else 0,
+        linear_v_heads=spec.lin_v_heads if spec.lin_layers else 0,
+        bits=spec.quant.bits if spec.quant else None,
+        group_size=spec.quant.group_size if spec.quant else None,
+        weight_bytes=costs.total_weight,
+    )
+
+
+def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
+    """Best case ignoring memory, granularity and the network: k ranks each read the
+    replicated bytes, and the sharded bytes spread over their bandwidth in proportion."""
+    sharded = sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    fastest = sorted(bandwidths, reverse=True)
+    return min(
+        (sharded + k * costs.replicated_read) / sum(fastest[:k]) / 1e6
+        for k in range(1, len(fastest) + 1)
+    )
+
+
+@dataclass
+class _Candidate:
+    sharding: str
+    ranks: list[RankPlan]
+    ring: list[str]
+    estimates: Estimates
+
+
+def _candidate(
+    sharding: str,
+    shares: list[NodeShare],
+    request: PlanRequest,
+    spec: ModelSpec,
+    costs: UnitCosts,
+    cluster: Cluster,
+) -> _Candidate:
+    c = request.constraints
+    by_id = {s.node_id: s for s in shares}
+    ring = cluster.ring(list(by_id))
+    ranks = rank_plans(
+        spec, costs, [by_id[n] for n in ring], cluster.nodes, c.headroom, c.overhead_bytes
+    )
+    compute = max(r.decode_ms for r in ranks)
+    bottleneck = max(ranks, key=lambda r: (r.decode_ms, -r.rank)).rank
+    comm = cluster.allreduce_ms(ring)
+    decode = compute + comm
+    return _Candidate(
+        sharding=sharding,
+        ranks=ranks,
+        ring=ring,
+        estimates=Estimates(
+            decode_ms_per_token=round(decode, 6),
+            tokens_per_s=round(1e3 / decode, 3) if decode > 0 else 0.0,
+            bottleneck_rank=bottleneck,
+            compute_ms=round(compute, 6),
+            allreduce_ms=round(comm, 6),
+            fluid_bound_ms=round(
+                fluid_bound_ms(costs, [n.bandwidth_gbps for n in cluster.nodes.values()]), 6
+            ),
+        ),
+    )
+
+
+def _fits(candidate: _Candidate) -> bool:
+    return all(r.memory_bytes.total <= r.budget_bytes for r in candidate.ranks)
+
+
+def make_plan(request: PlanRequest) -> Plan:
+    started = time.perf_counter()
+    spec = read_config(request.model)
+    c = request.constraints
+    costs = unit_costs(spec, c.context_tokens, c.batch_size, c.kv_cache_bytes_per_element)
+    cluster = Cluster.of(request, spec)
+    info = dict(workers=WORKERS, seed=SEED, version=SOLVER_VERSION)
+    base = dict(plan_id=plan_id_for(request), model=summary(spec, costs))
+
+    # Today's even split over every node, for `equal`, for `auto`, and as a comparison figure.
+    eq_shares, eq_reasons = equal_shares(spec, costs, sorted(cluster.nodes))
+    equal = _candidate("equal", eq_shares, request, spec, costs, cluster) if eq_shares else None
+    if equal is not None and not _fits(equal):
+        eq_reasons = diagnose.equal_overflow(equal.ranks, c.headroom)
+        equal = None
+
+    if c.sharding == "equal":
+        if equal is None:
+            return Plan(
+                feasible=False,
+                status="infeasible",
+                reasons=eq_reasons,
+                solver=SolverInfo(wall_ms=_ms(started), **info),  # type: ignore[arg-type]
+                **base,  # type: ignore[arg-type]
+            )
+        return _plan(equal, "optimal", None, started, info, base, warnings=[])
+
+    problem = problem_for(request, spec, costs, cluster)
+    solution = solve(problem)
+    if solution.status == "infeasible":
+        reasons = diagnose.infeasible(request, spec, costs, cluster, solution)
+        if c.sharding == "auto" and eq_reasons:
+            reasons += eq_reasons
+        return Plan(
+            feasible=False,
+            status="infeasible",
+            reasons=reasons,
+            solver=SolverInfo(
+                wall_ms=_ms(started), time_limited=solution.time_limited, **info  # type: ignore[arg-type]
+            ),
+            **base,  # type: ignore[arg-type]
+        )
+    asym = _candidate("asymmetric", solution.shares, request, spec, costs, cluster)
+    warnings = []
+    if solution.time_limited:
+        warnings.append(
+            f"solver stopped at the {c.time_limit_s:g}s time limit: this is the best plan found, "
+            f"within {_gap(solution):.1f}% of the proven bound"
+        )
+    chosen = asym
+    if c.sharding == "auto" and equal is not None:
+        if equal.estimates.decode_ms_per_token <= asym.estimates.decode_ms_per_token:
+            chosen = equal
+    if equal is not None:
+        chosen.estimates = chosen.estimates.model_copy(
+            update={"equal_split_decode_ms": equal.estimates.decode_ms_per_token}
+        )
+    status = "optimal" if solution.status == "optimal" else "feasible"
+    return _plan(chosen, status, solution, started, info, base, warnings)
+
+
+def _plan(
+    chosen: _Candidate,
+    status: str,
+    solution: Solution | None,
+    started: float,
+    info: dict[str, object],
+    base: dict[str, object],
+    warnings: list[str],
+) -> Plan:
+    return Plan(
+        feasible=True,
+        status=status,  # type: ignore[arg-type]
+        sharding=chosen.sharding,  # type: ignore[arg-type]
+        ranks=chosen.ranks,
+        ring=chosen.ring,
+        estimates=chosen.estimates,
+        warnings=warnings,
+        solver=SolverInfo(
+            wall_ms=_ms(started),
+            objective=None if solution is None else _ps_to_ms(solution.objective_ps),
+            bound=None if solution is None else _ps_to_ms(solution.bound_ps),
+            time_limited=bool(solution and solution.time_limited),
+            **info,  # type: ignore[arg-type]
+        ),
+        **base,  # type: ignore[arg-type]
+    )
+
+
+def _ms(started: float) -> float:
+    return round((time.perf_counter() - started) * 1e3, 3)
+
+
+def _ps_to_ms(ps: int | None) -> float | None:
+    return None if ps is None else round(ps / 1e9, 6)
+
+
+def _gap(s: Solution) -> float:
+    if not s.objective_ps or s.bound_ps is None:
+        return 0.0
+    return 100 * (s.objective_ps - s.bound_ps) / s.objective_ps
+
+
+__all__ = ["SOLVER_VERSION", "Cluster", "make_plan", "plan_id_for", "plan_json", "read_config"]
