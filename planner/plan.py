@@ -27,6 +27,7 @@ from planner.schema import (
 from planner.solver import SEED, WORKERS, NodeInput, NodeShare, Problem, Solution, solve
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
 
+MAX_HOP_LEVELS = 8  # more distinct link speeds than this are priced by their bucket's slowest
 SOLVER_VERSION = f"asymtp-{__version__}+ortools-{ortools.__version__}"
 
 
@@ -64,16 +65,6 @@ class Cluster:
             allreduces_per_token=2 * spec.num_layers,
         )
 
-    def ring_hop_level(self, node_id: str) -> Hop | None:
-        """The slowest hop this node must use in any ring: its second-best link."""
-        others = sorted(
-            (h for (a, _), h in self.hops.items() if a == node_id),
-            key=lambda h: (h.cost_us(self.message_bytes), h.kind),
-        )
-        if not others:
-            return None
-        return others[min(1, len(others) - 1)] if len(self.nodes) > 2 else others[0]
-
     def allreduce_ms(self, order: list[str]) -> float:
         hops = ring_hops(order, self.hops)
         if not hops:
@@ -89,19 +80,38 @@ class Cluster:
         return ring_order([first, *rest], self.hops, self.message_bytes)
 
 
+def hop_levels(
+    cluster: Cluster, ids: list[str]
+) -> tuple[list[Hop], dict[tuple[str, str], int]]:
+    """Hop levels in ascending cost: the MAX_HOP_LEVELS - 1 cheapest hops exactly, all slower
+    ones in a last level priced by the slowest, so a ring's level never understates it."""
+    msg = cluster.message_bytes
+    pairs = {(a, b): cluster.hops[a, b] for a in ids for b in ids if a != b}
+    if not pairs:
+        return [Hop(0.0, 1.0, "none")], {}
+    ordered = sorted(set(pairs.values()), key=lambda h: (h.cost_us(msg), h.kind, h.latency_us))
+    edges = ordered[: MAX_HOP_LEVELS - 1] + ordered[-1:] if len(ordered) > MAX_HOP_LEVELS else ordered
+    level_of = {}
+    for h in ordered:
+        level_of[h] = next(i for i, e in enumerate(edges) if h.cost_us(msg) <= e.cost_us(msg))
+    return edges, {pair: level_of[h] for pair, h in pairs.items()}
+
+
 def problem_for(
     request: PlanRequest, spec: ModelSpec, costs: UnitCosts, cluster: Cluster
 ) -> Problem:
     c = request.constraints
-    levels = {n: cluster.ring_hop_level(n) for n in cluster.nodes}
-    level_hops = sorted(
-        {h for h in levels.values() if h is not None},
-        key=lambda h: (h.cost_us(cluster.message_bytes), h.kind, h.latency_us),
-    ) or [Hop(0.0, 1.0, "none")]
-    index = {h: i for i, h in enumerate(level_hops)}
+    ids = sorted(cluster.nodes)
+    level_hops, pair_level = hop_levels(cluster, ids)
+
+    def own_level(n: str) -> int:
+        """The slowest level n must use in any ring: its second-best neighbour's."""
+        near = sorted(pair_level[n, o] for o in ids if o != n)
+        return near[min(1, len(near) - 1)] if len(ids) > 2 else (near[0] if near else 0)
+
     order = sorted(
         cluster.nodes.values(),
-        key=lambda n: (-cluster.budgets[n.id], -n.bandwidth_gbps, _level(index, levels[n.id]), n.id),
+        key=lambda n: (-cluster.budgets[n.id], -n.bandwidth_gbps, own_level(n.id), n.id),
     )
     comm = [
         [
@@ -118,7 +128,7 @@ def problem_for(
                 id=n.id,
                 budget=cluster.budgets[n.id],
                 bandwidth_gbps=n.bandwidth_gbps,
-                level=_level(index, levels[n.id]),
+                level=own_level(n.id),
             )
             for n in order
         ],
@@ -126,13 +136,10 @@ def problem_for(
         q_per_kv=spec.q_per_kv,
         overhead_bytes=c.overhead_bytes,
         comm_ps=comm,
+        pair_level=pair_level,
         allow_unused=c.allow_unused_nodes,
         time_limit_s=c.time_limit_s,
     )
-
-
-def _level(index: dict[Hop, int], hop: Hop | None) -> int:
-    return 0 if hop is None else index[hop]
 
 
 def summary(spec: ModelSpec, costs: UnitCosts) -> ModelSummary:

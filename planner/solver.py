@@ -17,12 +17,18 @@ Formulation (all coefficients precomputed integers; no products of variables)::
     used          every count of n ≤ its total · used_n
     memory        R_w · used_n + Σ_u (w_u + c_u) · x_nu + O · used_n  ≤  B_n
     decode time   t_n = ρ_n · used_n + Σ_u τ_nu · x_nu  ≤  T          (τ = bytes read / bandwidth)
-    all-reduce    k = Σ_n used_n;  L ≥ ℓ_n · used_n;  C = table[k, L]   (element constraint)
+    all-reduce    k = Σ_n used_n;  C = table[k, L]                      (element constraint)
+                  ring: used_n ∧ (L = l) ⇒ Σ_{m: level(n,m) ≤ l} used_m ≥ min(2, k − 1)
     minimise      T + C,  then (fixed at its optimum) fewer nodes and more free memory
                   on the smallest node.
 
-`ℓ_n` is the level of the slowest hop n must use in any ring (its second-best link); `table`
-gives the per-token all-reduce time for k ranks over a hop of that level. Identical nodes are
+The model is solved first with whole KV groups per node (no `part`, `y`, `h`, `split`),
+which is fast; the replicated form, whose slots make the search much harder, is solved only
+with more used nodes than KV heads and only when a fluid lower bound says it could be faster.
+
+`L` is the level of the ring's slowest hop: every used node needs two used neighbours (one
+when k = 2) within it, a necessary condition for a ring; `table` gives the per-token
+all-reduce time for k ranks over a hop of that level. Identical nodes are
 ordered (symmetry breaking) and the search is hinted with a memory-proportional split.
 """
 
@@ -30,7 +36,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from ortools.sat.python import cp_model
 
@@ -58,6 +64,8 @@ class Problem:
     overhead_bytes: int
     comm_ps: list[list[int]]
     """comm_ps[k - 1][level]: all-reduce time per token (ps) for k ranks at a hop level."""
+    pair_level: dict[tuple[str, str], int]
+    """Hop level between two nodes (both orders), levels ascending in cost."""
     allow_unused: bool = True
     time_limit_s: float = 10.0
     feasibility_only: bool = False
@@ -114,15 +122,23 @@ def time_coefficient(bytes_per_token: float, bandwidth_gbps: float) -> int:
 
 
 class _Model:
-    """Builds the CP-SAT model; one method per constraint family."""
+    """Builds the CP-SAT model; one method per constraint family.
 
-    def __init__(self, p: Problem) -> None:
+    `replicate_kv` adds the split-group slots (only worth it with more used nodes than KV
+    heads, so it comes with `min_used`); `below_ps` asks for a plan faster than one in hand.
+    """
+
+    def __init__(
+        self, p: Problem, replicate_kv: bool, min_used: int = 1, below_ps: int | None = None
+    ) -> None:
         self.p = p
         self.m = cp_model.CpModel()
         self.totals = p.costs.total_units
         self.n_kv = self.totals["kv_head"]
         self.g = p.q_per_kv
-        self.replicate_kv = self.n_kv < len(p.nodes)
+        self.replicate_kv = replicate_kv
+        self.min_used = min_used
+        self.below_ps = below_ps
         self.slots = range(self.n_kv if self.replicate_kv else 0)
         self.used: dict[str, cp_model.IntVar] = {}
         self.x: dict[tuple[str, str], cp_model.LinearExprT] = {}
@@ -143,6 +159,8 @@ class _Model:
         self._allreduce()
         self._symmetry()
         self._hint()
+        if below_ps is not None:
+            self.m.add(self.T + self.C <= below_ps)
 
     # -- variables -------------------------------------------------------------------
     def _variables(self) -> None:
@@ -206,7 +224,7 @@ class _Model:
                 m.add(self.part[n] <= used)
             if not self.p.allow_unused:
                 m.add(used == 1)
-        m.add(sum(self.used.values()) >= 1)
+        m.add(sum(self.used.values()) >= self.min_used)
 
     def _memory_budgets(self) -> None:
         c = self.p.costs
@@ -235,11 +253,33 @@ class _Model:
         levels = len(table[0])
         k = sum(self.used.values())
         self.level = m.new_int_var(0, levels - 1, "ring_level")
-        for node in self.p.nodes:
-            m.add(self.level >= node.level * self.used[node.id])
         flat = [table[kk][lv] for kk in range(len(table)) for lv in range(levels)]
         self.C = m.new_int_var(0, max(flat), "allreduce_ps")
         m.add_element((k - 1) * levels + self.level, flat, self.C)
+        if len(self.p.nodes) < 2:
+            return
+        two = m.new_bool_var("k>=2")
+        three = m.new_bool_var("k>=3")
+        m.add(k >= 2).only_enforce_if(two)
+        m.add(k <= 1).only_enforce_if(~two)
+        m.add(k >= 3).only_enforce_if(three)
+        m.add(k <= 2).only_enforce_if(~three)
+        at = [m.new_bool_var(f"ring_level=={lv}") for lv in range(levels)]
+        m.add_exactly_one(at)
+        m.add(self.level == sum(lv * b for lv, b in enumerate(at)))
+        for node in self.p.nodes:
+            n = node.id
+            for lv in range(levels):
+                near = [
+                    self.used[o.id]
+                    for o in self.p.nodes
+                    if o.id != n and self.p.pair_level[n, o.id] <= lv
+                ]
+                if not near:
+                    m.add_bool_or([~self.used[n], ~at[lv], ~two])
+                    continue
+                m.add(sum(near) >= 1).only_enforce_if([self.used[n], at[lv], two])
+                m.add(sum(near) >= 2).only_enforce_if([self.used[n], at[lv], three])
 
     def _symmetry(self) -> None:
         nodes = self.p.nodes
@@ -258,9 +298,8 @@ class _Model:
                 self.m.add_hint(var, s)
 
     # -- solving -------------------------------------------------------------------------
-    def solve(self) -> Solution:
+    def solve(self, limit: float) -> Solution:
         started = time.perf_counter()
-        limit = self.p.time_limit_s
         solver = _solver(limit * 0.7)
         if not self.p.feasibility_only:
             self.m.minimize(self.T + self.C)
@@ -348,5 +387,42 @@ def _proportional(weights: list[int], total: int, weight_sum: int) -> list[int]:
     return out
 
 
+def fluid_lower_bound_ps(p: Problem, k: int) -> int:
+    """No plan on k nodes decodes faster than the k fastest nodes sharing the bytes perfectly,
+    with the all-reduce over the best hop level any k nodes allow."""
+    c = p.costs
+    sharded = sum((c.read[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
+    bandwidth = sum(sorted((n.bandwidth_gbps for n in p.nodes), reverse=True)[:k])
+    level = sorted(n.level for n in p.nodes)[k - 1]
+    return math.floor((sharded + k * c.replicated_read) * PS_PER_NS / bandwidth) + p.comm_ps[k - 1][
+        level
+    ]
+
+
 def solve(problem: Problem) -> Solution:
-    return _Model(problem).solve()
+    """Whole KV groups per node first; KV replication only where it could be faster."""
+    started = time.perf_counter()
+    n_kv, nodes = problem.costs.total_units["kv_head"], len(problem.nodes)
+    grouped = _Model(problem, replicate_kv=False).solve(problem.time_limit_s / 2)
+    if n_kv >= nodes or (problem.feasibility_only and grouped.status != "infeasible"):
+        return grouped
+    bound = min(fluid_lower_bound_ps(problem, k) for k in range(n_kv + 1, nodes + 1))
+    if grouped.objective_ps is not None and bound >= grouped.objective_ps:
+        return grouped
+    remaining = max(problem.time_limit_s - (time.perf_counter() - started), 0.1)
+    below = None if grouped.objective_ps is None else grouped.objective_ps - 1
+    replicated = _Model(problem, True, min_used=n_kv + 1, below_ps=below).solve(remaining)
+    wall = (time.perf_counter() - started) * 1e3
+    if replicated.status == "infeasible":
+        if grouped.status == "infeasible":
+            return replace(replicated, wall_ms=wall)
+        # Proven: no replicated plan beats the grouped one, unless the search ran out of time.
+        limited = grouped.time_limited or replicated.time_limited
+        status = "feasible" if limited else grouped.status
+        return replace(grouped, status=status, time_limited=limited, wall_ms=wall)
+    limited = grouped.time_limited or replicated.time_limited
+    if grouped.bound_ps is not None and replicated.bound_ps is not None:
+        bound_ps = min(grouped.bound_ps, replicated.bound_ps)
+    else:
+        bound_ps = replicated.bound_ps
+    return replace(replicated, bound_ps=bound_ps, time_limited=limited, wall_ms=wall)
