@@ -1,3 +1,5 @@
 """asymtp: asymmetric tensor parallelism for Apple Silicon clusters with uneven memory."""
 
-__version__ = "0.1.0"
+from planner.version import __version__
+
+__all__ = ["__version__"]

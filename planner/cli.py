@@ -12,10 +12,12 @@ EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT = 0, 1, 2
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("request", type=Path, help="plan request (JSON or YAML)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.add_argument("--sharding", choices=["asymmetric", "equal", "auto"],
-                   help="override constraints.sharding")
-    p.add_argument("--context", type=int, metavar="TOKENS",
-                   help="override constraints.context_tokens")
+    p.add_argument(
+        "--sharding", choices=["asymmetric", "equal", "auto"], help="override constraints.sharding"
+    )
+    p.add_argument(
+        "--context", type=int, metavar="TOKENS", help="override constraints.context_tokens"
+    )
 
 
 def run(args: argparse.Namespace) -> int:

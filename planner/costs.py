@@ -66,7 +66,9 @@ def _attention_units(s: ModelSpec) -> tuple[int, int]:
     q, dt, h, hd = s.quant, s.dtype_bytes, s.hidden, s.head_dim
     q_rows = hd * (2 if s.q_gated else 1)
     bias = s.attention_bias
-    per_q = linear_bytes(q_rows, h, q, dt) + linear_bytes(h, hd, q, dt) + (q_rows * dt if bias else 0)
+    per_q = (
+        linear_bytes(q_rows, h, q, dt) + linear_bytes(h, hd, q, dt) + (q_rows * dt if bias else 0)
+    )
     per_kv = 2 * linear_bytes(hd, h, q, dt) + (2 * hd * dt if bias else 0)
     return per_q * s.full_layers, per_kv * s.full_layers
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from planner.costs import UnitCosts
 from planner.model_spec import ModelSpec
-from planner.schema import MemoryBreakdown, Node, RankPlan, Range
+from planner.schema import MemoryBreakdown, Node, Range, RankPlan
 from planner.solver import NodeShare
 
 

@@ -202,7 +202,7 @@ def read_config(config: dict[str, Any]) -> ModelSpec:
             + ", ".join(SUPPORTED_MODEL_TYPES)
         )
     cfg = _text_config(config)
-    family = {"qwen3_5": "qwen3_next", "qwen3_5_moe": "qwen3_next"}.get(model_type, model_type)
+    family = {"qwen3_5": "qwen3_next", "qwen3_5_moe": "qwen3_next"}.get(model_type, str(model_type))
 
     hidden = _int(cfg, "hidden_size")
     layers = _int(cfg, "num_hidden_layers")
@@ -282,12 +282,11 @@ def read_config(config: dict[str, Any]) -> ModelSpec:
 def _check_shardable(spec: ModelSpec) -> None:
     if spec.experts and not 1 <= spec.experts_per_token <= spec.experts:
         raise ModelConfigError("model.num_experts_per_tok must be between 1 and num_experts")
-    if spec.lin_layers:
-        if spec.lin_k_heads < 1 or spec.lin_v_heads % spec.lin_k_heads:
-            raise ModelConfigError(
-                f"model.linear_num_value_heads ({spec.lin_v_heads}) must be a positive "
-                f"multiple of linear_num_key_heads ({spec.lin_k_heads})"
-            )
+    if spec.lin_layers and (spec.lin_k_heads < 1 or spec.lin_v_heads % spec.lin_k_heads):
+        raise ModelConfigError(
+            f"model.linear_num_value_heads ({spec.lin_v_heads}) must be a positive "
+            f"multiple of linear_num_key_heads ({spec.lin_k_heads})"
+        )
     if spec.quant is not None:
         g = spec.quant.group_size
         # o_proj / out_proj take their input columns per head: a head must be whole groups.

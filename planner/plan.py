@@ -7,9 +7,8 @@ import json
 import time
 from dataclasses import dataclass
 
-import ortools
+from importlib.metadata import version
 
-from asymtp import __version__
 from planner import diagnose
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
@@ -26,9 +25,10 @@ from planner.schema import (
 )
 from planner.solver import SEED, WORKERS, NodeInput, NodeShare, Problem, Solution, solve
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
+from planner.version import __version__
 
 MAX_HOP_LEVELS = 8  # more distinct link speeds than this are priced by their bucket's slowest
-SOLVER_VERSION = f"asymtp-{__version__}+ortools-{ortools.__version__}"
+SOLVER_VERSION = f"asymtp-{__version__}+ortools-{version('ortools')}"
 
 
 def plan_id_for(request: PlanRequest) -> str:
@@ -80,9 +80,7 @@ class Cluster:
         return ring_order([first, *rest], self.hops, self.message_bytes)
 
 
-def hop_levels(
-    cluster: Cluster, ids: list[str]
-) -> tuple[list[Hop], dict[tuple[str, str], int]]:
+def hop_levels(cluster: Cluster, ids: list[str]) -> tuple[list[Hop], dict[tuple[str, str], int]]:
     """Hop levels in ascending cost: the MAX_HOP_LEVELS - 1 cheapest hops exactly, all slower
     ones in a last level priced by the slowest, so a ring's level never understates it."""
     msg = cluster.message_bytes
@@ -90,7 +88,9 @@ def hop_levels(
     if not pairs:
         return [Hop(0.0, 1.0, "none")], {}
     ordered = sorted(set(pairs.values()), key=lambda h: (h.cost_us(msg), h.kind, h.latency_us))
-    edges = ordered[: MAX_HOP_LEVELS - 1] + ordered[-1:] if len(ordered) > MAX_HOP_LEVELS else ordered
+    edges = (
+        ordered[: MAX_HOP_LEVELS - 1] + ordered[-1:] if len(ordered) > MAX_HOP_LEVELS else ordered
+    )
     level_of = {}
     for h in ordered:
         level_of[h] = next(i for i, e in enumerate(edges) if h.cost_us(msg) <= e.cost_us(msg))
@@ -115,9 +115,7 @@ def problem_for(
     )
     comm = [
         [
-            round(
-                allreduce_us(k, h, cluster.message_bytes) * cluster.allreduces_per_token * 1e6
-            )
+            round(allreduce_us(k, h, cluster.message_bytes) * cluster.allreduces_per_token * 1e6)
             for h in level_hops
         ]
         for k in range(1, len(order) + 1)
@@ -228,8 +226,32 @@ def make_plan(request: PlanRequest) -> Plan:
     c = request.constraints
     costs = unit_costs(spec, c.context_tokens, c.batch_size, c.kv_cache_bytes_per_element)
     cluster = Cluster.of(request, spec)
-    info = dict(workers=WORKERS, seed=SEED, version=SOLVER_VERSION)
-    base = dict(plan_id=plan_id_for(request), model=summary(spec, costs))
+    plan_id, model = plan_id_for(request), summary(spec, costs)
+
+    def infeasible(reasons: list[str], time_limited: bool = False) -> Plan:
+        return Plan(
+            feasible=False,
+            status="infeasible",
+            plan_id=plan_id,
+            model=model,
+            reasons=reasons,
+            solver=_solver_info(started, None, time_limited),
+        )
+
+    def feasible(chosen: _Candidate, solution: Solution | None, warnings: list[str]) -> Plan:
+        optimal = solution is None or solution.status == "optimal"
+        return Plan(
+            feasible=True,
+            status="optimal" if optimal else "feasible",
+            plan_id=plan_id,
+            model=model,
+            sharding="equal" if chosen.sharding == "equal" else "asymmetric",
+            ranks=chosen.ranks,
+            ring=chosen.ring,
+            estimates=chosen.estimates,
+            warnings=warnings,
+            solver=_solver_info(started, solution, bool(solution and solution.time_limited)),
+        )
 
     # Today's even split over every node, for `equal`, for `auto`, and as a comparison figure.
     eq_shares, eq_reasons = equal_shares(spec, costs, sorted(cluster.nodes))
@@ -239,31 +261,14 @@ def make_plan(request: PlanRequest) -> Plan:
         equal = None
 
     if c.sharding == "equal":
-        if equal is None:
-            return Plan(
-                feasible=False,
-                status="infeasible",
-                reasons=eq_reasons,
-                solver=SolverInfo(wall_ms=_ms(started), **info),  # type: ignore[arg-type]
-                **base,  # type: ignore[arg-type]
-            )
-        return _plan(equal, "optimal", None, started, info, base, warnings=[])
+        return feasible(equal, None, []) if equal is not None else infeasible(eq_reasons)
 
-    problem = problem_for(request, spec, costs, cluster)
-    solution = solve(problem)
+    solution = solve(problem_for(request, spec, costs, cluster))
     if solution.status == "infeasible":
         reasons = diagnose.infeasible(request, spec, costs, cluster, solution)
-        if c.sharding == "auto" and eq_reasons:
+        if c.sharding == "auto":
             reasons += eq_reasons
-        return Plan(
-            feasible=False,
-            status="infeasible",
-            reasons=reasons,
-            solver=SolverInfo(
-                wall_ms=_ms(started), time_limited=solution.time_limited, **info  # type: ignore[arg-type]
-            ),
-            **base,  # type: ignore[arg-type]
-        )
+        return infeasible(reasons, solution.time_limited)
     asym = _candidate("asymmetric", solution.shares, request, spec, costs, cluster)
     warnings = []
     if solution.time_limited:
@@ -272,47 +277,27 @@ def make_plan(request: PlanRequest) -> Plan:
             f"within {_gap(solution):.1f}% of the proven bound"
         )
     chosen = asym
-    if c.sharding == "auto" and equal is not None:
-        if equal.estimates.decode_ms_per_token <= asym.estimates.decode_ms_per_token:
-            chosen = equal
     if equal is not None:
+        if c.sharding == "auto" and (
+            equal.estimates.decode_ms_per_token <= asym.estimates.decode_ms_per_token
+        ):
+            chosen = equal
         chosen.estimates = chosen.estimates.model_copy(
             update={"equal_split_decode_ms": equal.estimates.decode_ms_per_token}
         )
-    status = "optimal" if solution.status == "optimal" else "feasible"
-    return _plan(chosen, status, solution, started, info, base, warnings)
+    return feasible(chosen, solution if chosen is asym else None, warnings)
 
 
-def _plan(
-    chosen: _Candidate,
-    status: str,
-    solution: Solution | None,
-    started: float,
-    info: dict[str, object],
-    base: dict[str, object],
-    warnings: list[str],
-) -> Plan:
-    return Plan(
-        feasible=True,
-        status=status,  # type: ignore[arg-type]
-        sharding=chosen.sharding,  # type: ignore[arg-type]
-        ranks=chosen.ranks,
-        ring=chosen.ring,
-        estimates=chosen.estimates,
-        warnings=warnings,
-        solver=SolverInfo(
-            wall_ms=_ms(started),
-            objective=None if solution is None else _ps_to_ms(solution.objective_ps),
-            bound=None if solution is None else _ps_to_ms(solution.bound_ps),
-            time_limited=bool(solution and solution.time_limited),
-            **info,  # type: ignore[arg-type]
-        ),
-        **base,  # type: ignore[arg-type]
+def _solver_info(started: float, solution: Solution | None, time_limited: bool) -> SolverInfo:
+    return SolverInfo(
+        wall_ms=round((time.perf_counter() - started) * 1e3, 3),
+        objective=None if solution is None else _ps_to_ms(solution.objective_ps),
+        bound=None if solution is None else _ps_to_ms(solution.bound_ps),
+        time_limited=time_limited,
+        workers=WORKERS,
+        seed=SEED,
+        version=SOLVER_VERSION,
     )
-
-
-def _ms(started: float) -> float:
-    return round((time.perf_counter() - started) * 1e3, 3)
 
 
 def _ps_to_ms(ps: int | None) -> float | None:
@@ -323,6 +308,3 @@ def _gap(s: Solution) -> float:
     if not s.objective_ps or s.bound_ps is None:
         return 0.0
     return 100 * (s.objective_ps - s.bound_ps) / s.objective_ps
-
-
-__all__ = ["SOLVER_VERSION", "Cluster", "make_plan", "plan_id_for", "plan_json", "read_config"]

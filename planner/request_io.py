@@ -71,5 +71,7 @@ def load_request(path: Path) -> PlanRequest:
         data = yaml.safe_load(raw) if path.suffix in (".yaml", ".yml") else json.loads(raw)
     except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
         first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RequestError(f"{path}: not valid {'YAML' if path.suffix != '.json' else 'JSON'}: {first}") from None
+        raise RequestError(
+            f"{path}: not valid {'YAML' if path.suffix != '.json' else 'JSON'}: {first}"
+        ) from None
     return parse_request(data, path.parent)

@@ -34,6 +34,7 @@ ordered (symmetry breaking) and the search is hinted with a memory-proportional 
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from dataclasses import dataclass, field, replace
@@ -160,7 +161,7 @@ class _Model:
         self._symmetry()
         self._hint()
         if below_ps is not None:
-            self.m.add(self.T + self.C <= below_ps)
+            self.m.add(below_ps >= self.T + self.C)
 
     # -- variables -------------------------------------------------------------------
     def _variables(self) -> None:
@@ -283,7 +284,7 @@ class _Model:
 
     def _symmetry(self) -> None:
         nodes = self.p.nodes
-        for a, b in zip(nodes, nodes[1:]):
+        for a, b in itertools.pairwise(nodes):
             if (a.budget, a.bandwidth_gbps, a.level) == (b.budget, b.bandwidth_gbps, b.level):
                 self.m.add(self.used[a.id] >= self.used[b.id])
                 self.m.add(self.t[a.id] >= self.t[b.id])
@@ -320,10 +321,11 @@ class _Model:
         self.m.clear_hints()
         for var in self._decision_vars():
             self.m.add_hint(var, solver.value(var))
-        self.m.add(self.T + self.C <= best)
+        self.m.add(best >= self.T + self.C)
         smallest = min(self.p.nodes, key=lambda n: (n.budget, n.id))
         big = max(n.budget for n in self.p.nodes) + 1
-        self.m.minimize(big * sum(self.used.values()) - (smallest.budget - self.mem[smallest.id]))
+        free_on_smallest = smallest.budget - self.mem[smallest.id]
+        self.m.minimize(big * sum(self.used.values()) - free_on_smallest)
         remaining = max(limit - (time.perf_counter() - started), 0.05)
         solver2 = _solver(remaining)
         status2 = solver2.solve(self.m)
@@ -394,9 +396,10 @@ def fluid_lower_bound_ps(p: Problem, k: int) -> int:
     sharded = sum((c.read[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
     bandwidth = sum(sorted((n.bandwidth_gbps for n in p.nodes), reverse=True)[:k])
     level = sorted(n.level for n in p.nodes)[k - 1]
-    return math.floor((sharded + k * c.replicated_read) * PS_PER_NS / bandwidth) + p.comm_ps[k - 1][
-        level
-    ]
+    return (
+        math.floor((sharded + k * c.replicated_read) * PS_PER_NS / bandwidth)
+        + p.comm_ps[k - 1][level]
+    )
 
 
 def solve(problem: Problem) -> Solution:
@@ -421,8 +424,8 @@ def solve(problem: Problem) -> Solution:
         status = "feasible" if limited else grouped.status
         return replace(grouped, status=status, time_limited=limited, wall_ms=wall)
     limited = grouped.time_limited or replicated.time_limited
-    if grouped.bound_ps is not None and replicated.bound_ps is not None:
-        bound_ps = min(grouped.bound_ps, replicated.bound_ps)
-    else:
-        bound_ps = replicated.bound_ps
-    return replace(replicated, bound_ps=bound_ps, time_limited=limited, wall_ms=wall)
+    bound_ps: int | None = replicated.bound_ps
+    if grouped.bound_ps is not None and bound_ps is not None:
+        bound_ps = min(grouped.bound_ps, bound_ps)
+    status = "feasible" if limited else "optimal"
+    return replace(replicated, status=status, bound_ps=bound_ps, time_limited=limited, wall_ms=wall)

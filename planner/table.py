@@ -21,35 +21,52 @@ def render(plan: Plan) -> str:
         lines += [f"  - {r}" for r in plan.reasons]
         return "\n".join(lines)
     m = plan.model
-    header = ["rank", "node", "share", "q heads", "kv heads", "ffn", "experts", "lin heads",
-              "memory GB (used / budget)", "decode ms"]
+    header = [
+        "rank",
+        "node",
+        "share",
+        "q heads",
+        "kv heads",
+        "ffn",
+        "experts",
+        "lin heads",
+        "memory GB (used / budget)",
+        "decode ms",
+    ]
     rows = []
     for r in plan.ranks:
-        rows.append([
-            str(r.rank),
-            r.node_id,
-            f"{r.share * 100:.1f}%",
-            _r(r.q_heads),
-            _r(r.kv_heads),
-            _r(r.ffn),
-            _r(r.experts),
-            _r(r.linear_k_heads),
-            f"{_gb(r.memory_bytes.total)} / {_gb(r.budget_bytes)}",
-            f"{r.decode_ms:.2f}",
-        ])
+        rows.append(
+            [
+                str(r.rank),
+                r.node_id,
+                f"{r.share * 100:.1f}%",
+                _r(r.q_heads),
+                _r(r.kv_heads),
+                _r(r.ffn),
+                _r(r.experts),
+                _r(r.linear_k_heads),
+                f"{_gb(r.memory_bytes.total)} / {_gb(r.budget_bytes)}",
+                f"{r.decode_ms:.2f}",
+            ]
+        )
     widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
     fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = []
     if m is not None:
         q = f"{m.bits}-bit" if m.bits else "unquantized"
-        lines.append(f"{m.model_type}, {m.weight_bytes / 1e9:.1f} GB ({q}); "
-                     f"{plan.sharding} split over {len(plan.ranks)} ranks, status {plan.status}")
+        lines.append(
+            f"{m.model_type}, {m.weight_bytes / 1e9:.1f} GB ({q}); "
+            f"{plan.sharding} split over {len(plan.ranks)} ranks, status {plan.status}"
+        )
     lines.append(fmt.format(*header))
     lines += [fmt.format(*row) for row in rows]
     e = plan.estimates
     if e is not None:
-        eq = (f"; equal split {e.equal_split_decode_ms:.2f} ms" if e.equal_split_decode_ms
-              else "; equal split does not fit")
+        eq = (
+            f"; equal split {e.equal_split_decode_ms:.2f} ms"
+            if e.equal_split_decode_ms
+            else "; equal split does not fit"
+        )
         lines.append(
             f"decode ≈ {e.decode_ms_per_token:.2f} ms/token ({e.tokens_per_s:.1f} tok/s): "
             f"slowest rank {e.compute_ms:.2f} ms + all-reduce {e.allreduce_ms:.2f} ms; "

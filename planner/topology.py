@@ -84,9 +84,7 @@ def ring_order(
         return list(node_ids)
 
     def key(order: tuple[str, ...]) -> tuple[float, float]:
-        costs = [
-            hops[(a, b)].cost_us(message_bytes) for a, b in zip(order, order[1:] + order[:1])
-        ]
+        costs = [hops[(a, b)].cost_us(message_bytes) for a, b in zip(order, order[1:] + order[:1])]
         return max(costs), sum(costs)
 
     first, rest = node_ids[0], node_ids[1:]
