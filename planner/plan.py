@@ -6,7 +6,6 @@ import hashlib
 import json
 import time
 from dataclasses import dataclass
-
 from importlib.metadata import version
 
 from planner import diagnose
