@@ -250,3 +250,24 @@ class Plan(_Strict):
     warnings: list[str] = []
     model: ModelSummary | None = None
     solver: SolverInfo
+
+
+class Interface(_Strict):
+    name: Annotated[str, Field(max_length=64)]
+    addresses: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []
+    """IPv4/IPv6 addresses with prefix length, e.g. `169.254.10.1/16`."""
+    kind: Literal["thunderbolt", "ethernet", "wifi", "loopback", "other"] = "other"
+
+
+class NodeFacts(_Strict):
+    """What an agent reports about its machine, so a topology can be built from the reports."""
+
+    node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+    hostname: Annotated[str, Field(max_length=255)] = ""
+    os: Annotated[str, Field(max_length=64)] = ""
+    chip: Annotated[str | None, Field(max_length=128)] = None
+    memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
+    available_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
+    interfaces: Annotated[list[Interface], Field(max_length=64)] = []
+    rdma: bool | None = None
+    """RDMA over Thunderbolt enabled (macOS `rdma_ctl status`); None where unknown."""
