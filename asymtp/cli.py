@@ -12,9 +12,11 @@ import sys
 from collections.abc import Callable, Sequence
 
 # subcommand -> (module, one-line help). The module defines `add_arguments(parser)` and
-# `run(args) -> int`.
+# `run(args) -> int`; "module:name" picks `add_name_arguments` and `run_name` instead.
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("planner.cli", "plan a split for a topology and a model (dry run)"),
+    "check-parity": ("executor.cli", "compare a sharded model with the unsharded one"),
+    "make-test-model": ("executor.cli:make_model", "write a small random model to a directory"),
 }
 
 
@@ -32,9 +34,15 @@ def build_parser() -> tuple[
     runners: dict[str, Callable[[argparse.Namespace], int]] = {}
     for name, (module_name, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        module.add_arguments(p)
-        runners[name] = module.run
+        # "module" or "module:prefix" (prefix_add_arguments / prefix_run ... here: add_X_arguments)
+        module_path, _, variant = module_name.partition(":")
+        module = importlib.import_module(module_path)
+        if variant:
+            getattr(module, f"add_{variant}_arguments")(p)
+            runners[name] = getattr(module, f"run_{variant}")
+        else:
+            module.add_arguments(p)
+            runners[name] = module.run
     return parser, runners
 
 

@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal, Protocol
 
@@ -89,45 +89,56 @@ def _cut_at_stop(text: str, stops: list[str]) -> tuple[str, bool]:
 
 
 class Server:
-    """Serializes generations onto one worker thread and streams their text."""
+    """Runs generations one at a time on one worker thread (MLX state stays on one thread)
+    and streams their text. A failed generation means the group is broken: `on_fatal`."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, on_fatal: Callable[[str], None] | None = None) -> None:
         self.engine = engine
-        self.lock = threading.Lock()
+        self.on_fatal = on_fatal
+        self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self.draining = False
         self.in_flight = 0
         self.served = 0
+        self.worker = threading.Thread(target=self._work, name="generation", daemon=True)
+        self.worker.start()
+
+    def _work(self) -> None:
+        while (job := self.jobs.get()) is not None:
+            job()
+
+    def close(self) -> None:
+        self.jobs.put(None)
+        self.worker.join()
 
     def _run(self, prompt: list[int], body: _Body, out: queue.Queue[tuple[str, Any]]) -> None:
         """Worker thread: generate, push ("text", delta)... then ("done", finish) or ("error", msg)."""
-        with self.lock:
-            tokens: list[int] = []
-            emitted = ""
-            finish = "length"
-            try:
-                for tok in self.engine.generate(
-                    prompt, body.max_tokens, body.temperature, body.top_p
-                ):
-                    tokens.append(tok)
-                    text = self.engine.decode(tokens)
-                    if text.endswith("\ufffd"):
-                        continue  # half of a multi-byte character: wait for the rest
-                    text, stopped = _cut_at_stop(text, body.stops())
-                    if len(text) > len(emitted):
-                        out.put(("text", text[len(emitted) :]))
-                        emitted = text
-                    if stopped:
-                        finish = "stop"
-                        break
-                else:
-                    finish = "length" if len(tokens) >= body.max_tokens else "stop"
-                final = self.engine.decode(tokens)
-                final, _ = _cut_at_stop(final, body.stops())
-                if len(final) > len(emitted) and not final.endswith("\ufffd"):
-                    out.put(("text", final[len(emitted) :]))
-                out.put(("done", (finish, len(tokens))))
-            except Exception as e:  # the group failed; the client gets a clear 503
-                out.put(("error", f"generation failed: {e}"))
+        tokens: list[int] = []
+        emitted = ""
+        finish = "length"
+        try:
+            for tok in self.engine.generate(prompt, body.max_tokens, body.temperature, body.top_p):
+                tokens.append(tok)
+                text = self.engine.decode(tokens)
+                if text.endswith("\ufffd"):
+                    continue  # half of a multi-byte character: wait for the rest
+                text, stopped = _cut_at_stop(text, body.stops())
+                if len(text) > len(emitted):
+                    out.put(("text", text[len(emitted) :]))
+                    emitted = text
+                if stopped:
+                    finish = "stop"
+                    break
+            else:
+                finish = "length" if len(tokens) >= body.max_tokens else "stop"
+            final = self.engine.decode(tokens)
+            final, _ = _cut_at_stop(final, body.stops())
+            if len(final) > len(emitted) and not final.endswith("\ufffd"):
+                out.put(("text", final[len(emitted) :]))
+            out.put(("done", (finish, len(tokens))))
+        except Exception as e:  # the group failed; the client gets a clear 503
+            out.put(("error", f"generation failed: {e}"))
+            if self.on_fatal:
+                self.on_fatal(str(e))
 
     async def stream(self, prompt: list[int], body: _Body) -> AsyncIterator[tuple[str, Any]]:
         if self.draining:
@@ -135,8 +146,7 @@ class Server:
         out: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.in_flight += 1
         try:
-            worker = threading.Thread(target=self._run, args=(prompt, body, out), daemon=True)
-            worker.start()
+            self.jobs.put(lambda: self._run(prompt, body, out))
             while True:
                 kind, value = await asyncio.to_thread(out.get)
                 yield kind, value
@@ -170,9 +180,13 @@ def _sse(obj: dict[str, Any]) -> str:
     return f"data: {json.dumps(obj)}\n\n"
 
 
-def create_app(engine: Engine, status: dict[str, Any] | None = None) -> tuple[FastAPI, Server]:
+def create_app(
+    engine: Engine,
+    status: dict[str, Any] | None = None,
+    on_fatal: Callable[[str], None] | None = None,
+) -> tuple[FastAPI, Server]:
     app = FastAPI(title="asymtp rank 0", version="1")
-    server = Server(engine)
+    server = Server(engine, on_fatal)
 
     def check_model(body: _Body) -> None:
         if body.model not in (None, "", engine.model_id):

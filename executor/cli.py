@@ -1,0 +1,75 @@
+"""`asymtp make-test-model` and `asymtp check-parity`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def _fail(msg: str) -> int:
+    print(f"asymtp: {msg}", file=sys.stderr)
+    return EXIT_BAD_INPUT
+
+
+# ---- make-test-model ----------------------------------------------------------------------
+def add_make_model_arguments(p: argparse.ArgumentParser) -> None:
+    from executor.tiny_models import FAMILIES, QUANTIZATIONS
+
+    p.add_argument("out", type=Path, help="directory to write the model to")
+    p.add_argument("--family", choices=FAMILIES, default="qwen3")
+    p.add_argument("--quant", choices=list(QUANTIZATIONS), default="none")
+    p.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32")
+    p.add_argument("--seed", type=int, default=0)
+
+
+def run_make_model(args: argparse.Namespace) -> int:
+    from executor.tiny_models import build_model
+
+    out = build_model(args.out, args.family, args.quant, args.dtype, args.seed)
+    print(f"wrote a {args.family} test model ({args.quant}, {args.dtype}) to {out}")
+    return EXIT_OK
+
+
+# ---- check-parity -------------------------------------------------------------------------
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", type=Path, required=True, help="model directory (mlx_lm.convert output)")
+    p.add_argument("--ranks", type=int, required=True, help="number of local ranks (2-8)")
+    p.add_argument("--split", help="comma-separated shares, e.g. 0.5,0.3,0.2 (default: equal)")
+    p.add_argument("--prompts", type=int, default=20, help="greedy prompts to compare")
+    p.add_argument("--max-tokens", type=int, default=32)
+    p.add_argument("--tolerance", type=float, default=1e-4, help="max logit difference allowed")
+
+
+def run(args: argparse.Namespace) -> int:
+    if not 2 <= args.ranks <= 8:
+        return _fail("--ranks must be between 2 and 8")
+    try:
+        fractions = [float(x) for x in args.split.split(",")] if args.split else [1.0] * args.ranks
+    except ValueError:
+        return _fail(f"--split must be comma-separated numbers, got {args.split!r}")
+    if len(fractions) != args.ranks or any(f <= 0 for f in fractions):
+        return _fail(f"--split needs {args.ranks} positive numbers, got {args.split!r}")
+    if not (args.model / "config.json").is_file():
+        return _fail(f"--model {args.model}: no config.json there")
+
+    from executor.loader import LoadError, read_json
+    from executor.parity import check, plan_for_split
+
+    total = sum(fractions)
+    try:
+        plan = plan_for_split(read_json(args.model / "config.json"), [f / total for f in fractions])
+        report = check(args.model, plan, n_greedy=args.prompts, max_tokens=args.max_tokens)
+    except (LoadError, ValueError) as e:
+        return _fail(str(e))
+    except RuntimeError as e:
+        print(f"asymtp check-parity: the ring group failed: {e}", file=sys.stderr)
+        return EXIT_MISMATCH
+    for line in report.lines():
+        print(line)
+    ok = report.max_logit_diff <= args.tolerance and report.all_equal
+    print(f"parity: {'OK' if ok else 'MISMATCH'} (tolerance {args.tolerance:g}, {report.seconds:.1f}s)")
+    return EXIT_OK if ok else EXIT_MISMATCH
+

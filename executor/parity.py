@@ -1,0 +1,163 @@
+"""Run a model sharded over a real ring group of local processes and compare it with the
+unsharded model: the max logit difference and how many greedy continuations agree."""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+
+from executor.loader import load_shard, read_json
+from executor.lockstep import Lockstep
+from planner.plan import make_plan, plan_json
+from planner.schema import Plan, PlanRequest
+
+GROUP_TIMEOUT_S = 300.0
+GREEDY_PROMPT_TOKENS = 12
+
+
+def _greedy(ref: Lockstep, prompt: list[int], steps: int) -> list[int]:
+    """`steps` greedy tokens, not stopping at end-of-sequence (as the batched group does)."""
+    eos, ref.eos = ref.eos, set()
+    try:
+        return list(ref.generate(prompt, steps))
+    finally:
+        ref.eos = eos
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    ranks: int
+    max_logit_diff: float
+    greedy_equal: int
+    greedy_total: int
+    plan: Plan
+    seconds: float
+
+    @property
+    def all_equal(self) -> bool:
+        return self.greedy_equal == self.greedy_total
+
+    def lines(self) -> list[str]:
+        shares = ", ".join(f"{r.share * 100:.0f}%" for r in self.plan.ranks)
+        return [
+            f"ranks: {self.ranks} (weight shares {shares})",
+            f"max |logit - unsharded logit|: {self.max_logit_diff:.3g}",
+            f"greedy continuations identical: {self.greedy_equal}/{self.greedy_total}",
+        ]
+
+
+def plan_for_split(config: dict[str, Any], fractions: list[float], context_tokens: int = 1024) -> Plan:
+    """A real planner plan whose ranks' speeds (and so shares) follow `fractions`: nodes with
+    ample memory and memory bandwidth in those proportions, all of them used."""
+    nodes = [
+        {"id": f"node-{i}", "memory_bytes": 1 << 40, "bandwidth_gbps": round(f * 1000, 3)}
+        for i, f in enumerate(fractions)
+    ]
+    links = [
+        {"a": a["id"], "b": b["id"], "kind": "rdma"} for i, a in enumerate(nodes) for b in nodes[i + 1 :]
+    ]
+    request = PlanRequest.model_validate({
+        "topology": {"nodes": nodes, "links": links},
+        "model": config,
+        "constraints": {"sharding": "asymmetric", "allow_unused_nodes": False, "overhead_bytes": 0,
+                        "context_tokens": context_tokens, "headroom": 0},
+    })
+    plan = make_plan(request)
+    if not plan.feasible:
+        raise ValueError("; ".join(plan.reasons))
+    return plan
+
+
+def prompts(count: int, vocab: int, seed: int = 0, length: int | None = None) -> list[list[int]]:
+    """Random token prompts; of one `length` when given (batched greedy decoding needs it)."""
+    rng = random.Random(seed)
+    return [
+        [rng.randrange(3, vocab) for _ in range(length or rng.randint(3, 24))] for _ in range(count)
+    ]
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+def run_group(
+    model_dir: Path, plan: Plan, job: dict[str, Any], workdir: Path, timeout: float = GROUP_TIMEOUT_S
+) -> tuple[dict[str, mx.array], list[list[int]]]:
+    """Start one process per rank on 127.0.0.1, run `job` on rank 0, collect its results."""
+    n = len(plan.ranks)
+    (workdir / "plan.json").write_text(plan_json(plan))
+    (workdir / "hosts.json").write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(n)]))
+    (workdir / "job.json").write_text(json.dumps(job))
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "executor.rank_process", "--model", str(model_dir),
+             "--plan", str(workdir / "plan.json"), "--rank", str(r),
+             "--hostfile", str(workdir / "hosts.json"),
+             "--parity", str(workdir / "job.json"), "--out", str(workdir)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for r in range(n)
+    ]
+    deadline = time.monotonic() + timeout
+    failures = []
+    try:
+        for r, p in enumerate(procs):
+            out, err = p.communicate(timeout=max(deadline - time.monotonic(), 1))
+            if p.returncode:
+                failures.append(f"rank {r} exited {p.returncode}: {(out + err)[-800:]}")
+    except subprocess.TimeoutExpired:
+        failures.append(f"the group did not finish within {timeout:g}s")
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    if failures:
+        raise RuntimeError("; ".join(failures))
+    logits_file = workdir / "logits.safetensors"
+    logits = mx.load(str(logits_file)) if logits_file.exists() else {}
+    assert isinstance(logits, dict)
+    return logits, json.loads((workdir / "tokens.json").read_text())
+
+
+def check(
+    model_dir: Path, plan: Plan, n_logit_prompts: int = 4, n_greedy: int = 20, max_tokens: int = 32,
+    seed: int = 0,
+) -> ParityReport:
+    started = time.monotonic()
+    config = read_json(model_dir / "config.json")
+    vocab = int(config.get("vocab_size") or config.get("text_config", {}).get("vocab_size"))
+    logit_prompts = prompts(n_logit_prompts, vocab, seed)
+    greedy_prompts = prompts(n_greedy, vocab, seed + 1, length=GREEDY_PROMPT_TOKENS)
+    job = {"logits_prompts": logit_prompts, "greedy_prompts": greedy_prompts, "max_tokens": max_tokens}
+    with tempfile.TemporaryDirectory(prefix="asymtp-parity-") as tmp:
+        got_logits, got_tokens = run_group(model_dir, plan, job, Path(tmp))
+
+    model, _, _ = load_shard(model_dir)
+    eos = config.get("eos_token_id")
+    ref = Lockstep(model, None, [eos] if isinstance(eos, int) else [])
+    diff = 0.0
+    for i, p in enumerate(logit_prompts):
+        diff = max(diff, mx.abs(got_logits[f"logits_{i}"] - ref.logits(p)).max().item())
+    # The reference decodes each prompt on its own, through the serving path.
+    expected = [_greedy(ref, p, max_tokens) for p in greedy_prompts]
+    equal = sum(got == want for got, want in zip(got_tokens, expected))
+    return ParityReport(len(plan.ranks), diff, equal, len(greedy_prompts), plan, time.monotonic() - started)

@@ -1,0 +1,160 @@
+"""Small models of every supported family, made here: nothing is downloaded.
+
+A model directory as `mlx_lm.convert` writes it: `config.json` (with the `quantization` block
+and its per-layer overrides), `model.safetensors` in mlx-lm's parameter names, and a BPE
+tokenizer trained with `tokenizers` on generated text, with a chat template.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+from mlx.utils import tree_flatten
+from mlx_lm.utils import _get_classes
+
+FAMILIES = ("llama", "qwen3", "qwen3_moe", "qwen3_next", "qwen3_5_moe")
+QUANTIZATIONS: dict[str, dict[str, int] | None] = {
+    "none": None,
+    "4bit": {"bits": 4, "group_size": 64},
+    "8bit": {"bits": 8, "group_size": 32},
+}
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+VOCAB = 512
+LOGIT_SHARPNESS = 8.0
+
+_BASE: dict[str, Any] = {
+    "hidden_size": 128,
+    "num_hidden_layers": 4,
+    "num_attention_heads": 8,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "intermediate_size": 512,
+    "vocab_size": VOCAB,
+    "rms_norm_eps": 1e-6,
+    "rope_theta": 10000.0,
+    "max_position_embeddings": 4096,
+    "tie_word_embeddings": False,
+}
+_MOE: dict[str, Any] = {
+    "num_experts": 8,
+    "num_experts_per_tok": 2,
+    "moe_intermediate_size": 64,
+    "decoder_sparse_step": 1,
+    "mlp_only_layers": [],
+    "norm_topk_prob": True,
+}
+_HYBRID: dict[str, Any] = {
+    **_MOE,
+    "shared_expert_intermediate_size": 256,
+    "linear_num_key_heads": 4,
+    "linear_num_value_heads": 8,
+    "linear_key_head_dim": 32,
+    "linear_value_head_dim": 32,
+    "linear_conv_kernel_dim": 4,
+    "full_attention_interval": 2,
+    "partial_rotary_factor": 0.25,
+}
+
+
+def config_for(family: str, dtype: str = "float32", **overrides: Any) -> dict[str, Any]:
+    if family not in FAMILIES:
+        raise ValueError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
+    cfg: dict[str, Any] = {**_BASE, "model_type": family, "torch_dtype": dtype}
+    if family == "qwen3_moe":
+        cfg.update(_MOE)
+    if family in ("qwen3_next", "qwen3_5_moe"):
+        cfg.update(_HYBRID)
+    cfg.update(overrides)
+    if family == "qwen3_5_moe":
+        text = {**cfg, "model_type": "qwen3_5_moe_text"}
+        cfg = {"model_type": family, "torch_dtype": dtype, "text_config": text,
+               "tie_word_embeddings": cfg["tie_word_embeddings"]}
+    return cfg
+
+
+def _corpus(seed: int) -> list[str]:
+    rng = random.Random(seed)
+    words = ["mac", "studio", "ultra", "max", "memory", "tensor", "head", "expert", "ring",
+             "token", "split", "rank", "plan", "model", "layer", "cache", "bandwidth", "cable",
+             "the", "a", "of", "and", "to", "in", "is", "fits", "fast", "slow", "small", "big"]
+    return [" ".join(rng.choice(words) for _ in range(rng.randint(4, 16))) + "." for _ in range(4000)]
+
+
+def write_tokenizer(out: Path, vocab_size: int, seed: int = 0) -> int:
+    """Train a byte-level BPE tokenizer; returns the end-of-turn token id."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(_corpus(seed), trainer=trainer)
+    tok.save(str(out / "tokenizer.json"))
+    (out / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "bos_token": None,
+        "eos_token": "<|im_end|>",
+        "pad_token": "<|endoftext|>",
+        "chat_template": CHAT_TEMPLATE,
+        "model_max_length": 4096,
+    }, indent=2))
+    eos = tok.token_to_id("<|im_end|>")
+    assert eos is not None
+    return eos
+
+
+def build_model(
+    out: Path, family: str, quant: str = "none", dtype: str = "float32", seed: int = 0,
+    **overrides: Any,
+) -> Path:
+    """Write a small random model of `family` to `out` and return `out`."""
+    if quant not in QUANTIZATIONS:
+        raise ValueError(f"quantization {quant!r} is not one of {', '.join(QUANTIZATIONS)}")
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = config_for(family, dtype, **overrides)
+    mx.random.seed(seed)
+    model_cls, args_cls = _get_classes(cfg)
+    model: nn.Module = model_cls(args_cls.from_dict(cfg))
+    for name, module in model.named_modules():
+        if name.endswith("lm_head"):
+            # Random weights give nearly flat logits, where float rounding could flip a greedy
+            # argmax; a sharper output layer keeps greedy parity a test of the sharding.
+            module.weight = module.weight * LOGIT_SHARPNESS
+    if dtype != "float32":
+        model.set_dtype(getattr(mx, dtype))
+    q = QUANTIZATIONS[quant]
+    if q is not None:
+        block: dict[str, Any] = dict(q)
+        predicate = getattr(model, "quant_predicate", None)
+
+        def class_predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+            if not hasattr(module, "to_quantized") or module.weight.shape[-1] % q["group_size"]:
+                return False
+            chosen = predicate(path, module) if predicate else True
+            if isinstance(chosen, dict):
+                block[path] = chosen
+            return chosen
+
+        nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=class_predicate)
+        cfg["quantization"] = block
+    weights = dict(tree_flatten(model.parameters()))
+    mx.eval(weights)
+    mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
+    eos = write_tokenizer(out, VOCAB, seed)
+    cfg["eos_token_id"] = eos
+    (out / "config.json").write_text(json.dumps(cfg, indent=2))
+    return out
