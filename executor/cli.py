@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_MISMATCH
     for line in report.lines():
         print(line)
-    ok = report.max_logit_diff <= args.tolerance and report.all_equal
+    # Identical continuations, or divergence only at near-ties the tolerance allows (bf16).
+    ok = report.max_logit_diff <= args.tolerance and report.greedy_worst_pick <= args.tolerance
     print(f"parity: {'OK' if ok else 'MISMATCH'} (tolerance {args.tolerance:g}, {report.seconds:.1f}s)")
     return EXIT_OK if ok else EXIT_MISMATCH
 

@@ -134,6 +134,8 @@ def load_shard(
         for name in names:
             mx.eval(loaded[name])  # one tensor at a time: its full buffer is freed after the copy
         model.update(tree_unflatten(list(loaded.items())))
+        del loaded
+        mx.clear_cache()  # freed full tensors would otherwise stay in MLX's buffer cache
         if layer_index is not None and ranges is not None:
             patch_layer(layers[layer_index], spec, ranges, group)
         if progress:

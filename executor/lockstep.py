@@ -25,6 +25,11 @@ PREFILL_STEP = 512
 MICRO = 1_000_000
 
 
+def _ints(a: mx.array) -> list[int]:
+    """A 1-D integer array as Python ints (mlx's `tolist` is typed for any nesting)."""
+    return [int(v) for v in a.astype(mx.int32).tolist()]  # type: ignore[union-attr, arg-type]
+
+
 class Lockstep:
     def __init__(self, model: nn.Module, group: Any, eos_ids: Sequence[int]) -> None:
         self.model = model
@@ -43,8 +48,7 @@ class Lockstep:
             buf = mx.array(list(values), dtype=mx.int32)
         else:
             buf = mx.zeros((n,), dtype=mx.int32)
-        out: list[int] = mx.distributed.all_sum(buf, group=self.group).tolist()
-        return out
+        return _ints(mx.distributed.all_sum(buf, group=self.group))
 
     def _header(self, *fields: int) -> list[int]:
         values = [*fields, *([0] * (HEADER - len(fields)))] if self.rank == 0 else None
@@ -80,7 +84,7 @@ class Lockstep:
             choice = None
             if self.rank == 0:
                 logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-                choice = [int(sampler(logprobs).item())]
+                choice = _ints(sampler(logprobs).reshape(-1))
             (tok,) = self._bcast(choice, 1)
             if tok == STOP:
                 return
@@ -136,7 +140,7 @@ class Lockstep:
         out: list[list[int]] = [[] for _ in prompts]
         for step in range(steps):
             mx.eval(logits)  # this pass's all-sums before the broadcast, on every rank
-            choice = mx.argmax(logits, axis=-1).tolist() if self.rank == 0 else None
+            choice = _ints(mx.argmax(logits, axis=-1)) if self.rank == 0 else None
             toks = self._bcast(choice, len(prompts))
             for seq, t in zip(out, toks):
                 seq.append(t)

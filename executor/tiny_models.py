@@ -29,13 +29,16 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 VOCAB = 512
-LOGIT_SHARPNESS = 8.0
+# Random weights give nearly flat logits, where rounding could flip a greedy argmax; a sharper
+# output layer keeps float32 greedy parity a test of the sharding. In bf16/fp16 every rounding
+# moves a logit by one ulp of its magnitude, so those models keep logits near 1 instead.
+LOGIT_SHARPNESS = {"float32": 8.0, "bfloat16": 0.5, "float16": 0.5}
 
 _BASE: dict[str, Any] = {
     "hidden_size": 128,
     "num_hidden_layers": 4,
     "num_attention_heads": 8,
-    "num_key_value_heads": 2,
+    "num_key_value_heads": 4,
     "head_dim": 64,
     "intermediate_size": 512,
     "vocab_size": VOCAB,
@@ -131,9 +134,7 @@ def build_model(
     model: nn.Module = model_cls(args_cls.from_dict(cfg))
     for name, module in model.named_modules():
         if name.endswith("lm_head"):
-            # Random weights give nearly flat logits, where float rounding could flip a greedy
-            # argmax; a sharper output layer keeps greedy parity a test of the sharding.
-            module.weight = module.weight * LOGIT_SHARPNESS
+            module.weight = module.weight * LOGIT_SHARPNESS[dtype]
     if dtype != "float32":
         model.set_dtype(getattr(mx, dtype))
     q = QUANTIZATIONS[quant]

