@@ -1,21 +1,24 @@
-"""The long-running agent on each node: poll the planner, run this node's rank, report state.
+"""The long-running agent on each node: follow the planner, run this node's rank, report.
 
-The agent never imports mlx. It runs the rank as a child process (`executor.rank_process`),
-because an MLX distributed group lives as long as its process: a new plan, a lost peer or a
-deleted deployment means ending the child and, where there is a plan, starting a new one.
+The agent never imports mlx. It runs its rank as a child process (`executor.rank_process`)
+because an MLX group lives as long as its process: a new plan, a lost peer or a deleted
+deployment means ending the child and, where there is a plan, starting a new one.
 
-    agent ──long-poll──▶ planner  (assignment, ETag = plan_id + revision)
-      │ ◀──JSON lines── child rank: loading k/n, joined, ready, failed <reason>
-      └─status──▶ planner  (loading with progress, joining, ready, failed, idle)
+    poller thread ──long-poll (ETag)──▶ planner        new signed assignment → `pending`
+    main loop: stop/start the child as the assignment says; restart a failed child with backoff
+    child watcher ◀──JSON lines── rank: progress, loaded, joining, ready, failed <reason>
+    heartbeat thread ──status──▶ planner                every few seconds, and on each change
 
-Faults: an unreachable planner leaves the running rank alone and retries with backoff; a rank
-that fails (a peer lost, a corrupt file) is reported and restarted with backoff, so the group
-re-forms when the peer comes back; a plan that does not fit this node's free memory is refused
-before anything loads.
+Faults: an unreachable planner leaves the running rank alone (it keeps serving) while the
+poller retries; a failed rank (peer lost, corrupt file) is reported and restarted with
+backoff, so the group re-forms when the peer is back; a plan that does not fit this node's
+free memory or names a model outside `--models-dir` is refused before anything loads; an
+assignment whose signature does not verify is refused and the current rank kept.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,17 +27,24 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from executor.node_facts import collect
-from executor.planner_client import Assignment, PlannerClient, PlannerUnavailable
+from executor.planner_client import (
+    PlannerClient,
+    PlannerUnavailable,
+    SignatureError,
+    Update,
+)
+from planner.deploy_schema import AgentStatus, Assignment
 
-JOIN_TIMEOUT_S = 60.0  # peers coming up out of order get this long to form the group
-RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0)
-HEARTBEAT_S = 5.0
-POLL_WAIT_S = 20
+RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
+HEARTBEAT_S = 3.0
+POLL_WAIT_S = 20.0
+STOP_GRACE_S = 30.0
+"""How long a rank gets to finish its request (rank 0) or to be let go by rank 0 (followers)."""
 
 
 @dataclass
@@ -46,11 +56,11 @@ class AgentConfig:
     token: str | None = None
     signing_key: str | None = None
     memory_bytes: int | None = None
-    """Simulated machine size (demo/tests): reported instead of the real memory."""
-    serve_host: str = "127.0.0.1"
-    serve_port: int = 8000
+    """Simulated machine size (demo, tests): reported and checked instead of the real one."""
+    serve_host: str | None = None
+    jaccl_devices: Path | None = None
+    join_timeout_s: float = 60.0
     python: str = sys.executable
-    extra_env: dict[str, str] = field(default_factory=dict)
 
 
 def resolve_model(models_dir: Path, model_path: str) -> Path:
@@ -68,171 +78,219 @@ class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
         self.client = PlannerClient(cfg.planner, cfg.deployment, cfg.node_id, cfg.token, cfg.signing_key)
-        self.child: subprocess.Popen[str] | None = None
         self.assignment: Assignment | None = None
-        self.state: dict[str, Any] = {"state": "idle"}
+        self.child: subprocess.Popen[str] | None = None
+        self.child_rank: int | None = None
+        self.status = AgentStatus(state="idle")
         self.lock = threading.Lock()
         self.stop = threading.Event()
+        self.wake = threading.Event()
+        self.pending: list[Update] = []
         self.failures = 0
+        self.streak = 0  # failures since the rank was last ready: sets the backoff
+        self.last_failure: str | None = None
         self.next_start = 0.0
-        self.refused: str | None = None
+        self.refused_etag: str | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix=f"asymtp-{cfg.node_id}-"))
 
-    # ---- reporting -----------------------------------------------------------------
-    def facts(self) -> dict[str, Any]:
-        total = self.cfg.memory_bytes
-        facts = collect(self.cfg.node_id, (total, total) if total else None)
-        return facts.model_dump(mode="json")
+    # ---- reporting -----------------------------------------------------------------------
+    def free_memory(self) -> int:
+        if self.cfg.memory_bytes:
+            return self.cfg.memory_bytes
+        return collect(self.cfg.node_id).available_bytes
 
-    def report(self, state: str, **extra: Any) -> None:
+    def facts_status(self) -> dict[str, Any]:
+        total = self.cfg.memory_bytes
+        return {"facts": collect(self.cfg.node_id, (total, total) if total else None)}
+
+    def report(self, state: str, **fields: Any) -> None:
+        a = self.assignment
+        base: dict[str, Any] = {"state": state, "restarts": self.failures,
+                                "last_failure": self.last_failure}
+        if a is not None:
+            base.update(plan_id=a.plan_id, revision=a.revision, rank=a.rank)
+        status = AgentStatus.model_validate({**base, **fields})
         with self.lock:
-            self.state = {"state": state, **extra}
-            if self.assignment is not None:
-                self.state["plan_id"] = self.assignment.plan_id
-            body = dict(self.state)
-        log(f"{state} {json.dumps(extra) if extra else ''}")
-        try:
-            self.client.post_status(body)
-        except PlannerUnavailable as e:
-            log(f"planner unreachable while reporting {state}: {e}")
+            self.status = status
+        shown = {k: v for k, v in fields.items() if k != "facts"}
+        log(f"{state} {json.dumps(shown) if shown else ''}".rstrip())
+        self._send(status)
+
+    def _send(self, status: AgentStatus) -> None:
+        # The poller logs outages; the heartbeat sends the state again.
+        with contextlib.suppress(PlannerUnavailable):
+            self.client.post_status(status)
 
     def heartbeat(self) -> None:
         while not self.stop.wait(HEARTBEAT_S):
             with self.lock:
-                body = dict(self.state)
+                status = self.status
+            self._send(status)
+
+    # ---- following the planner -------------------------------------------------------------
+    def poller(self) -> None:
+        outage = False
+        known = None
+        while not self.stop.is_set():
             try:
-                self.client.post_status(body)
-            except PlannerUnavailable:
-                pass  # the poll loop logs planner outages once
+                update = self.client.poll(known, wait=POLL_WAIT_S)
+            except PlannerUnavailable as e:
+                if not outage:
+                    log(f"planner unreachable; the current rank keeps running; retrying: {e}")
+                    outage = True
+                self.stop.wait(2.0)
+                continue
+            except SignatureError as e:
+                log(f"refused an assignment: {e}")
+                self.pending.append(Update(changed=True, assignment=None, detail=f"refused: {e}"))
+                self.wake.set()
+                self.stop.wait(5.0)
+                continue
+            if outage:
+                log("planner reachable again")
+                outage = False
+            if update.changed:
+                known = update.assignment
+                self.pending.append(update)
+                self.wake.set()
+            elif update.assignment is None:
+                self.stop.wait(1.0)  # no deployment yet: the server already waited
 
-    # ---- the rank child --------------------------------------------------------------
-    def refuse(self, a: Assignment, reason: str) -> None:
-        """Not retried: only a new plan can change the answer."""
-        self.refused = a.plan_id
-        self.report("failed", reason=reason)
-
+    # ---- the rank child --------------------------------------------------------------------
     def start_rank(self, a: Assignment) -> None:
+        assert a.rank is not None and a.rank_plan is not None
         try:
             model_dir = resolve_model(self.cfg.models_dir, a.model_path)
         except ValueError as e:
             self.refuse(a, str(e))
             return
-        free = self.cfg.memory_bytes or collect(self.cfg.node_id).available_bytes
-        need = a.rank_plan["memory_bytes"]["total"]
+        need, free = a.rank_plan.memory_bytes.total, self.free_memory()
         if need > free:
             self.refuse(
                 a,
-                f"plan needs {need / 1e9:.2f} GB on this node, only {free / 1e9:.2f} GB is "
-                "free; refused before loading",
+                f"plan needs {need / 1e9:.2f} GB on this node, only {free / 1e9:.2f} GB is free; "
+                "refused before loading",
             )
             return
-        spec = self.workdir / f"assignment-{a.plan_id[:12]}.json"
-        spec.write_text(json.dumps(a.raw))
+        spec = self.workdir / f"assignment-{a.plan_id[:12]}-r{a.revision}.json"
+        spec.write_text(a.model_dump_json())
         cmd = [
-            self.cfg.python, "-m", "executor.rank_process",
-            "--assignment", str(spec),
-            "--model", str(model_dir),
-            "--workdir", str(self.workdir),
-            "--serve-host", self.cfg.serve_host,
-            "--serve-port", str(self.cfg.serve_port),
+            self.cfg.python, "-m", "executor.rank_process", "--exit-with-stdin",
+            "--assignment", str(spec), "--model", str(model_dir),
+            "--workdir", str(self.workdir), "--join-timeout", str(self.cfg.join_timeout_s),
         ]
-        env = {**os.environ, **self.cfg.extra_env}
-        log(f"starting rank {a.rank}/{a.world_size} of plan {a.plan_id[:12]}")
-        self.child = subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=None, text=True, env=env, start_new_session=True
+        if self.cfg.serve_host:
+            cmd += ["--serve-host", self.cfg.serve_host]
+        if self.cfg.jaccl_devices:
+            cmd += ["--jaccl-devices", str(self.cfg.jaccl_devices)]
+        log(f"starting rank {a.rank}/{a.world_size} of plan {a.plan_id[:12]} (revision {a.revision})")
+        child = subprocess.Popen(
+            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
+            start_new_session=True,
         )
-        self.report("loading", progress=0.0, rank=a.rank)
-        threading.Thread(target=self.watch_child, args=(self.child,), daemon=True).start()
+        self.child, self.child_rank = child, a.rank
+        self.report("loading", progress=0.0)
+        threading.Thread(target=self.watch_child, args=(child,), daemon=True).start()
+
+    def refuse(self, a: Assignment, reason: str) -> None:
+        """Not retried: only a new plan can change the answer."""
+        self.refused_etag = a.etag
+        self.report("failed", reason=reason)
 
     def watch_child(self, child: subprocess.Popen[str]) -> None:
-        """Forward the child's events; a child that exits or never joins is a failure."""
+        """Forward the child's events; a child that exits on its own is a failure."""
         assert child.stdout is not None
         reason = "the rank process exited"
-        timer = threading.Timer(0, lambda: None)
-
-        def join_timeout() -> None:
-            nonlocal reason
-            reason = f"peers did not form the group within {JOIN_TIMEOUT_S:g}s"
-            child.kill()
-
         for line in child.stdout:
             try:
                 ev = json.loads(line)
             except json.JSONDecodeError:
                 continue
             kind = ev.get("event")
+            if child is not self.child:
+                continue
             if kind == "progress":
-                self.report("loading", progress=round(ev["done"] / max(ev["total"], 1), 4),
-                            layers=f"{ev['done']}/{ev['total']}")
+                done, total = ev["done"], max(ev["total"], 1)
+                self.report("loading", progress=round(done / total, 4), detail=f"layers {done}/{total}")
             elif kind == "loaded":
-                timer = threading.Timer(JOIN_TIMEOUT_S, join_timeout)
-                timer.daemon = True
-                timer.start()
-                self.report("joining")
+                self.report("joining", detail="waiting for the peers to form the group")
+            elif kind == "joining" and ev.get("attempt", 1) > 1:
+                self.report("joining", detail=f"attempt {ev['attempt']}: peers not all up yet")
             elif kind == "ready":
-                timer.cancel()
-                self.failures = 0
-                extra = {"serving": ev["url"]} if ev.get("url") else {}
-                self.report("ready", **extra)
+                self.streak = 0
+                self.report("ready", serving=ev.get("url"))
             elif kind == "failed":
                 reason = ev.get("reason", reason)
-        timer.cancel()
-        child.wait()
-        if child is not self.child:
-            return  # stopped on purpose for a new plan
-        # A rank never exits on its own: whatever the code, this is a failure to retry.
+        code = child.wait()
+        if child is not self.child or self.stop.is_set():
+            return  # stopped on purpose
         self.child = None
         self.failures += 1
-        delay = RESTART_BACKOFF_S[min(self.failures - 1, len(RESTART_BACKOFF_S) - 1)]
+        self.streak += 1
+        delay = RESTART_BACKOFF_S[min(self.streak - 1, len(RESTART_BACKOFF_S) - 1)]
         self.next_start = time.monotonic() + delay
-        self.report("failed", reason=reason, retry_in_s=delay)
+        if code == 0 and reason == "the rank process exited":
+            reason = "rank 0 closed the group"
+        self.last_failure = reason
+        self.report("failed", reason=reason, detail=f"restarting in {delay:g}s")
+        self.wake.set()
 
-    def stop_rank(self, why: str) -> None:
+    def stop_rank(self, why: str, grace_s: float = STOP_GRACE_S) -> None:
         child, self.child = self.child, None
         if child is None or child.poll() is not None:
             return
-        log(f"stopping rank: {why}")
-        child.send_signal(signal.SIGTERM)  # rank 0 drains its in-flight request first
+        log(f"stopping rank {self.child_rank}: {why}")
+        if self.child_rank == 0:
+            child.send_signal(signal.SIGTERM)  # finish the request in flight, release the followers
+        # Followers leave when rank 0 shuts the group down; either way the wait is bounded.
         try:
-            child.wait(timeout=30)
+            child.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
+            log(f"rank {self.child_rank} did not stop within {STOP_GRACE_S:g}s; killing it")
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
 
-    # ---- main loop -------------------------------------------------------------------
+    # ---- main loop -------------------------------------------------------------------------
+    def apply(self, update: Update) -> None:
+        if update.detail.startswith("refused"):
+            with self.lock:
+                running = self.child is not None
+            self.report("failed", reason=update.detail + (
+                "; the current rank keeps running" if running else ""))
+            return
+        self.stop_rank("a new plan" if update.assignment else "the deployment is gone")
+        self.assignment = update.assignment
+        self.failures, self.streak, self.next_start, self.refused_etag = 0, 0, 0.0, None
+        self.last_failure = None
+        a = update.assignment
+        if a is None or a.rank is None:
+            why = "no deployment" if a is None else f"plan {a.plan_id[:12]} does not use this node"
+            self.report("idle", detail=why, **self.facts_status())
+
     def run(self) -> int:
-        threading.Thread(target=self.heartbeat, daemon=True).start()
-        self.report("idle", facts=self.facts())
-        outage_logged = False
+        def on_signal(*_: Any) -> None:
+            self.stop.set()
+            self.wake.set()
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, on_signal)
+        self.report("idle", detail="starting", **self.facts_status())
+        threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
+        threading.Thread(target=self.poller, name="poller", daemon=True).start()
         while not self.stop.is_set():
-            try:
-                update = self.client.poll(self.assignment, wait=POLL_WAIT_S)
-                outage_logged = False
-            except PlannerUnavailable as e:
-                if not outage_logged:
-                    log(f"planner unreachable, keeping the current rank and retrying: {e}")
-                    outage_logged = True
-                self.stop.wait(2.0)
-                continue
-            except ValueError as e:  # a plan whose signature does not verify
-                self.stop_rank("refused plan")
-                self.assignment = None
-                self.report("failed", reason=str(e))
-                self.stop.wait(2.0)
-                continue
-            if update.changed:
-                self.stop_rank("a new plan" if update.assignment else "the deployment is gone")
-                self.assignment = update.assignment
-                self.failures, self.next_start = 0, 0.0
-                if update.assignment is None or update.assignment.rank is None:
-                    self.report("idle", facts=self.facts())
-                    continue
+            self.wake.wait(0.5)
+            self.wake.clear()
+            while self.pending and not self.stop.is_set():
+                self.apply(self.pending.pop(0))
             a = self.assignment
-            runnable = a is not None and a.rank is not None and a.plan_id != self.refused
+            runnable = a is not None and a.rank is not None and a.etag != self.refused_etag
             if runnable and self.child is None and time.monotonic() >= self.next_start:
                 assert a is not None
                 self.start_rank(a)
-        self.stop_rank("agent stopping")
+        # A follower leaving breaks the group anyway: only rank 0 gets time to finish a request.
+        self.stop_rank("the agent is stopping", STOP_GRACE_S if self.child_rank == 0 else 0.0)
+        self.report("idle", detail="agent stopped")
+        self.client.close()
         return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,49 @@ def run_make_model(args: argparse.Namespace) -> int:
     out = build_model(args.out, args.family, args.quant, args.dtype, args.seed)
     print(f"wrote a {args.family} test model ({args.quant}, {args.dtype}) to {out}")
     return EXIT_OK
+
+
+# ---- agent -----------------------------------------------------------------------------------
+def add_agent_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--planner", required=True, help="planner URL, e.g. http://10.0.0.1:8420")
+    p.add_argument("--deployment", required=True, help="deployment name to follow")
+    p.add_argument("--node-id", required=True, help="this node's id in the topology")
+    p.add_argument("--models-dir", type=Path, required=True, help="models live under here only")
+    p.add_argument("--token", default=os.environ.get("ASYMTP_TOKEN"),
+                   help="planner bearer token (default: $ASYMTP_TOKEN)")
+    p.add_argument("--signing-key", default=os.environ.get("ASYMTP_SIGNING_KEY"),
+                   help="plan signing key, if the planner has one besides its token")
+    p.add_argument("--memory-gb", type=float, help="simulate a machine of this size (demo/tests)")
+    p.add_argument("--serve-host", help="rank 0's API address (default: this node's address)")
+    p.add_argument("--jaccl-devices", type=Path, help="JACCL device matrix for RDMA plans")
+    p.add_argument("--join-timeout", type=float, default=60.0, help="seconds to form the group")
+
+
+def run_agent(args: argparse.Namespace) -> int:
+    import re
+
+    from executor.agent import Agent, AgentConfig
+    from planner.deploy_schema import DEPLOYMENT_NAME_PATTERN
+    from planner.schema import NODE_ID_PATTERN
+
+    if not re.match(DEPLOYMENT_NAME_PATTERN, args.deployment):
+        return _fail(f"--deployment {args.deployment!r}: use 1-63 of a-z, 0-9 and '-'")
+    if not re.match(NODE_ID_PATTERN, args.node_id):
+        return _fail(f"--node-id {args.node_id!r}: use letters, digits, '.', '_' or '-'")
+    if not args.models_dir.is_dir():
+        return _fail(f"--models-dir {args.models_dir}: not a directory")
+    if not args.planner.startswith(("http://", "https://")):
+        return _fail(f"--planner {args.planner!r}: give a URL such as http://127.0.0.1:8420")
+    if args.memory_gb is not None and not args.memory_gb > 0:
+        return _fail("--memory-gb must be > 0")
+    cfg = AgentConfig(
+        planner=args.planner, deployment=args.deployment, node_id=args.node_id,
+        models_dir=args.models_dir, token=args.token, signing_key=args.signing_key,
+        memory_bytes=round(args.memory_gb * 1e9) if args.memory_gb else None,
+        serve_host=args.serve_host, jaccl_devices=args.jaccl_devices,
+        join_timeout_s=args.join_timeout,
+    )
+    return Agent(cfg).run()
 
 
 # ---- check-parity -------------------------------------------------------------------------

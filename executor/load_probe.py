@@ -16,6 +16,7 @@ import resource
 import sys
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
@@ -46,7 +47,7 @@ def largest_layer_bytes(model_dir: Path) -> int:
     return max(per_layer.values(), default=0)
 
 
-_HEADERS: dict[Path, dict[str, dict[str, object]]] = {}
+_HEADERS: dict[Path, dict[str, Any]] = {}
 
 
 def _tensor_bytes(path: Path, name: str) -> int:
@@ -54,8 +55,8 @@ def _tensor_bytes(path: Path, name: str) -> int:
         with path.open("rb") as f:
             length = int.from_bytes(f.read(8), "little")
             _HEADERS[path] = json.loads(f.read(length))
-    start, end = _HEADERS[path][name]["data_offsets"]  # type: ignore[misc]
-    return int(end) - int(start)
+    offsets: list[int] = _HEADERS[path][name]["data_offsets"]
+    return offsets[1] - offsets[0]
 
 
 def probe(model_dir: Path, plan: Plan, rank: int) -> dict[str, int]:
@@ -64,7 +65,8 @@ def probe(model_dir: Path, plan: Plan, rank: int) -> dict[str, int]:
     rss_before = _peak_rss_bytes()
     mx.reset_peak_memory()
     model, _, _ = load_shard(model_dir, rank_plan)
-    held = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+    params: list[tuple[str, mx.array]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+    held = sum(v.nbytes for _, v in params)
     return {
         "shard_bytes": held,
         "largest_layer_bytes": largest,

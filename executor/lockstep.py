@@ -6,10 +6,15 @@ generation early (the client stopped reading); the followers then leave the loop
 
     header = [command, prompt length, max tokens, temperature x 1e6, top-p x 1e6, seed, 0, 0]
     (GREEDY_BATCH sends the batch size in the temperature field.)
+
+An idle rank 0 sends PING every few seconds, so a follower waiting for a command hears from
+it regularly and a lost follower is noticed without a request. With a `Watchdog`, every wait
+on the group is bounded: a peer alive but stuck ends in a failure, not a hang.
 """
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -18,11 +23,12 @@ import mlx.nn as nn
 from mlx_lm.models.cache import make_prompt_cache
 from mlx_lm.sample_utils import make_sampler
 
-GENERATE, LOGITS, SHUTDOWN, GREEDY_BATCH = 1, 2, 3, 4
+GENERATE, LOGITS, SHUTDOWN, GREEDY_BATCH, PING = 1, 2, 3, 4, 5
 HEADER = 8
 STOP = -1
 PREFILL_STEP = 512
 MICRO = 1_000_000
+STEP_TIMEOUT_S = 60.0  # one forward pass or one wait for rank 0's next command, at most
 
 
 def _ints(a: mx.array) -> list[int]:
@@ -31,12 +37,26 @@ def _ints(a: mx.array) -> list[int]:
 
 
 class Lockstep:
-    def __init__(self, model: nn.Module, group: Any, eos_ids: Sequence[int]) -> None:
+    def __init__(
+        self, model: nn.Module, group: Any, eos_ids: Sequence[int], watchdog: Any = None,
+        step_timeout_s: float = STEP_TIMEOUT_S,
+    ) -> None:
         self.model = model
         self.group = group
         self.rank = group.rank() if group is not None else 0
         self.size = group.size() if group is not None else 1
         self.eos = set(eos_ids)
+        self.watchdog = watchdog
+        self.step_timeout_s = step_timeout_s
+
+    def _guard(self, what: str) -> Any:
+        if self.watchdog is None or self.size == 1:
+            return contextlib.nullcontext()
+        return self.watchdog.armed(self.step_timeout_s, what)
+
+    def _eval(self, *arrays: Any) -> None:
+        with self._guard("a forward pass"):
+            mx.eval(*arrays)
 
     # ---- broadcast ---------------------------------------------------------------------
     def _bcast(self, values: Sequence[int] | None, n: int) -> list[int]:
@@ -48,7 +68,8 @@ class Lockstep:
             buf = mx.array(list(values), dtype=mx.int32)
         else:
             buf = mx.zeros((n,), dtype=mx.int32)
-        return _ints(mx.distributed.all_sum(buf, group=self.group))
+        with self._guard("a broadcast from rank 0"):
+            return _ints(mx.distributed.all_sum(buf, group=self.group))
 
     def _header(self, *fields: int) -> list[int]:
         values = [*fields, *([0] * (HEADER - len(fields)))] if self.rank == 0 else None
@@ -59,7 +80,7 @@ class Lockstep:
         tokens = mx.array(prompt, dtype=mx.int32)
         while tokens.size > PREFILL_STEP:
             self.model(tokens[:PREFILL_STEP][None], cache=cache)
-            mx.eval([c.state for c in cache])
+            self._eval([c.state for c in cache])
             tokens = tokens[PREFILL_STEP:]
         return self.model(tokens[None], cache=cache)[:, -1, :]
 
@@ -80,7 +101,7 @@ class Lockstep:
         while True:
             # Collectives run when evaluated: finish this pass's all-sums on every rank before
             # the token broadcast, or ranks would enter their collectives in different orders.
-            mx.eval(logits)
+            self._eval(logits)
             choice = None
             if self.rank == 0:
                 logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
@@ -114,7 +135,7 @@ class Lockstep:
                 # Stopped early: the followers will run the forward pass of the last token and
                 # then wait for the next one, so run that pass too and send STOP.
                 logits = self.model(mx.array([[state["pending"]]], dtype=mx.int32), cache=state["cache"])
-                mx.eval(logits)
+                self._eval(logits)
                 self._bcast([STOP], 1)
 
     def logits(self, prompt: list[int]) -> mx.array:
@@ -122,7 +143,7 @@ class Lockstep:
         self._header(LOGITS, len(prompt))
         self._bcast(prompt, len(prompt))
         out = self.model(mx.array(prompt, dtype=mx.int32)[None])
-        mx.eval(out)
+        self._eval(out)
         return out
 
     def greedy_batch(self, prompts: list[list[int]], steps: int) -> list[list[int]]:
@@ -139,7 +160,7 @@ class Lockstep:
         logits = self.model(mx.array(prompts, dtype=mx.int32), cache=cache)[:, -1, :]
         out: list[list[int]] = [[] for _ in prompts]
         for step in range(steps):
-            mx.eval(logits)  # this pass's all-sums before the broadcast, on every rank
+            self._eval(logits)  # this pass's all-sums before the broadcast, on every rank
             choice = _ints(mx.argmax(logits, axis=-1)) if self.rank == 0 else None
             toks = self._bcast(choice, len(prompts))
             for seq, t in zip(out, toks):
@@ -152,6 +173,11 @@ class Lockstep:
         if self.size > 1:
             self._header(SHUTDOWN)
 
+    def ping(self) -> None:
+        """Rank 0: a round trip through the group; raises if a peer is gone."""
+        if self.size > 1:
+            self._header(PING)
+
     # ---- ranks > 0 -----------------------------------------------------------------------
     def follow(self) -> None:
         """Ranks > 0: serve rank 0's commands until it shuts the group down."""
@@ -159,12 +185,14 @@ class Lockstep:
             cmd, n, max_tokens, temp, top_p, seed, *_ = self._header()
             if cmd == SHUTDOWN:
                 return
+            if cmd == PING:
+                continue
             prompt = self._bcast(None, n)
             if cmd == GENERATE:
                 for _ in self._run(prompt, max_tokens, temp / MICRO, top_p / MICRO, seed):
                     pass
             elif cmd == LOGITS:
-                mx.eval(self.model(mx.array(prompt, dtype=mx.int32)[None]))
+                self._eval(self.model(mx.array(prompt, dtype=mx.int32)[None]))
             elif cmd == GREEDY_BATCH:
                 batch = temp  # the header's fourth field carries the batch size here
                 width = n // batch

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 MAX_TOKENS_CAP = 4096
+PING_INTERVAL_S = 2.0  # idle rank 0 checks its group this often, so a lost peer shows quickly
 
 
 class Engine(Protocol):
@@ -39,6 +40,10 @@ class Engine(Protocol):
         self, prompt: list[int], max_tokens: int, temperature: float, top_p: float
     ) -> Iterator[int]:
         """Yields sampled tokens, stopping at an end-of-sequence token or `max_tokens`."""
+        ...
+
+    def ping(self) -> None:
+        """A round trip through the group while idle; raises if the group is broken."""
         ...
 
 
@@ -92,19 +97,53 @@ class Server:
     """Runs generations one at a time on one worker thread (MLX state stays on one thread)
     and streams their text. A failed generation means the group is broken: `on_fatal`."""
 
-    def __init__(self, engine: Engine, on_fatal: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        on_fatal: Callable[[str], None] | None = None,
+        ping_interval_s: float | None = PING_INTERVAL_S,
+    ) -> None:
         self.engine = engine
         self.on_fatal = on_fatal
+        self.ping_interval_s = ping_interval_s
         self.jobs: queue.Queue[Callable[[], None] | None] = queue.Queue()
         self.draining = False
+        self.broken: str | None = None
         self.in_flight = 0
         self.served = 0
+        self.streams: set[queue.Queue[tuple[str, Any]]] = set()
         self.worker = threading.Thread(target=self._work, name="generation", daemon=True)
         self.worker.start()
 
     def _work(self) -> None:
-        while (job := self.jobs.get()) is not None:
+        while True:
+            try:
+                job = self.jobs.get(timeout=self.ping_interval_s)
+            except queue.Empty:
+                if self.broken is None:
+                    self._ping()
+                continue
+            if job is None:
+                return
             job()
+
+    def _ping(self) -> None:
+        try:
+            self.engine.ping()
+        except Exception as e:  # a peer is gone: the group cannot serve any more
+            self._fatal(str(e))
+
+    def abort(self, reason: str) -> None:
+        """From any thread, when the group is lost while the worker is stuck in it: end every
+        open response with an error instead of leaving its client hanging."""
+        self.broken = reason
+        for out in list(self.streams):
+            out.put(("error", f"generation failed: {reason}"))
+
+    def _fatal(self, reason: str) -> None:
+        self.broken = reason
+        if self.on_fatal:
+            self.on_fatal(reason)
 
     def close(self) -> None:
         self.jobs.put(None)
@@ -137,14 +176,16 @@ class Server:
             out.put(("done", (finish, len(tokens))))
         except Exception as e:  # the group failed; the client gets a clear 503
             out.put(("error", f"generation failed: {e}"))
-            if self.on_fatal:
-                self.on_fatal(str(e))
+            self._fatal(str(e))
 
     async def stream(self, prompt: list[int], body: _Body) -> AsyncIterator[tuple[str, Any]]:
+        if self.broken is not None:
+            raise HTTPException(503, f"the group is broken ({self.broken}); it will re-form")
         if self.draining:
             raise HTTPException(503, "this deployment is reloading a new plan; retry shortly")
         out: queue.Queue[tuple[str, Any]] = queue.Queue()
         self.in_flight += 1
+        self.streams.add(out)
         try:
             self.jobs.put(lambda: self._run(prompt, body, out))
             while True:
@@ -155,6 +196,7 @@ class Server:
             self.served += 1
         finally:
             self.in_flight -= 1
+            self.streams.discard(out)
 
     async def complete(self, prompt: list[int], body: _Body) -> _Result:
         result = _Result()

@@ -29,6 +29,7 @@ CHAT_TEMPLATE = (
     "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 VOCAB = 512
+NON_WORD_SCALE = 0.01
 # Random weights give nearly flat logits, where rounding could flip a greedy argmax; a sharper
 # output layer keeps float32 greedy parity a test of the sharding. In bf16/fp16 every rounding
 # moves a logit by one ulp of its magnitude, so those models keep logits near 1 instead.
@@ -92,8 +93,9 @@ def _corpus(seed: int) -> list[str]:
     return [" ".join(rng.choice(words) for _ in range(rng.randint(4, 16))) + "." for _ in range(4000)]
 
 
-def write_tokenizer(out: Path, vocab_size: int, seed: int = 0) -> int:
-    """Train a byte-level BPE tokenizer; returns the end-of-turn token id."""
+def write_tokenizer(out: Path, vocab_size: int, seed: int = 0) -> tuple[int, list[int]]:
+    """Train a byte-level BPE tokenizer; returns the end-of-turn token id and the ids of the
+    tokens that read as whole words (a space and ASCII letters)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     tok = Tokenizer(models.BPE())
@@ -117,7 +119,11 @@ def write_tokenizer(out: Path, vocab_size: int, seed: int = 0) -> int:
     }, indent=2))
     eos = tok.token_to_id("<|im_end|>")
     assert eos is not None
-    return eos
+    wordy = [
+        i for i in range(tok.get_vocab_size())
+        if (text := tok.decode([i])).startswith(" ") and text[1:].isascii() and text[1:].isalpha()
+    ]
+    return eos, wordy
 
 
 def build_model(
@@ -129,12 +135,17 @@ def build_model(
         raise ValueError(f"quantization {quant!r} is not one of {', '.join(QUANTIZATIONS)}")
     out.mkdir(parents=True, exist_ok=True)
     cfg = config_for(family, dtype, **overrides)
+    eos, wordy = write_tokenizer(out, VOCAB, seed)
     mx.random.seed(seed)
     model_cls, args_cls = _get_classes(cfg)
     model: nn.Module = model_cls(args_cls.from_dict(cfg))
+    # Byte fragments and special tokens get near-zero logits, so greedy text reads as words
+    # (still nonsense) and runs its full length; not exactly zero, so no two logits tie.
+    row_scale = mx.full((VOCAB, 1), NON_WORD_SCALE)
+    row_scale[mx.array(wordy)] = 1.0
     for name, module in model.named_modules():
         if name.endswith("lm_head"):
-            module.weight = module.weight * LOGIT_SHARPNESS[dtype]
+            module.weight = module.weight * row_scale * LOGIT_SHARPNESS[dtype]
     if dtype != "float32":
         model.set_dtype(getattr(mx, dtype))
     q = QUANTIZATIONS[quant]
@@ -155,7 +166,6 @@ def build_model(
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})
-    eos = write_tokenizer(out, VOCAB, seed)
     cfg["eos_token_id"] = eos
     (out / "config.json").write_text(json.dumps(cfg, indent=2))
     return out

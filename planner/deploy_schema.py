@@ -93,6 +93,10 @@ class AgentStatus(_Strict):
     """Why the state is `failed`."""
     serving: Annotated[str | None, Field(max_length=512)] = None
     """Rank 0's OpenAI endpoint once ready."""
+    restarts: Annotated[int, Field(ge=0)] = 0
+    """Times the rank failed and was restarted under the current plan."""
+    last_failure: Annotated[str | None, Field(max_length=4096)] = None
+    """Why it last failed under the current plan (kept while it restarts)."""
     facts: NodeFacts | None = None
 
 

@@ -11,8 +11,13 @@ def _r(r: Range | None) -> str:
     return f"{r[0]}-{r[1]}" if r[1] > r[0] else "none"
 
 
-def _gb(n: int) -> str:
-    return f"{n / 1e9:.1f}"
+def _unit(largest: int) -> tuple[str, float]:
+    """GB for real machines; MB for the scaled-down clusters of demos and tests."""
+    return ("GB", 1e9) if largest >= 1e9 else ("MB", 1e6)
+
+
+def _size(n: int, scale: float) -> str:
+    return f"{n / scale:.1f}"
 
 
 def render(plan: Plan) -> str:
@@ -21,6 +26,7 @@ def render(plan: Plan) -> str:
         lines += [f"  - {r}" for r in plan.reasons]
         return "\n".join(lines)
     m = plan.model
+    unit, scale = _unit(max((r.budget_bytes for r in plan.ranks), default=0))
     header = [
         "rank",
         "node",
@@ -30,7 +36,7 @@ def render(plan: Plan) -> str:
         "ffn",
         "experts",
         "lin heads",
-        "memory GB (used / budget)",
+        f"memory {unit} (used / budget)",
         "decode ms",
     ]
     rows = []
@@ -45,7 +51,7 @@ def render(plan: Plan) -> str:
                 _r(r.ffn),
                 _r(r.experts),
                 _r(r.linear_k_heads),
-                f"{_gb(r.memory_bytes.total)} / {_gb(r.budget_bytes)}",
+                f"{_size(r.memory_bytes.total, scale)} / {_size(r.budget_bytes, scale)}",
                 f"{r.decode_ms:.2f}",
             ]
         )
@@ -55,7 +61,7 @@ def render(plan: Plan) -> str:
     if m is not None:
         q = f"{m.bits}-bit" if m.bits else "unquantized"
         lines.append(
-            f"{m.model_type}, {m.weight_bytes / 1e9:.1f} GB ({q}); "
+            f"{m.model_type}, {_size(m.weight_bytes, scale)} {unit} ({q}); "
             f"{plan.sharding} split over {len(plan.ranks)} ranks, status {plan.status}"
         )
     lines.append(fmt.format(*header))

@@ -1,0 +1,239 @@
+"""A whole deployment on one machine: a planner and N agents as real processes on loopback.
+
+Used by `make run` (`asymtp.demo`), the end-to-end and fault tests and the benchmarks. Each
+process logs to `<workdir>/logs/<name>.log`; `close()` stops agents before the planner.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from planner.deploy_schema import Deployment
+
+ASYMTP = [sys.executable, "-m", "asymtp.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def free_port_block(n: int, offsets: tuple[int, ...] = (0, 1000)) -> int:
+    """A base port b such that b + o + i is free for every offset o and i < n."""
+    for _ in range(200):
+        base = 20000 + secrets.randbelow(20000)
+        ports = [base + o + i for o in offsets for i in range(n)]
+        if all(_is_free(p) for p in ports):
+            return base
+    raise RuntimeError("no free block of ports found")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+@dataclass
+class Proc:
+    name: str
+    cmd: list[str]
+    log: Path
+    env: dict[str, str]
+    popen: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Proc:
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        out = self.log.open("ab")
+        self.popen = subprocess.Popen(
+            self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
+        )
+        out.close()
+        return self
+
+    @property
+    def alive(self) -> bool:
+        return self.popen is not None and self.popen.poll() is None
+
+    def signal(self, sig: int) -> None:
+        if self.alive:
+            assert self.popen is not None
+            os.killpg(self.popen.pid, sig) if sig == signal.SIGKILL else self.popen.send_signal(sig)
+
+    def stop(self, timeout: float = 40.0) -> None:
+        if not self.alive:
+            return
+        assert self.popen is not None
+        self.popen.send_signal(signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+
+    def tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+@dataclass
+class LocalCluster:
+    workdir: Path
+    models_dir: Path
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    planner_port: int = field(default_factory=free_port)
+    procs: dict[str, Proc] = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.planner_port}"
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "ASYMTP_TOKEN": self.token, "PYTHONUNBUFFERED": "1"}
+
+    def http(self, timeout: float = 30.0) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, headers={"Authorization": f"Bearer {self.token}"}, timeout=timeout
+        )
+
+    # ---- processes -------------------------------------------------------------------------
+    def start_planner(self, timeout: float = 30.0) -> Proc:
+        cmd = [*ASYMTP, "serve", "--port", str(self.planner_port),
+               "--db", str(self.workdir / "planner.sqlite"), "--log-level", "warning"]
+        proc = Proc("planner", cmd, self.workdir / "logs" / "planner.log", self.env()).start()
+        self.procs["planner"] = proc
+        return self._wait_healthy(proc, timeout)
+
+    def _wait_healthy(self, proc: Proc, timeout: float) -> Proc:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not proc.alive:
+                raise RuntimeError(f"the planner exited:\n{proc.tail()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
+                    return proc
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"the planner did not answer within {timeout:g}s:\n{proc.tail()}")
+
+    def start_agent(self, node_id: str, deployment: str, memory_gb: float,
+                    extra: list[str] | None = None) -> Proc:
+        cmd = [*ASYMTP, "agent", "--planner", self.url, "--deployment", deployment,
+               "--node-id", node_id, "--models-dir", str(self.models_dir),
+               "--memory-gb", str(memory_gb), "--serve-host", "127.0.0.1", *(extra or [])]
+        proc = Proc(node_id, cmd, self.workdir / "logs" / f"{node_id}.log", self.env()).start()
+        self.procs[node_id] = proc
+        return proc
+
+    def restart(self, name: str, timeout: float = 30.0) -> Proc:
+        """Start a stopped process again with its command line (the planner: same port, same
+        database); waits for the planner to answer."""
+        old = self.procs[name]
+        if old.alive:
+            return old
+        proc = self.procs[name] = Proc(old.name, old.cmd, old.log, old.env).start()
+        return self._wait_healthy(proc, timeout) if name == "planner" else proc
+
+    def close(self) -> None:
+        agents = [p for n, p in self.procs.items() if n != "planner"]
+        for p in agents:
+            p.signal(signal.SIGTERM)
+        for p in agents:
+            p.stop()
+        if "planner" in self.procs:
+            self.procs["planner"].stop()
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        self.close()
+
+    # ---- the deployment ----------------------------------------------------------------------
+    def deploy(self, name: str, spec: dict[str, Any]) -> Deployment:
+        with self.http(timeout=120.0) as h:
+            r = h.put(f"/deployments/{name}", json=spec)
+        if r.status_code != 200:
+            raise RuntimeError(f"PUT /deployments/{name}: HTTP {r.status_code}: {r.text[:2000]}")
+        return Deployment.model_validate_json(r.content)
+
+    def deployment(self, name: str) -> Deployment | None:
+        with self.http() as h:
+            r = h.get(f"/deployments/{name}")
+        return Deployment.model_validate_json(r.content) if r.status_code == 200 else None
+
+    def topology(self, name: str) -> dict[str, Any]:
+        with self.http() as h:
+            r = h.get(f"/deployments/{name}/topology")
+        if r.status_code == 404:
+            return {}  # no agent has reported yet
+        r.raise_for_status()
+        body: dict[str, Any] = r.json()
+        return body
+
+    def wait_for(
+        self,
+        name: str,
+        done: Callable[[Deployment], bool],
+        timeout: float,
+        on_change: Callable[[Deployment], None] | None = None,
+        what: str = "the deployment",
+    ) -> Deployment:
+        """Poll the deployment until `done`; raise with the agents' states and logs if not."""
+        deadline = time.monotonic() + timeout
+        last: Deployment | None = None
+        while time.monotonic() < deadline:
+            try:
+                d = self.deployment(name)
+            except httpx.TransportError:
+                d = None  # the planner is restarting
+            if d is not None:
+                last = d
+                if on_change:
+                    on_change(d)
+                if done(d):
+                    return d
+            time.sleep(0.25)
+        states = {} if last is None else {n: (a.state, a.reason) for n, a in last.agents.items()}
+        logs = "\n".join(f"--- {p.name}\n{p.tail(15)}" for p in self.procs.values())
+        raise TimeoutError(f"{what} not reached within {timeout:g}s; agents: {states}\n{logs}")
+
+
+def all_ready(d: Deployment, plan_id: str | None = None, revision: int | None = None) -> bool:
+    """Every rank of the current plan reports ready (for this plan and revision)."""
+    want = plan_id or d.plan.plan_id
+    rev = revision or d.revision
+    nodes = [r.node_id for r in d.plan.ranks]
+    return all(
+        (a := d.agents.get(n)) is not None and a.state == "ready" and a.plan_id == want
+        and a.revision == rev
+        for n in nodes
+    )
+
+
+def serving_url(d: Deployment) -> str:
+    rank0 = d.plan.ranks[0].node_id
+    url = d.agents[rank0].serving
+    if not url:
+        raise RuntimeError(f"rank 0 ({rank0}) reports no serving URL")
+    return url
