@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-parity": ("executor.cli", "compare a sharded model with the unsharded one"),
     "make-test-model": ("executor.cli:make_model", "write a small random model to a directory"),
     "agent": ("executor.cli:agent", "run this node's agent: follow a deployment, serve its rank"),
+    "topology": ("executor.cli:topology", "print a topology file built from what agents report"),
 }
 
 

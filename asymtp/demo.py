@@ -26,11 +26,19 @@ MODEL_NAME = "demo-qwen3"
 NODES = [("studio", 0.048, 800.0), ("macbook", 0.032, 400.0), ("mini", 0.016, 273.0)]
 # ~71 MB in float32: too big for any two of the nodes, so the plan needs all three.
 MODEL_SHAPE: dict[str, Any] = {
-    "hidden_size": 384, "num_hidden_layers": 8, "num_attention_heads": 12,
-    "num_key_value_heads": 4, "head_dim": 32, "intermediate_size": 1536,
+    "hidden_size": 384,
+    "num_hidden_layers": 8,
+    "num_attention_heads": 12,
+    "num_key_value_heads": 4,
+    "head_dim": 32,
+    "intermediate_size": 1536,
 }
-CONSTRAINTS = {"headroom": 0.1, "context_tokens": 512, "overhead_bytes": 1_000_000,
-               "sharding": "auto"}
+CONSTRAINTS = {
+    "headroom": 0.1,
+    "context_tokens": 512,
+    "overhead_bytes": 1_000_000,
+    "sharding": "auto",
+}
 PROMPT = "How does a tensor split across three Macs?"
 MAX_TOKENS = 24
 
@@ -75,8 +83,11 @@ def unsharded_answer(model_dir: Path, prompt: str, max_tokens: int, chat: bool =
 
     model, tokenizer = load(str(model_dir))[:2]
     messages = [{"role": "user", "content": prompt}]
-    ids = (tokenizer.apply_chat_template(messages, add_generation_prompt=True) if chat
-           else tokenizer.encode(prompt))
+    ids = (
+        tokenizer.apply_chat_template(messages, add_generation_prompt=True)
+        if chat
+        else tokenizer.encode(prompt)
+    )
     import mlx.core as mx
 
     out: list[int] = []
@@ -109,21 +120,31 @@ def run(workdir: Path) -> int:
         for node in topology["nodes"]:
             node["bandwidth_gbps"] = next(bw for n, _m, bw in NODES if n == node["id"])
         ring_port = free_port_block(len(NODES))
-        spec = {"topology": topology, "model": _read_json(model_dir / "config.json"),
-                "constraints": CONSTRAINTS, "model_path": MODEL_NAME,
-                "ring_port": ring_port, "serve_port": free_port()}
+        spec = {
+            "topology": topology,
+            "model": _read_json(model_dir / "config.json"),
+            "constraints": CONSTRAINTS,
+            "model_path": MODEL_NAME,
+            "ring_port": ring_port,
+            "serve_port": free_port(),
+        }
         deployed = cluster.deploy(DEPLOYMENT, spec)
         say(render(deployed.plan))
 
         say("4/6 agents loading their slices and forming the ring")
-        ready = cluster.wait_for(DEPLOYMENT, all_ready, timeout=240, on_change=progress_printer(),
-                                 what="all ranks ready")
+        ready = cluster.wait_for(
+            DEPLOYMENT, all_ready, timeout=240, on_change=progress_printer(), what="all ranks ready"
+        )
         url = serving_url(ready)
 
         say(f"5/6 chat request to rank 0's OpenAI endpoint {url}/v1/chat/completions")
         messages = [{"role": "user", "content": PROMPT}]
-        body = {"model": MODEL_NAME, "messages": messages, "max_tokens": MAX_TOKENS,
-                "temperature": 0}
+        body = {
+            "model": MODEL_NAME,
+            "messages": messages,
+            "max_tokens": MAX_TOKENS,
+            "temperature": 0,
+        }
         t0 = time.monotonic()
         r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
         r.raise_for_status()
@@ -133,8 +154,10 @@ def run(workdir: Path) -> int:
         tokens = reply["usage"]["completion_tokens"]
         say(f"    user:      {PROMPT}")
         say(f"    assistant: {answer!r}")
-        say(f"    ({tokens} tokens in {took:.2f}s; a random model talks nonsense, but the same "
-            "nonsense as unsharded:)")
+        say(
+            f"    ({tokens} tokens in {took:.2f}s; a random model talks nonsense, but the same "
+            "nonsense as unsharded:)"
+        )
         expected = unsharded_answer(model_dir, PROMPT, MAX_TOKENS, chat=True)
         same = expected == answer
         say(f"    unsharded: {expected!r} -> {'identical' if same else 'DIFFERENT'}")
@@ -153,12 +176,19 @@ def wait_for_topology(cluster: LocalCluster, timeout: float = 60.0) -> dict[str,
         body = cluster.topology(DEPLOYMENT)
         topology: dict[str, Any] = body.get("topology", body)
         if len(topology.get("nodes", [])) == len(NODES):
-            say("    topology from the agents' reports: " + ", ".join(
-                f"{n['id']} {n['memory_bytes'] / 1e6:.0f} MB" for n in topology["nodes"]))
+            say(
+                "    topology from the agents' reports: "
+                + ", ".join(
+                    f"{n['id']} {n['memory_bytes'] / 1e6:.0f} MB" for n in topology["nodes"]
+                )
+            )
             # Loopback stands in for the cables: tell the planner they are Thunderbolt links.
             ids = [n["id"] for n in topology["nodes"]]
-            topology["links"] = [{"a": a, "b": b, "kind": "thunderbolt"}
-                                 for i, a in enumerate(ids) for b in ids[i + 1:]]
+            topology["links"] = [
+                {"a": a, "b": b, "kind": "thunderbolt"}
+                for i, a in enumerate(ids)
+                for b in ids[i + 1 :]
+            ]
             return topology
         time.sleep(0.25)
     raise TimeoutError(f"the agents did not all report within {timeout:g}s")

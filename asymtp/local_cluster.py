@@ -117,8 +117,16 @@ class LocalCluster:
 
     # ---- processes -------------------------------------------------------------------------
     def start_planner(self, timeout: float = 30.0) -> Proc:
-        cmd = [*ASYMTP, "serve", "--port", str(self.planner_port),
-               "--db", str(self.workdir / "planner.sqlite"), "--log-level", "warning"]
+        cmd = [
+            *ASYMTP,
+            "serve",
+            "--port",
+            str(self.planner_port),
+            "--db",
+            str(self.workdir / "planner.sqlite"),
+            "--log-level",
+            "warning",
+        ]
         proc = Proc("planner", cmd, self.workdir / "logs" / "planner.log", self.env()).start()
         self.procs["planner"] = proc
         return self._wait_healthy(proc, timeout)
@@ -136,11 +144,26 @@ class LocalCluster:
             time.sleep(0.1)
         raise RuntimeError(f"the planner did not answer within {timeout:g}s:\n{proc.tail()}")
 
-    def start_agent(self, node_id: str, deployment: str, memory_gb: float,
-                    extra: list[str] | None = None) -> Proc:
-        cmd = [*ASYMTP, "agent", "--planner", self.url, "--deployment", deployment,
-               "--node-id", node_id, "--models-dir", str(self.models_dir),
-               "--memory-gb", str(memory_gb), "--serve-host", "127.0.0.1", *(extra or [])]
+    def start_agent(
+        self, node_id: str, deployment: str, memory_gb: float, extra: list[str] | None = None
+    ) -> Proc:
+        cmd = [
+            *ASYMTP,
+            "agent",
+            "--planner",
+            self.url,
+            "--deployment",
+            deployment,
+            "--node-id",
+            node_id,
+            "--models-dir",
+            str(self.models_dir),
+            "--memory-gb",
+            str(memory_gb),
+            "--serve-host",
+            "127.0.0.1",
+            *(extra or []),
+        ]
         proc = Proc(node_id, cmd, self.workdir / "logs" / f"{node_id}.log", self.env()).start()
         self.procs[node_id] = proc
         return proc
@@ -225,7 +248,9 @@ def all_ready(d: Deployment, plan_id: str | None = None, revision: int | None = 
     rev = revision or d.revision
     nodes = [r.node_id for r in d.plan.ranks]
     return all(
-        (a := d.agents.get(n)) is not None and a.state == "ready" and a.plan_id == want
+        (a := d.agents.get(n)) is not None
+        and a.state == "ready"
+        and a.plan_id == want
         and a.revision == rev
         for n in nodes
     )

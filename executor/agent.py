@@ -77,7 +77,9 @@ def resolve_model(models_dir: Path, model_path: str) -> Path:
 class Agent:
     def __init__(self, cfg: AgentConfig) -> None:
         self.cfg = cfg
-        self.client = PlannerClient(cfg.planner, cfg.deployment, cfg.node_id, cfg.token, cfg.signing_key)
+        self.client = PlannerClient(
+            cfg.planner, cfg.deployment, cfg.node_id, cfg.token, cfg.signing_key
+        )
         self.assignment: Assignment | None = None
         self.child: subprocess.Popen[str] | None = None
         self.child_rank: int | None = None
@@ -105,8 +107,11 @@ class Agent:
 
     def report(self, state: str, **fields: Any) -> None:
         a = self.assignment
-        base: dict[str, Any] = {"state": state, "restarts": self.failures,
-                                "last_failure": self.last_failure}
+        base: dict[str, Any] = {
+            "state": state,
+            "restarts": self.failures,
+            "last_failure": self.last_failure,
+        }
         if a is not None:
             base.update(plan_id=a.plan_id, revision=a.revision, rank=a.rank)
         status = AgentStatus.model_validate({**base, **fields})
@@ -175,17 +180,32 @@ class Agent:
         spec = self.workdir / f"assignment-{a.plan_id[:12]}-r{a.revision}.json"
         spec.write_text(a.model_dump_json())
         cmd = [
-            self.cfg.python, "-m", "executor.rank_process", "--exit-with-stdin",
-            "--assignment", str(spec), "--model", str(model_dir),
-            "--workdir", str(self.workdir), "--join-timeout", str(self.cfg.join_timeout_s),
+            self.cfg.python,
+            "-m",
+            "executor.rank_process",
+            "--exit-with-stdin",
+            "--assignment",
+            str(spec),
+            "--model",
+            str(model_dir),
+            "--workdir",
+            str(self.workdir),
+            "--join-timeout",
+            str(self.cfg.join_timeout_s),
         ]
         if self.cfg.serve_host:
             cmd += ["--serve-host", self.cfg.serve_host]
         if self.cfg.jaccl_devices:
             cmd += ["--jaccl-devices", str(self.cfg.jaccl_devices)]
-        log(f"starting rank {a.rank}/{a.world_size} of plan {a.plan_id[:12]} (revision {a.revision})")
+        log(
+            f"starting rank {a.rank}/{a.world_size} of plan {a.plan_id[:12]} (revision {a.revision})"
+        )
         child = subprocess.Popen(
-            cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=None, text=True,
+            cmd,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=None,
+            text=True,
             start_new_session=True,
         )
         self.child, self.child_rank = child, a.rank
@@ -211,7 +231,9 @@ class Agent:
                 continue
             if kind == "progress":
                 done, total = ev["done"], max(ev["total"], 1)
-                self.report("loading", progress=round(done / total, 4), detail=f"layers {done}/{total}")
+                self.report(
+                    "loading", progress=round(done / total, 4), detail=f"layers {done}/{total}"
+                )
             elif kind == "loaded":
                 self.report("joining", detail="waiting for the peers to form the group")
             elif kind == "joining" and ev.get("attempt", 1) > 1:
@@ -255,8 +277,10 @@ class Agent:
         if update.detail.startswith("refused"):
             with self.lock:
                 running = self.child is not None
-            self.report("failed", reason=update.detail + (
-                "; the current rank keeps running" if running else ""))
+            self.report(
+                "failed",
+                reason=update.detail + ("; the current rank keeps running" if running else ""),
+            )
             return
         self.stop_rank("a new plan" if update.assignment else "the deployment is gone")
         self.assignment = update.assignment

@@ -40,14 +40,39 @@ def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--deployment", required=True, help="deployment name to follow")
     p.add_argument("--node-id", required=True, help="this node's id in the topology")
     p.add_argument("--models-dir", type=Path, required=True, help="models live under here only")
-    p.add_argument("--token", default=os.environ.get("ASYMTP_TOKEN"),
-                   help="planner bearer token (default: $ASYMTP_TOKEN)")
-    p.add_argument("--signing-key", default=os.environ.get("ASYMTP_SIGNING_KEY"),
-                   help="plan signing key, if the planner has one besides its token")
+    _add_token_arguments(p)
+    p.add_argument(
+        "--signing-key",
+        default=os.environ.get("ASYMTP_SIGNING_KEY"),
+        help="plan signing key, if the planner has one besides its token",
+    )
     p.add_argument("--memory-gb", type=float, help="simulate a machine of this size (demo/tests)")
     p.add_argument("--serve-host", help="rank 0's API address (default: this node's address)")
     p.add_argument("--jaccl-devices", type=Path, help="JACCL device matrix for RDMA plans")
     p.add_argument("--join-timeout", type=float, default=60.0, help="seconds to form the group")
+
+
+def _add_token_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--token",
+        default=os.environ.get("ASYMTP_TOKEN"),
+        help="planner bearer token (default: $ASYMTP_TOKEN)",
+    )
+    p.add_argument("--token-file", type=Path, help="read the token from this (root-only) file")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """The token from --token-file, else --token/$ASYMTP_TOKEN; ValueError if unreadable."""
+    if args.token_file is None:
+        token: str | None = args.token
+        return token
+    try:
+        text = args.token_file.read_text().strip()
+    except OSError as e:
+        raise ValueError(f"--token-file {args.token_file}: {e.strerror or e}") from None
+    if not text:
+        raise ValueError(f"--token-file {args.token_file}: the file is empty")
+    return text
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -67,19 +92,61 @@ def run_agent(args: argparse.Namespace) -> int:
         return _fail(f"--planner {args.planner!r}: give a URL such as http://127.0.0.1:8420")
     if args.memory_gb is not None and not args.memory_gb > 0:
         return _fail("--memory-gb must be > 0")
+    try:
+        token = _token(args)
+    except ValueError as e:
+        return _fail(str(e))
     cfg = AgentConfig(
-        planner=args.planner, deployment=args.deployment, node_id=args.node_id,
-        models_dir=args.models_dir, token=args.token, signing_key=args.signing_key,
+        planner=args.planner,
+        deployment=args.deployment,
+        node_id=args.node_id,
+        models_dir=args.models_dir,
+        token=token,
+        signing_key=args.signing_key,
         memory_bytes=round(args.memory_gb * 1e9) if args.memory_gb else None,
-        serve_host=args.serve_host, jaccl_devices=args.jaccl_devices,
+        serve_host=args.serve_host,
+        jaccl_devices=args.jaccl_devices,
         join_timeout_s=args.join_timeout,
     )
     return Agent(cfg).run()
 
 
+# ---- topology ------------------------------------------------------------------------------
+def add_topology_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--planner", required=True, help="planner URL, e.g. http://10.0.0.1:8420")
+    p.add_argument("--deployment", required=True, help="the deployment name the agents follow")
+    p.add_argument("--json", action="store_true", help="JSON instead of YAML")
+    _add_token_arguments(p)
+
+
+def run_topology(args: argparse.Namespace) -> int:
+    import httpx
+
+    try:
+        token = _token(args)
+    except ValueError as e:
+        return _fail(str(e))
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    url = f"{args.planner.rstrip('/')}/deployments/{args.deployment}/topology"
+    try:
+        r = httpx.get(
+            url, params={} if args.json else {"format": "yaml"}, headers=headers, timeout=30
+        )
+    except httpx.HTTPError as e:
+        print(f"asymtp topology: cannot reach {args.planner}: {e}", file=sys.stderr)
+        return EXIT_MISMATCH
+    if r.status_code != 200:
+        print(f"asymtp topology: HTTP {r.status_code}: {r.text[:300]}", file=sys.stderr)
+        return EXIT_BAD_INPUT if r.status_code in (404, 422) else EXIT_MISMATCH
+    print(r.text.rstrip())
+    return EXIT_OK
+
+
 # ---- check-parity -------------------------------------------------------------------------
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", type=Path, required=True, help="model directory (mlx_lm.convert output)")
+    p.add_argument(
+        "--model", type=Path, required=True, help="model directory (mlx_lm.convert output)"
+    )
     p.add_argument("--ranks", type=int, required=True, help="number of local ranks (2-8)")
     p.add_argument("--split", help="comma-separated shares, e.g. 0.5,0.3,0.2 (default: equal)")
     p.add_argument("--prompts", type=int, default=20, help="greedy prompts to compare")
@@ -115,6 +182,7 @@ def run(args: argparse.Namespace) -> int:
         print(line)
     # Identical continuations, or divergence only at near-ties the tolerance allows (bf16).
     ok = report.max_logit_diff <= args.tolerance and report.greedy_worst_pick <= args.tolerance
-    print(f"parity: {'OK' if ok else 'MISMATCH'} (tolerance {args.tolerance:g}, {report.seconds:.1f}s)")
+    print(
+        f"parity: {'OK' if ok else 'MISMATCH'} (tolerance {args.tolerance:g}, {report.seconds:.1f}s)"
+    )
     return EXIT_OK if ok else EXIT_MISMATCH
-

@@ -83,7 +83,11 @@ def qkv_sections(s: ModelSpec, r: Ranges) -> Segments:
     dk, dv, nk = s.lin_k_dim, s.lin_v_dim, s.lin_k_heads
     (k0, k1), (v0, v1) = r.lin_k, r.lin_v
     key = nk * dk
-    return [(k0 * dk, k1 * dk), (key + k0 * dk, key + k1 * dk), (2 * key + v0 * dv, 2 * key + v1 * dv)]
+    return [
+        (k0 * dk, k1 * dk),
+        (key + k0 * dk, key + k1 * dk),
+        (2 * key + v0 * dv, 2 * key + v1 * dv),
+    ]
 
 
 def _one(_: ModelSpec) -> int:

@@ -44,7 +44,9 @@ class GroupSpec:
 
 
 def write_ring_hostfile(peers: list[Peer], path: Path) -> Path:
-    path.write_text(json.dumps([[f"{p.host}:{p.port}"] for p in sorted(peers, key=lambda p: p.rank)]))
+    path.write_text(
+        json.dumps([[f"{p.host}:{p.port}"] for p in sorted(peers, key=lambda p: p.rank)])
+    )
     return path
 
 
@@ -52,7 +54,9 @@ def liveness_port(peer: Peer) -> int:
     return peer.port + LIVENESS_OFFSET
 
 
-def join(spec: GroupSpec, deadline_s: float, on_attempt: Callable[[int], None] | None = None) -> Any:
+def join(
+    spec: GroupSpec, deadline_s: float, on_attempt: Callable[[int], None] | None = None
+) -> Any:
     """The group, or `JoinError` once `deadline_s` has passed without the peers answering."""
     import mlx.core as mx
 
@@ -184,8 +188,9 @@ class Watchdog:
                 continue
             now = time.monotonic()
             if now - started > limit:
-                self.on_stall(f"no answer from the group for {limit:g}s during {what} "
-                              "(a peer stuck or gone)")
+                self.on_stall(
+                    f"no answer from the group for {limit:g}s during {what} (a peer stuck or gone)"
+                )
                 return
             if self.probe and now - started > self.probe_after_s and now >= next_probe:
                 next_probe = now + 1.0

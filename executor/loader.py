@@ -89,7 +89,9 @@ def skeleton(config: dict[str, Any], names: set[str]) -> nn.Module:
                 return overrides[path]
             return hasattr(module, "to_quantized") and f"{path}.scales" in names
 
-        nn.quantize(model, group_size=quant["group_size"], bits=quant["bits"], class_predicate=predicate)
+        nn.quantize(
+            model, group_size=quant["group_size"], bits=quant["bits"], class_predicate=predicate
+        )
     return model
 
 
@@ -115,7 +117,9 @@ def load_shard(
     expected = dict(tree_flatten(model.parameters()))
     missing = sorted(set(expected) - set(files))
     if missing:
-        raise LoadError(f"{model_dir}: the checkpoint lacks {len(missing)} tensors, e.g. {missing[0]}")
+        raise LoadError(
+            f"{model_dir}: the checkpoint lacks {len(missing)} tensors, e.g. {missing[0]}"
+        )
 
     ranges = Ranges.of(rank_plan) if rank_plan is not None else None
     overrides = quant_overrides(config)
@@ -129,7 +133,12 @@ def load_shard(
         loaded = _read(names, files)
         if ranges is not None:
             loaded = slice_weights(
-                loaded, config["model_type"], spec, ranges, overrides, rank_plan.rank if rank_plan else 0
+                loaded,
+                config["model_type"],
+                spec,
+                ranges,
+                overrides,
+                rank_plan.rank if rank_plan else 0,
             )
         for name in names:
             mx.eval(loaded[name])  # one tensor at a time: its full buffer is freed after the copy

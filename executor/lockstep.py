@@ -38,7 +38,11 @@ def _ints(a: mx.array) -> list[int]:
 
 class Lockstep:
     def __init__(
-        self, model: nn.Module, group: Any, eos_ids: Sequence[int], watchdog: Any = None,
+        self,
+        model: nn.Module,
+        group: Any,
+        eos_ids: Sequence[int],
+        watchdog: Any = None,
         step_timeout_s: float = STEP_TIMEOUT_S,
     ) -> None:
         self.model = model
@@ -85,7 +89,12 @@ class Lockstep:
         return self.model(tokens[None], cache=cache)[:, -1, :]
 
     def _run(
-        self, prompt: list[int], max_tokens: int, temp: float, top_p: float, seed: int,
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        temp: float,
+        top_p: float,
+        seed: int,
         state: dict[str, Any] | None = None,
     ) -> Iterator[int]:
         """The generation every rank runs; only rank 0's sampler decides. `state` records the
@@ -119,11 +128,22 @@ class Lockstep:
 
     # ---- rank 0 ------------------------------------------------------------------------
     def generate(
-        self, prompt: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0,
+        self,
+        prompt: list[int],
+        max_tokens: int,
+        temperature: float = 0.0,
+        top_p: float = 1.0,
         seed: int = 0,
     ) -> Iterator[int]:
         """Rank 0: run a generation across the group, yielding tokens as they are decided."""
-        self._header(GENERATE, len(prompt), max_tokens, round(temperature * MICRO), round(top_p * MICRO), seed)
+        self._header(
+            GENERATE,
+            len(prompt),
+            max_tokens,
+            round(temperature * MICRO),
+            round(top_p * MICRO),
+            seed,
+        )
         self._bcast(prompt, len(prompt))
         state: dict[str, Any] = {}
         finished = False
@@ -134,7 +154,9 @@ class Lockstep:
             if not finished and state.get("pending") is not None:
                 # Stopped early: the followers will run the forward pass of the last token and
                 # then wait for the next one, so run that pass too and send STOP.
-                logits = self.model(mx.array([[state["pending"]]], dtype=mx.int32), cache=state["cache"])
+                logits = self.model(
+                    mx.array([[state["pending"]]], dtype=mx.int32), cache=state["cache"]
+                )
                 self._eval(logits)
                 self._bcast([STOP], 1)
 
@@ -196,6 +218,8 @@ class Lockstep:
             elif cmd == GREEDY_BATCH:
                 batch = temp  # the header's fourth field carries the batch size here
                 width = n // batch
-                self._greedy_batch([prompt[i * width : (i + 1) * width] for i in range(batch)], max_tokens)
+                self._greedy_batch(
+                    [prompt[i * width : (i + 1) * width] for i in range(batch)], max_tokens
+                )
             else:
                 raise RuntimeError(f"unknown lockstep command {cmd}")

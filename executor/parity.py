@@ -60,22 +60,37 @@ class ParityReport:
         ]
 
 
-def plan_for_split(config: dict[str, Any], fractions: list[float], context_tokens: int = 32) -> Plan:
+def plan_for_split(
+    config: dict[str, Any],
+    fractions: list[float],
+    context_tokens: int = 32,
+    sharding: str = "asymmetric",
+) -> Plan:
     """A real planner plan whose ranks' speeds (and so shares) follow `fractions`: nodes with
-    ample memory and memory bandwidth in those proportions, all of them used."""
+    ample memory and memory bandwidth in those proportions, all of them used (`sharding:
+    equal` gives today's even split of the same nodes instead)."""
     nodes = [
         {"id": f"node-{i}", "memory_bytes": 1 << 40, "bandwidth_gbps": round(f * 1000, 3)}
         for i, f in enumerate(fractions)
     ]
     links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"} for i, a in enumerate(nodes) for b in nodes[i + 1 :]
+        {"a": a["id"], "b": b["id"], "kind": "rdma"}
+        for i, a in enumerate(nodes)
+        for b in nodes[i + 1 :]
     ]
-    request = PlanRequest.model_validate({
-        "topology": {"nodes": nodes, "links": links},
-        "model": config,
-        "constraints": {"sharding": "asymmetric", "allow_unused_nodes": False, "overhead_bytes": 0,
-                        "context_tokens": context_tokens, "headroom": 0},
-    })
+    request = PlanRequest.model_validate(
+        {
+            "topology": {"nodes": nodes, "links": links},
+            "model": config,
+            "constraints": {
+                "sharding": sharding,
+                "allow_unused_nodes": False,
+                "overhead_bytes": 0,
+                "context_tokens": context_tokens,
+                "headroom": 0,
+            },
+        }
+    )
     plan = make_plan(request)
     if not plan.feasible:
         raise ValueError("; ".join(plan.reasons))
@@ -103,20 +118,42 @@ def free_ports(n: int) -> list[int]:
 
 
 def run_group(
-    model_dir: Path, plan: Plan, job: dict[str, Any], workdir: Path, timeout: float = GROUP_TIMEOUT_S
-) -> tuple[dict[str, mx.array], list[list[int]]]:
-    """Start one process per rank on 127.0.0.1, run `job` on rank 0, collect its results."""
+    model_dir: Path,
+    plan: Plan,
+    job: dict[str, Any],
+    workdir: Path,
+    timeout: float = GROUP_TIMEOUT_S,
+    prefixes: list[list[str]] | None = None,
+) -> Path:
+    """Start one process per rank on 127.0.0.1, run `job` on rank 0; its results are files in
+    the returned directory. `prefixes` go before each rank's command (e.g. `taskset -c 1`)."""
     n = len(plan.ranks)
     (workdir / "plan.json").write_text(plan_json(plan))
     (workdir / "hosts.json").write_text(json.dumps([[f"127.0.0.1:{p}"] for p in free_ports(n)]))
     (workdir / "job.json").write_text(json.dumps(job))
     procs = [
         subprocess.Popen(
-            [sys.executable, "-m", "executor.rank_process", "--model", str(model_dir),
-             "--plan", str(workdir / "plan.json"), "--rank", str(r),
-             "--hostfile", str(workdir / "hosts.json"),
-             "--parity", str(workdir / "job.json"), "--out", str(workdir)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            [
+                *(prefixes[r] if prefixes else []),
+                sys.executable,
+                "-m",
+                "executor.rank_process",
+                "--model",
+                str(model_dir),
+                "--plan",
+                str(workdir / "plan.json"),
+                "--rank",
+                str(r),
+                "--hostfile",
+                str(workdir / "hosts.json"),
+                "--parity",
+                str(workdir / "job.json"),
+                "--out",
+                str(workdir),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for r in range(n)
     ]
@@ -136,10 +173,7 @@ def run_group(
                 p.wait()
     if failures:
         raise RuntimeError("; ".join(failures))
-    logits_file = workdir / "logits.safetensors"
-    logits = mx.load(str(logits_file)) if logits_file.exists() else {}
-    assert isinstance(logits, dict)
-    return logits, json.loads((workdir / "tokens.json").read_text())
+    return workdir
 
 
 def _worst_pick(model: Any, prompt: list[int], got: list[int]) -> float:
@@ -154,7 +188,11 @@ def _worst_pick(model: Any, prompt: list[int], got: list[int]) -> float:
 
 
 def check(
-    model_dir: Path, plan: Plan, n_logit_prompts: int = 4, n_greedy: int = 20, max_tokens: int = 32,
+    model_dir: Path,
+    plan: Plan,
+    n_logit_prompts: int = 4,
+    n_greedy: int = 20,
+    max_tokens: int = 32,
     seed: int = 0,
 ) -> ParityReport:
     started = time.monotonic()
@@ -162,16 +200,27 @@ def check(
     vocab = int(config.get("vocab_size") or config.get("text_config", {}).get("vocab_size"))
     logit_prompts = prompts(n_logit_prompts, vocab, seed)
     greedy_prompts = prompts(n_greedy, vocab, seed + 1, length=GREEDY_PROMPT_TOKENS)
-    job = {"logits_prompts": logit_prompts, "greedy_prompts": greedy_prompts, "max_tokens": max_tokens}
+    job = {
+        "logits_prompts": logit_prompts,
+        "greedy_prompts": greedy_prompts,
+        "max_tokens": max_tokens,
+    }
     with tempfile.TemporaryDirectory(prefix="asymtp-parity-") as tmp:
-        got_logits, got_tokens = run_group(model_dir, plan, job, Path(tmp))
+        out = run_group(model_dir, plan, job, Path(tmp))
+        loaded = mx.load(str(out / "logits.safetensors")) if logit_prompts else {}
+        assert isinstance(loaded, dict)
+        got_logits = {k: mx.array(v) for k, v in loaded.items()}
+        mx.eval(got_logits)
+        got_tokens = json.loads((out / "tokens.json").read_text())
 
     model, _, _ = load_shard(model_dir)
     eos = config.get("eos_token_id")
     ref = Lockstep(model, None, [eos] if isinstance(eos, int) else [])
     diff = 0.0
     for i, p in enumerate(logit_prompts):
-        delta = mx.abs(got_logits[f"logits_{i}"].astype(mx.float32) - ref.logits(p).astype(mx.float32))
+        delta = mx.abs(
+            got_logits[f"logits_{i}"].astype(mx.float32) - ref.logits(p).astype(mx.float32)
+        )
         diff = max(diff, cast(float, delta.max().item()))
     # The reference decodes each prompt on its own, through the serving path.
     expected = [_greedy(ref, p, max_tokens) for p in greedy_prompts]

@@ -83,8 +83,12 @@ class PlannerClient:
 
     def post_status(self, status: AgentStatus) -> None:
         path = f"/deployments/{self.deployment}/status/{self.node_id}"
-        r = self._request("POST", path, content=status.model_dump_json(exclude_none=True),
-                          headers={"Content-Type": "application/json"})
+        r = self._request(
+            "POST",
+            path,
+            content=status.model_dump_json(exclude_none=True),
+            headers={"Content-Type": "application/json"},
+        )
         if r.status_code >= 400:
             raise PlannerUnavailable(f"HTTP {r.status_code} from {path}: {_detail(r)}")
 

@@ -4,7 +4,7 @@
         the agent's way: a signed assignment (peers, ports, backend, this rank's slices)
     python -m executor.rank_process --plan PLAN.json --rank R --hostfile H.json --model DIR
         [--serve HOST:PORT | --parity IN.json --out DIR]
-        by hand or from the parity check
+        by hand, or from the parity check and the speed benchmark (`--parity` jobs)
 
 Rank 0 serves the OpenAI API (or runs a parity job); the other ranks follow it. Events go to
 stdout as JSON lines: `progress` (layers done/total), `loaded`, `joining` (attempt),
@@ -54,8 +54,9 @@ class Role:
     revision: int = 0
 
 
-def role_from_assignment(a: Assignment, workdir: Path, serve_host: str | None,
-                         jaccl_devices: Path | None) -> Role:
+def role_from_assignment(
+    a: Assignment, workdir: Path, serve_host: str | None, jaccl_devices: Path | None
+) -> Role:
     from executor.group import write_ring_hostfile
 
     if a.rank is None or a.rank_plan is None:
@@ -74,8 +75,18 @@ def role_from_assignment(a: Assignment, workdir: Path, serve_host: str | None,
         coordinator = f"{a.peers[0].host}:{a.peers[0].port}"
     elif a.world_size > 1:
         hostfile = write_ring_hostfile(a.peers, workdir / f"ring-{a.plan_id[:12]}-{a.rank}.json")
-    return Role(a.rank, a.world_size, a.backend, hostfile, coordinator, list(a.peers),
-                serve_host or me.host, a.serve_port, a.plan_id, a.revision)
+    return Role(
+        a.rank,
+        a.world_size,
+        a.backend,
+        hostfile,
+        coordinator,
+        list(a.peers),
+        serve_host or me.host,
+        a.serve_port,
+        a.plan_id,
+        a.revision,
+    )
 
 
 class MlxEngine:
@@ -168,7 +179,17 @@ def parity(lockstep: Any, spec_file: Path, out_dir: Path) -> None:
     import mlx.core as mx
 
     spec = json.loads(spec_file.read_text())
-    logits = {f"logits_{i}": lockstep.logits(p) for i, p in enumerate(spec.get("logits_prompts", []))}
+    if "bench" in spec:
+        from executor.speed import measure
+
+        b = spec["bench"]
+        result = measure(lockstep, b["vocab"], b["prompt_tokens"], b["decode_tokens"], b["repeats"])
+        (out_dir / "speed.json").write_text(json.dumps(result))
+        lockstep.shutdown()
+        return
+    logits = {
+        f"logits_{i}": lockstep.logits(p) for i, p in enumerate(spec.get("logits_prompts", []))
+    }
     if logits:
         mx.save_safetensors(str(out_dir / "logits.safetensors"), logits)
     greedy = spec.get("greedy_prompts", [])
@@ -225,8 +246,17 @@ def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
     if rank_plan is None:
         raise ValueError(f"plan {plan.plan_id[:12]} has no rank {args.rank}")
     host, _, port = (args.serve or "127.0.0.1:8000").rpartition(":")
-    role = Role(args.rank, len(plan.ranks), args.backend, args.hostfile, None, [], host, int(port),
-                plan.plan_id)
+    role = Role(
+        args.rank,
+        len(plan.ranks),
+        args.backend,
+        args.hostfile,
+        None,
+        [],
+        host,
+        int(port),
+        plan.plan_id,
+    )
     return role, rank_plan, args.model.name
 
 

@@ -77,11 +77,16 @@ def slice_param(
     # Row-parallel: cut input columns; the bias is added after the all-sum, so once.
     if leaf == "bias":
         return array if keep_row_parallel_bias else mx.zeros_like(array)
-    if quant is None or leaf not in ("weight", "scales", "biases") or array.dtype not in (
-        mx.uint32,
-        mx.float16,
-        mx.bfloat16,
-        mx.float32,
+    if (
+        quant is None
+        or leaf not in ("weight", "scales", "biases")
+        or array.dtype
+        not in (
+            mx.uint32,
+            mx.float16,
+            mx.bfloat16,
+            mx.float32,
+        )
     ):
         return _take(array, array.ndim - 1, segments)
     if leaf == "weight" and array.dtype == mx.uint32:
@@ -91,7 +96,9 @@ def slice_param(
     return _take(array, array.ndim - 1, segments)
 
 
-def quant_for(spec_quant: Quant | None, overrides: dict[str, Quant], module_path: str) -> Quant | None:
+def quant_for(
+    spec_quant: Quant | None, overrides: dict[str, Quant], module_path: str
+) -> Quant | None:
     return overrides.get(module_path, spec_quant)
 
 
@@ -154,7 +161,9 @@ class Zeros(nn.Module):
                 # Zero KV heads: the cache only advances its offset, which the masks read.
                 empty = mx.zeros((b, 0, length, 1), dtype=x.dtype)
                 cache.update_and_fetch(empty, empty)
-        return mx.distributed.all_sum(mx.zeros((b, length, self.hidden), dtype=x.dtype), group=self.group)
+        return mx.distributed.all_sum(
+            mx.zeros((b, length, self.hidden), dtype=x.dtype), group=self.group
+        )
 
 
 class ExpertParallelMoE(nn.Module):

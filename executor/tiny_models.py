@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import mlx.core as mx
-import mlx.nn as nn
-from mlx.utils import tree_flatten
-from mlx_lm.utils import _get_classes
+if TYPE_CHECKING:
+    import mlx.nn as nn
 
 FAMILIES = ("llama", "qwen3", "qwen3_moe", "qwen3_next", "qwen3_5_moe")
 QUANTIZATIONS: dict[str, dict[str, int] | None] = {
@@ -80,17 +78,52 @@ def config_for(family: str, dtype: str = "float32", **overrides: Any) -> dict[st
     cfg.update(overrides)
     if family == "qwen3_5_moe":
         text = {**cfg, "model_type": "qwen3_5_moe_text"}
-        cfg = {"model_type": family, "torch_dtype": dtype, "text_config": text,
-               "tie_word_embeddings": cfg["tie_word_embeddings"]}
+        cfg = {
+            "model_type": family,
+            "torch_dtype": dtype,
+            "text_config": text,
+            "tie_word_embeddings": cfg["tie_word_embeddings"],
+        }
     return cfg
 
 
 def _corpus(seed: int) -> list[str]:
     rng = random.Random(seed)
-    words = ["mac", "studio", "ultra", "max", "memory", "tensor", "head", "expert", "ring",
-             "token", "split", "rank", "plan", "model", "layer", "cache", "bandwidth", "cable",
-             "the", "a", "of", "and", "to", "in", "is", "fits", "fast", "slow", "small", "big"]
-    return [" ".join(rng.choice(words) for _ in range(rng.randint(4, 16))) + "." for _ in range(4000)]
+    words = [
+        "mac",
+        "studio",
+        "ultra",
+        "max",
+        "memory",
+        "tensor",
+        "head",
+        "expert",
+        "ring",
+        "token",
+        "split",
+        "rank",
+        "plan",
+        "model",
+        "layer",
+        "cache",
+        "bandwidth",
+        "cable",
+        "the",
+        "a",
+        "of",
+        "and",
+        "to",
+        "in",
+        "is",
+        "fits",
+        "fast",
+        "slow",
+        "small",
+        "big",
+    ]
+    return [
+        " ".join(rng.choice(words) for _ in range(rng.randint(4, 16))) + "." for _ in range(4000)
+    ]
 
 
 def write_tokenizer(out: Path, vocab_size: int, seed: int = 0) -> tuple[int, list[int]]:
@@ -109,28 +142,45 @@ def write_tokenizer(out: Path, vocab_size: int, seed: int = 0) -> tuple[int, lis
     )
     tok.train_from_iterator(_corpus(seed), trainer=trainer)
     tok.save(str(out / "tokenizer.json"))
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": None,
-        "eos_token": "<|im_end|>",
-        "pad_token": "<|endoftext|>",
-        "chat_template": CHAT_TEMPLATE,
-        "model_max_length": 4096,
-    }, indent=2))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "PreTrainedTokenizerFast",
+                "bos_token": None,
+                "eos_token": "<|im_end|>",
+                "pad_token": "<|endoftext|>",
+                "chat_template": CHAT_TEMPLATE,
+                "model_max_length": 4096,
+            },
+            indent=2,
+        )
+    )
     eos = tok.token_to_id("<|im_end|>")
     assert eos is not None
     wordy = [
-        i for i in range(tok.get_vocab_size())
+        i
+        for i in range(tok.get_vocab_size())
         if (text := tok.decode([i])).startswith(" ") and text[1:].isascii() and text[1:].isalpha()
     ]
     return eos, wordy
 
 
 def build_model(
-    out: Path, family: str, quant: str = "none", dtype: str = "float32", seed: int = 0,
+    out: Path,
+    family: str,
+    quant: str = "none",
+    dtype: str = "float32",
+    seed: int = 0,
     **overrides: Any,
 ) -> Path:
     """Write a small random model of `family` to `out` and return `out`."""
+    # mlx is imported here, not at the top: `asymtp`'s argument parser reads this module's
+    # tables, and the planner-only commands (and the planner's container) have no mlx.
+    import mlx.core as mx
+    import mlx.nn as nn
+    from mlx.utils import tree_flatten
+    from mlx_lm.utils import _get_classes
+
     if quant not in QUANTIZATIONS:
         raise ValueError(f"quantization {quant!r} is not one of {', '.join(QUANTIZATIONS)}")
     out.mkdir(parents=True, exist_ok=True)
@@ -161,7 +211,9 @@ def build_model(
                 block[path] = chosen
             return chosen
 
-        nn.quantize(model, group_size=q["group_size"], bits=q["bits"], class_predicate=class_predicate)
+        nn.quantize(
+            model, group_size=q["group_size"], bits=q["bits"], class_predicate=class_predicate
+        )
         cfg["quantization"] = block
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)

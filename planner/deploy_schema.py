@@ -40,7 +40,9 @@ class DeploymentSpec(PlanRequest):
     def _relative(cls, v: str) -> str:
         parts = v.replace("\\", "/").split("/")
         if v.startswith(("/", "~")) or ".." in parts or "\x00" in v:
-            raise ValueError("must be a path relative to the agents' models directory, without '..'")
+            raise ValueError(
+                "must be a path relative to the agents' models directory, without '..'"
+            )
         return v
 
     def plan_request(self) -> PlanRequest:
@@ -113,4 +115,4 @@ class Deployment(_Strict):
     updated_at: float
     spec: DeploymentSpec
     plan: Plan
-    agents: dict[str, AgentRecord] = {}
+    agents: dict[str, AgentRecord] = Field(default_factory=dict)
