@@ -44,12 +44,23 @@ def spec(model_dir: Path, bandwidths: dict[str, float] | None = None) -> dict[st
     ids = list(NODES)
     return {
         "topology": {
-            "nodes": [{"id": n, "memory_gb": m, "bandwidth_gbps": bw[n]} for n, (m, _) in NODES.items()],
-            "links": [{"a": a, "b": b, "kind": "thunderbolt"} for i, a in enumerate(ids) for b in ids[i + 1 :]],
+            "nodes": [
+                {"id": n, "memory_gb": m, "bandwidth_gbps": bw[n]} for n, (m, _) in NODES.items()
+            ],
+            "links": [
+                {"a": a, "b": b, "kind": "thunderbolt"}
+                for i, a in enumerate(ids)
+                for b in ids[i + 1 :]
+            ],
         },
         "model": read_json(model_dir / "config.json"),
-        "constraints": {"headroom": 0.1, "context_tokens": 256, "overhead_bytes": 500_000,
-                        "sharding": "asymmetric", "allow_unused_nodes": False},
+        "constraints": {
+            "headroom": 0.1,
+            "context_tokens": 256,
+            "overhead_bytes": 500_000,
+            "sharding": "asymmetric",
+            "allow_unused_nodes": False,
+        },
         "model_path": model_dir.name,
         "ring_port": free_port_block(len(NODES)),
         "serve_port": free_port(),
@@ -57,8 +68,11 @@ def spec(model_dir: Path, bandwidths: dict[str, float] | None = None) -> dict[st
 
 
 def complete(url: str, prompt: str = PROMPT, max_tokens: int = MAX_TOKENS) -> str:
-    r = httpx.post(f"{url}/v1/completions", json={"prompt": prompt, "max_tokens": max_tokens,
-                                                  "temperature": 0}, timeout=120)
+    r = httpx.post(
+        f"{url}/v1/completions",
+        json={"prompt": prompt, "max_tokens": max_tokens, "temperature": 0},
+        timeout=120,
+    )
     assert r.status_code == 200, r.text
     text: str = r.json()["choices"][0]["text"]
     return text
@@ -68,8 +82,17 @@ def complete(url: str, prompt: str = PROMPT, max_tokens: int = MAX_TOKENS) -> st
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # ~9 MB float32: more than the two larger budgets hold after headroom.
     models = tmp_path_factory.mktemp("models")
-    return build_model(models / "e2e-qwen3", "qwen3", "none", "float32", seed=3,
-                       hidden_size=256, num_hidden_layers=4, intermediate_size=1024, head_dim=32)
+    return build_model(
+        models / "e2e-qwen3",
+        "qwen3",
+        "none",
+        "float32",
+        seed=3,
+        hidden_size=256,
+        num_hidden_layers=4,
+        intermediate_size=1024,
+        head_dim=32,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +140,9 @@ def test_openai_client_streaming_and_not(cluster: LocalCluster, model_dir: Path)
     )
     pieces = [c.choices[0].delta.content or "" for c in stream if c.choices]
     assert len(pieces) > 2 and "".join(pieces) == answer
-    text = client.completions.create(model=model_dir.name, prompt=PROMPT, max_tokens=MAX_TOKENS,
-                                     temperature=0)
+    text = client.completions.create(
+        model=model_dir.name, prompt=PROMPT, max_tokens=MAX_TOKENS, temperature=0
+    )
     assert text.choices[0].text == unsharded(model_dir, PROMPT, MAX_TOKENS)
 
 
@@ -132,14 +156,18 @@ def test_serving_continues_while_the_planner_is_down(cluster: LocalCluster, expe
     cluster.restart("planner")
     seen = time.time()
     after = cluster.wait_for(
-        NAME, lambda d: all_ready(d) and all(a.seen_at > seen for a in d.agents.values()),
-        60, what="agents reporting to the restarted planner",
+        NAME,
+        lambda d: all_ready(d) and all(a.seen_at > seen for a in d.agents.values()),
+        60,
+        what="agents reporting to the restarted planner",
     )
     assert after.plan.plan_id == d.plan.plan_id and after.revision == d.revision
     assert complete(url) == expected
 
 
-def test_a_new_plan_reloads_every_rank(cluster: LocalCluster, model_dir: Path, expected: str) -> None:
+def test_a_new_plan_reloads_every_rank(
+    cluster: LocalCluster, model_dir: Path, expected: str
+) -> None:
     before = ready(cluster)
     # The small node gets faster memory: the planner moves work to it.
     new = spec(model_dir, {"big": 800.0, "mid": 400.0, "small": 700.0})
@@ -147,15 +175,21 @@ def test_a_new_plan_reloads_every_rank(cluster: LocalCluster, model_dir: Path, e
     deployed = cluster.deploy(NAME, new)
     assert deployed.plan.plan_id != before.plan.plan_id
     assert [r.ffn for r in deployed.plan.ranks] != [r.ffn for r in before.plan.ranks]
-    after = cluster.wait_for(NAME, lambda d: all_ready(d, deployed.plan.plan_id, deployed.revision),
-                             READY_TIMEOUT_S, what="all ranks ready on the new plan")
+    after = cluster.wait_for(
+        NAME,
+        lambda d: all_ready(d, deployed.plan.plan_id, deployed.revision),
+        READY_TIMEOUT_S,
+        what="all ranks ready on the new plan",
+    )
     url = serving_url(after)
     health = httpx.get(f"{url}/healthz", timeout=10).json()
     assert health["plan_id"] == deployed.plan.plan_id  # rank 0 runs the new split
     assert complete(url) == expected
 
 
-def test_killed_agent_is_noticed_and_the_group_recovers(cluster: LocalCluster, expected: str) -> None:
+def test_killed_agent_is_noticed_and_the_group_recovers(
+    cluster: LocalCluster, expected: str
+) -> None:
     d = ready(cluster)
     url = serving_url(d)
     victim = d.plan.ranks[-1].node_id
@@ -163,9 +197,17 @@ def test_killed_agent_is_noticed_and_the_group_recovers(cluster: LocalCluster, e
 
     def long_request() -> None:
         try:
-            with httpx.stream("POST", f"{url}/v1/completions", timeout=120, json={
-                "prompt": PROMPT, "max_tokens": 4000, "temperature": 0, "stream": True,
-            }) as r:
+            with httpx.stream(
+                "POST",
+                f"{url}/v1/completions",
+                timeout=120,
+                json={
+                    "prompt": PROMPT,
+                    "max_tokens": 4000,
+                    "temperature": 0,
+                    "stream": True,
+                },
+            ) as r:
                 outcome["status"] = r.status_code
                 outcome["body"] = "".join(r.iter_text())
         except httpx.HTTPError as e:
@@ -179,7 +221,8 @@ def test_killed_agent_is_noticed_and_the_group_recovers(cluster: LocalCluster, e
     failed = cluster.wait_for(
         NAME,
         lambda d: all("peer" in (d.agents[n].last_failure or "") for n in NODES if n != victim),
-        30, what="the survivors reporting the lost peer",
+        30,
+        what="the survivors reporting the lost peer",
     )
     noticed = time.monotonic() - killed_at
     t.join(60)
@@ -208,8 +251,12 @@ class _TamperHandler(http.server.BaseHTTPRequestHandler):
 
     def _forward(self, method: str) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-        r = httpx.request(method, self.server.upstream + self.path, content=body, headers=headers, timeout=90)
+        headers = {
+            k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")
+        }
+        r = httpx.request(
+            method, self.server.upstream + self.path, content=body, headers=headers, timeout=90
+        )
         content = r.content
         if "/assignments/" in self.path and r.status_code == 200:
             a = json.loads(content)
@@ -217,7 +264,12 @@ class _TamperHandler(http.server.BaseHTTPRequestHandler):
             content = json.dumps(a).encode()
         self.send_response(r.status_code)
         for k, v in r.headers.items():
-            if k.lower() not in ("content-length", "transfer-encoding", "connection", "content-encoding"):
+            if k.lower() not in (
+                "content-length",
+                "transfer-encoding",
+                "connection",
+                "content-encoding",
+            ):
                 self.send_header(k, v)
         self.send_header("Content-Length", str(len(content)))
         self.end_headers()
@@ -246,7 +298,9 @@ def test_an_altered_plan_is_refused(cluster: LocalCluster, model_dir: Path) -> N
         agent = cluster.start_agent("lone", name, 1.0)
         agent.cmd[agent.cmd.index("--planner") + 1] = f"http://127.0.0.1:{port}"
         agent.signal(signal.SIGKILL)
-        cluster.procs["lone"] = agent = type(agent)(agent.name, agent.cmd, agent.log, agent.env).start()
+        cluster.procs["lone"] = agent = type(agent)(
+            agent.name, agent.cmd, agent.log, agent.env
+        ).start()
         deadline = time.monotonic() + 60
         reason = ""
         while time.monotonic() < deadline:

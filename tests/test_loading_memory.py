@@ -30,18 +30,37 @@ SIZES = {"none": (512, 2048), "4bit": (1024, 4096)}
 def test_peak_memory_while_loading_stays_near_the_shard(tmp_path: Path, quant: str) -> None:
     hidden, intermediate = SIZES[quant]
     model_dir = build_model(
-        tmp_path / "model", "llama", quant, "float32",
-        hidden_size=hidden, num_hidden_layers=6, intermediate_size=intermediate, head_dim=64,
-        num_attention_heads=hidden // 64, num_key_value_heads=hidden // 128,
+        tmp_path / "model",
+        "llama",
+        quant,
+        "float32",
+        hidden_size=hidden,
+        num_hidden_layers=6,
+        intermediate_size=intermediate,
+        head_dim=64,
+        num_attention_heads=hidden // 64,
+        num_key_value_heads=hidden // 128,
     )
     plan = plan_for_split(read_json(model_dir / "config.json"), [0.7, 0.3])
     (tmp_path / "plan.json").write_text(plan_json(plan))
     model_bytes = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
     for rank in (0, 1):
         out = subprocess.run(
-            [sys.executable, "-m", "executor.load_probe", "--model", str(model_dir),
-             "--plan", str(tmp_path / "plan.json"), "--rank", str(rank)],
-            capture_output=True, text=True, timeout=300, check=True,
+            [
+                sys.executable,
+                "-m",
+                "executor.load_probe",
+                "--model",
+                str(model_dir),
+                "--plan",
+                str(tmp_path / "plan.json"),
+                "--rank",
+                str(rank),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
         )
         m = json.loads(out.stdout)
         sizes = {k: f"{v / 1e6:.1f} MB" for k, v in m.items()}

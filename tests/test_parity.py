@@ -42,8 +42,11 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("models")
 
 
-@pytest.mark.parametrize(("family", "quant", "dtype", "shares"), CASES,
-                         ids=[f"{f}-{q}-{d}-{len(s)}ranks" for f, q, d, s in CASES])
+@pytest.mark.parametrize(
+    ("family", "quant", "dtype", "shares"),
+    CASES,
+    ids=[f"{f}-{q}-{d}-{len(s)}ranks" for f, q, d, s in CASES],
+)
 def test_sharded_equals_unsharded(
     models: Path, family: str, quant: str, dtype: str, shares: list[float]
 ) -> None:
@@ -65,13 +68,20 @@ def test_two_kv_heads_on_three_ranks_copies_a_kv_head(models: Path) -> None:
     # fast node one KV group and splits the other between the slow nodes, each with a copy of
     # its KV head; some ranks also hold no shared-expert columns or linear-attention heads.
     model_dir = build_model(
-        models / "kv-repl", "qwen3_5_moe", "none", num_attention_heads=12,
-        shared_expert_intermediate_size=64, linear_num_key_heads=2, linear_num_value_heads=4,
+        models / "kv-repl",
+        "qwen3_5_moe",
+        "none",
+        num_attention_heads=12,
+        shared_expert_intermediate_size=64,
+        linear_num_key_heads=2,
+        linear_num_value_heads=4,
     )
     plan = plan_for_split(read_json(model_dir / "config.json"), [0.5, 0.25, 0.25])
     kv_held = sum(r.kv_heads[1] - r.kv_heads[0] for r in plan.ranks)
     if kv_held <= 2:
-        pytest.fail(f"expected a copied KV head, got {[(r.q_heads, r.kv_heads) for r in plan.ranks]}")
+        pytest.fail(
+            f"expected a copied KV head, got {[(r.q_heads, r.kv_heads) for r in plan.ranks]}"
+        )
     report = check(model_dir, plan, n_greedy=20, max_tokens=32)
     print(*report.lines(), sep="\n")
     assert report.max_logit_diff <= 1e-4
