@@ -173,7 +173,7 @@ class Agent:
         if need > free:
             self.refuse(
                 a,
-                f"plan needs {need / 1e9:.2f} GB on this node, only {free / 1e9:.2f} GB is free; "
+                f"plan needs {_size(need)} on this node, only {_size(free)} is free; "
                 "refused before loading",
             )
             return
@@ -316,6 +316,10 @@ class Agent:
         self.report("idle", detail="agent stopped")
         self.client.close()
         return 0
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 1e9 else f"{n / 1e6:.1f} MB"
 
 
 def log(msg: str) -> None:

@@ -314,3 +314,47 @@ def test_an_altered_plan_is_refused(cluster: LocalCluster, model_dir: Path) -> N
         assert "starting rank" not in agent.tail(200)  # nothing was loaded or run
     finally:
         proxy.shutdown()
+
+
+def _wait_agent(cluster: LocalCluster, name: str, node: str, pred: Any, timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        d = cluster.deployment(name)
+        a = d.agents.get(node) if d else None
+        if a is not None and pred(a):
+            return a
+        time.sleep(0.25)
+    raise AssertionError(f"{node} of {name}: not reached; log:\n{cluster.procs[node].tail()}")
+
+
+def _lone(model_dir: Path, node: str, memory_gb: float, model_path: str) -> dict[str, Any]:
+    one = spec(model_dir)
+    one["topology"] = {"nodes": [{"id": node, "memory_gb": memory_gb, "bandwidth_gbps": 400}]}
+    one["model_path"] = model_path
+    return one
+
+
+def test_corrupt_weights_fail_naming_the_file(cluster: LocalCluster, model_dir: Path) -> None:
+    broken = cluster.models_dir / "broken-copy"
+    broken.mkdir(exist_ok=True)
+    for f in model_dir.iterdir():
+        (broken / f.name).write_bytes(f.read_bytes())
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 3])  # cut short
+    cluster.deploy("corrupt", _lone(model_dir, "corrupt-node", 1.0, broken.name))
+    cluster.start_agent("corrupt-node", "corrupt", 1.0)
+    a = _wait_agent(cluster, "corrupt", "corrupt-node", lambda a: a.state == "failed" and a.reason)
+    print(a.reason)
+    assert "model.safetensors" in a.reason, a.reason
+
+
+def test_a_plan_bigger_than_free_memory_is_refused_before_loading(
+    cluster: LocalCluster, model_dir: Path
+) -> None:
+    # The topology claims 1 GB; the machine (simulated) has 2 MB free.
+    cluster.deploy("too-big", _lone(model_dir, "tiny-node", 1.0, model_dir.name))
+    cluster.start_agent("tiny-node", "too-big", 0.002)
+    a = _wait_agent(cluster, "too-big", "tiny-node", lambda a: a.state == "failed" and a.reason)
+    print(a.reason)
+    assert "refused before loading" in a.reason and "MB" in a.reason, a.reason
+    assert "starting rank" not in cluster.procs["tiny-node"].tail(200)
