@@ -10,9 +10,10 @@
     POST   /deployments/{name}/status/{node_id}       AgentStatus    -> AgentRecord
     GET    /deployments/{name}/topology[?format=yaml] -> TopologyDraft from the agents' facts
     GET    /healthz, GET /metrics (Prometheus), GET /docs (OpenAPI)
+    GET    /                                          -> the topology page (page.py: static files)
 
-Everything under /deployments needs the bearer token when one is configured. `GET /` is left
-free for the web page.
+Everything under /deployments needs the bearer token when one is configured. `GET /` serves
+the web page (open; it reads deployments with the token typed into it).
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ from planner.deploy_schema import (
 )
 from planner.plan import SOLVER_VERSION
 from planner.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest
-from planner.service import examples, responses
+from planner.service import examples, page, responses
 from planner.service.assignments import UnknownNode, assignment_for
 from planner.service.auth import require_token
 from planner.service.metrics import Metrics
@@ -552,6 +553,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             return Response(text, media_type="application/yaml")
         draft = responses.TopologyDraft(topology=topology, notes=notes)
         return Response(draft.model_dump_json(), media_type=JSON)
+
+    page.add_page(app)  # GET /: the topology page (planner/static)
 
     # The last added is outermost: metrics see every answer, the 413s included.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
