@@ -12,6 +12,8 @@ from typing import Any
 
 SUPPORTED_MODEL_TYPES = ("llama", "qwen3", "qwen3_moe", "qwen3_next", "qwen3_5", "qwen3_5_moe")
 KV_CACHE_STEP = 256  # mlx-lm's KVCache grows in steps of 256 tokens
+MAX_LAYERS = 1024  # the largest published models have under 200; more is a typo
+MAX_CONFIG_NESTING = 32
 
 
 class ModelConfigError(ValueError):
@@ -148,7 +150,7 @@ _DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 
 def _dtype_bytes(cfg: dict[str, Any]) -> int:
     name = cfg.get("torch_dtype") or cfg.get("dtype") or "bfloat16"
-    if name not in _DTYPE_BYTES:
+    if not isinstance(name, str) or name not in _DTYPE_BYTES:
         raise ModelConfigError(
             f"model.torch_dtype {name!r} is not one of {', '.join(sorted(_DTYPE_BYTES))}"
         )
@@ -192,9 +194,27 @@ def _text_config(config: dict[str, Any]) -> dict[str, Any]:
     return config
 
 
+def _nesting(value: Any) -> int:
+    """How deep objects and arrays nest (iteratively: no recursion limit to hit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        items = v.values() if isinstance(v, dict) else v if isinstance(v, list) else None
+        if items is None:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_CONFIG_NESTING:
+            break
+        stack.extend((x, depth + 1) for x in items)
+    return deepest
+
+
 def read_config(config: dict[str, Any]) -> ModelSpec:
     if not isinstance(config, dict):
         raise ModelConfigError("model must be a config.json object")
+    if _nesting(config) > MAX_CONFIG_NESTING:
+        # Real configs nest 3-4 levels; a deeper one cannot even be hashed into a plan_id.
+        raise ModelConfigError(f"model nests objects or arrays deeper than {MAX_CONFIG_NESTING}")
     model_type = config.get("model_type")
     if model_type not in SUPPORTED_MODEL_TYPES:
         raise ModelConfigError(
@@ -206,6 +226,8 @@ def read_config(config: dict[str, Any]) -> ModelSpec:
 
     hidden = _int(cfg, "hidden_size")
     layers = _int(cfg, "num_hidden_layers")
+    if layers > MAX_LAYERS:
+        raise ModelConfigError(f"model.num_hidden_layers must be <= {MAX_LAYERS}, got {layers}")
     q_heads = _int(cfg, "num_attention_heads")
     kv_heads = _int(cfg, "num_key_value_heads", q_heads)
     if q_heads % kv_heads:
@@ -228,6 +250,7 @@ def read_config(config: dict[str, Any]) -> ModelSpec:
     mlp_only = _get(cfg, "mlp_only_layers", []) or []
     if not isinstance(mlp_only, list) or not all(isinstance(i, int) for i in mlp_only):
         raise ModelConfigError("model.mlp_only_layers must be a list of layer indices")
+    mlp_only = frozenset(mlp_only)
     sparse_step = _int(cfg, "decoder_sparse_step", 1) if experts else 1
     if model_type in ("qwen3_5", "qwen3_5_moe"):
         moe = tuple(experts > 0 for _ in range(layers))

@@ -26,6 +26,7 @@ from planner.solver import SEED, WORKERS, NodeInput, NodeShare, Problem, Solutio
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
 from planner.version import __version__
 
+MODEL_RANGE = 2**55  # bytes and picoseconds the CP-SAT model holds with room to add them
 MAX_HOP_LEVELS = 8  # more distinct link speeds than this are priced by their bucket's slowest
 SOLVER_VERSION = f"asymtp-{__version__}+ortools-{version('ortools')}"
 
@@ -164,12 +165,14 @@ def summary(spec: ModelSpec, costs: UnitCosts) -> ModelSummary:
 def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
     """Best case ignoring memory, granularity and the network: k ranks each read the
     replicated bytes, and the sharded bytes spread over their bandwidth in proportion."""
-    sharded = sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
     fastest = sorted(bandwidths, reverse=True)
-    return min(
-        (sharded + k * costs.replicated_read) / sum(fastest[:k]) / 1e6
-        for k in range(1, len(fastest) + 1)
-    )
+    return min(fluid_used_ms(costs, fastest[:k]) for k in range(1, len(fastest) + 1))
+
+
+def fluid_used_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
+    """The fluid bound over exactly these ranks: what `compute_ms` is measured against."""
+    sharded = sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    return (sharded + len(bandwidths) * costs.replicated_read) / sum(bandwidths) / 1e6
 
 
 @dataclass
@@ -211,12 +214,50 @@ def _candidate(
             fluid_bound_ms=round(
                 fluid_bound_ms(costs, [n.bandwidth_gbps for n in cluster.nodes.values()]), 6
             ),
+            fluid_bound_used_ms=round(
+                fluid_used_ms(costs, [cluster.nodes[n].bandwidth_gbps for n in ring]), 6
+            ),
         ),
     )
 
 
 def _fits(candidate: _Candidate) -> bool:
     return all(r.memory_bytes.total <= r.budget_bytes for r in candidate.ranks)
+
+
+def beyond_model_range(
+    spec: ModelSpec, costs: UnitCosts, cluster: Cluster, overhead_bytes: int
+) -> list[str]:
+    """Reasons the request's sizes do not fit the CP-SAT model's 64-bit integers (bytes and
+    picoseconds), e.g. a bandwidth typed in the wrong unit; empty when they fit."""
+    reasons = []
+    held = (
+        costs.replicated_weight
+        + overhead_bytes
+        + sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    )
+    if held > MODEL_RANGE:
+        reasons.append(f"the model needs {held / 1e9:.4g} GB: beyond what the planner can model")
+    read = costs.replicated_read + sum(
+        (costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS
+    )
+    for n in sorted(cluster.nodes.values(), key=lambda n: n.id):
+        ps = read * 1e3 / n.bandwidth_gbps
+        if not ps <= MODEL_RANGE:
+            reasons.append(
+                f"node {n.id}: one decode token would take {ps / 1e12:.4g} s at "
+                f"{n.bandwidth_gbps:g} GB/s: beyond what the planner can model "
+                "(bandwidth_gbps is memory GB/s)"
+            )
+    k = len(cluster.nodes)
+    for (a, b), hop in sorted(cluster.hops.items()):
+        ps = allreduce_us(k, hop, cluster.message_bytes) * cluster.allreduces_per_token * 1e6
+        if a < b and not ps <= MODEL_RANGE:
+            reasons.append(
+                f"the link between {a} and {b} would take {ps / 1e12:.4g} s of all-reduce a "
+                "token: beyond what the planner can model (link bandwidth_gbps is network Gb/s)"
+            )
+    return reasons
 
 
 def make_plan(request: PlanRequest) -> Plan:
@@ -251,6 +292,10 @@ def make_plan(request: PlanRequest) -> Plan:
             warnings=warnings,
             solver=_solver_info(started, solution, bool(solution and solution.time_limited)),
         )
+
+    out_of_range = beyond_model_range(spec, costs, cluster, c.overhead_bytes)
+    if out_of_range:
+        return infeasible(out_of_range)
 
     # Today's even split over every node, for `equal`, for `auto`, and as a comparison figure.
     eq_shares, eq_reasons = equal_shares(spec, costs, sorted(cluster.nodes))

@@ -224,6 +224,10 @@ class Estimates(_Strict):
     """All-reduce time per decode token over the ring's slowest link."""
     fluid_bound_ms: float
     """Lower bound: every rank reads the replicated bytes, the rest spreads over all bandwidth."""
+    fluid_bound_used_ms: float | None = None
+    """The same bound over the nodes this plan uses: each reads the replicated bytes, the rest
+    spreads over their bandwidth in proportion. `compute_ms` above it is the cost of whole
+    units (heads, experts, FFN blocks) and of memory budgets that cap the fastest nodes."""
     equal_split_decode_ms: float | None = None
     """The same estimate for today's even split, where one fits."""
 

@@ -1,43 +1,60 @@
 r"""The CP-SAT model of an asymmetric tensor-parallel split.
 
-Formulation (all coefficients precomputed integers; no products of variables)::
+A plan's shape, k used nodes from a pool P with a ring of level L, is enumerated outside
+CP-SAT; for each shape a small model assigns whole units to nodes. Shapes: every single node
+and every pair that can hold the model (a pair at the cheapest level its link allows; alike
+nodes and pairs once), and for k ≥ 3 each
+level L with the pool of nodes that have two neighbours within it. The model of one shape
+(all coefficients precomputed integers; no products of variables)::
 
-    nodes n,  units u ∈ {q_head, kv_head, ffn_block, expert, lin_k_head}
+    nodes n ∈ P_kL      (each holds the replicated bytes R_w + O)
+    units u ∈ {q_head, kv_head, ffn_block, expert, lin_k_head}
     used_n ∈ {0,1}
-    kvw_n   whole KV groups on n            (q heads = G · kvw_n, G = q heads per KV head)
-    ffn_n, exp_n, lin_n                     FFN blocks, whole experts, linear-attention key heads
-    -- only when KV heads are fewer than nodes (KV replication):
+    kvw_n ∈ [0, cap_n]                      whole KV groups on n (q heads = G · kvw_n)
+    ffn_n, exp_n, lin_n ∈ [0, cap_nu]       FFN blocks, whole experts, linear-attention key heads
+                                            (cap = how many n's budget holds next to R_w + O)
+    -- only when k exceeds the KV heads (KV replication):
     part_n ∈ {0,1}                          n holds part of one KV group, with its KV head copied
-    y_nj ∈ {0,1}, h_nj ∈ [0, G]             n's share of split-group slot j
-    split_j ∈ {0,1}                         slot j is a KV group split over several nodes
+    y_nj ∈ {0,1}, h_nj ∈ [0, G − 1]         n's share of split-group slot j < min(n_kv, ⌊k/2⌋)
+    split_j ∈ {0,1}                         slot j is a KV group split over two nodes or more
 
     partition     Σ_n ffn_n = F,  Σ_n exp_n = E,  Σ_n lin_n = K,  Σ_n kvw_n + Σ_j split_j = n_kv
-                  Σ_n h_nj = G · split_j,  split_j ≥ split_{j+1}
-    one group     Σ_j y_nj = part_n,  y_nj ≤ h_nj ≤ G · y_nj,  kvw_n ≤ n_kv · (1 − part_n)
-    used          every count of n ≤ its total · used_n
-    memory        R_w · used_n + Σ_u (w_u + c_u) · x_nu + O · used_n  ≤  B_n
+                  Σ_n h_nj = G · split_j,  Σ_n y_nj ≥ 2 · split_j
+    one group     Σ_j y_nj = part_n,  y_nj ≤ h_nj ≤ (G − 1) · y_nj,  kvw_n ≤ n_kv · (1 − part_n)
+    used          Σ_n used_n = k,  every count of n ≤ its total · used_n
+    memory        (R_w + O) · used_n + Σ_u (w_u + c_u) · x_nu  ≤  B_n
     decode time   t_n = ρ_n · used_n + Σ_u τ_nu · x_nu  ≤  T          (τ = bytes read / bandwidth)
-    all-reduce    k = Σ_n used_n;  C = table[k, L]                      (element constraint)
-                  ring: used_n ∧ (L = l) ⇒ Σ_{m: level(n,m) ≤ l} used_m ≥ min(2, k − 1)
-    minimise      T + C,  then (fixed at its optimum) fewer nodes and more free memory
-                  on the smallest node.
+                  F_kL ≤ T ≤ min(G_kL, cutoff − C_kL)
+    ring          Σ_{m ∈ P_kL, m ≠ n, level(n,m) ≤ L} used_m  ≥  r · used_n,   r = min(2, k − 1)
+    symmetry      used_a ≥ used_b where a dominates b (no less memory and bandwidth, within L of
+                  every node b is); t_a ≥ t_b for interchangeable a before b; slot j's first
+                  node precedes slot j + 1's: y_{n,j+1} ≤ Σ_{m before n} y_mj
+    minimise      T                                       (the plan's time is T + C_kL)
 
-The model is solved first with whole KV groups per node (no `part`, `y`, `h`, `split`),
-which is fast; the replicated form, whose slots make the search much harder, is solved only
-with more used nodes than KV heads and only when a fluid lower bound says it could be faster.
+`C_kL` is the all-reduce per token for k ranks whose slowest ring hop is of level L (every
+used node has r used neighbours within L: a necessary condition for such a ring). `F_kL` is
+the fluid bound, the k fastest pool nodes sharing the bytes read perfectly, and `G_kL` the
+slowest rank of a greedy split over them (largest units first, each to the node that would
+finish it soonest, then units moved or traded off the slowest node while that helps), when
+they form such a ring: bounds that spare the search most of its work.
 
-`L` is the level of the ring's slowest hop: every used node needs two used neighbours (one
-when k = 2) within it, a necessary condition for a ring; `table` gives the per-token
-all-reduce time for k ranks over a hop of that level. Identical nodes are
-ordered (symmetry breaking) and the search is hinted with a memory-proportional split.
+Search: shapes are tried in increasing lower bound F_kL + C_kL. Each model must beat the best
+plan so far (`cutoff`; a shape with fewer nodes than the best may tie it), and shapes whose
+bound cannot are skipped, so among the fastest plans the one with the fewest nodes wins. The
+best shape's model then keeps T + C at the optimum and maximises the free memory on the
+smallest node, when that node is used at all (under a small deterministic-time budget: it only
+polishes an optimal plan). Whole KV groups per node (no `part`, `y`, `h`, `split`) while
+k ≤ n_kv; the replicated form only for k > n_kv. Feasibility alone (for diagnosis) asks the
+same models over a range of k, with no times and no ring: whole groups, then replicated.
 """
 
 from __future__ import annotations
 
-import itertools
+import heapq
 import math
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
+from functools import cached_property
 
 from ortools.sat.python import cp_model
 
@@ -46,6 +63,9 @@ from planner.costs import UNITS, UnitCosts
 PS_PER_NS = 1000
 SEED = 20261124
 WORKERS = 1  # one worker keeps the search deterministic for a given request
+SHARDED = ("ffn_block", "expert", "lin_k_head")
+GREEDY_MOVES = 200  # improving moves in the greedy split, at most
+TIE_BREAK_DETERMINISTIC_S = 0.05  # the tie-break only polishes an optimal plan: keep it short
 
 
 @dataclass(frozen=True)
@@ -70,6 +90,18 @@ class Problem:
     allow_unused: bool = True
     time_limit_s: float = 10.0
     feasibility_only: bool = False
+
+    @cached_property
+    def sharded_read(self) -> float:
+        """Bytes of sharded weights and cache read per token, over all ranks."""
+        c = self.costs
+        return sum((c.read[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
+
+    @cached_property
+    def sharded_held(self) -> int:
+        """Bytes of sharded weights and cache held, over all ranks."""
+        c = self.costs
+        return sum((c.weight[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
 
 
 @dataclass(frozen=True)
@@ -122,25 +154,260 @@ def time_coefficient(bytes_per_token: float, bandwidth_gbps: float) -> int:
     return math.ceil(bytes_per_token * PS_PER_NS / bandwidth_gbps)
 
 
-class _Model:
-    """Builds the CP-SAT model; one method per constraint family.
+def _fixed_bytes(p: Problem) -> int:
+    return p.costs.replicated_weight + p.overhead_bytes
 
-    `replicate_kv` adds the split-group slots (only worth it with more used nodes than KV
-    heads, so it comes with `min_used`); `below_ps` asks for a plan faster than one in hand.
+
+def _able(p: Problem) -> list[NodeInput]:
+    """Nodes whose budget holds what every rank keeps whole; no other node can be used."""
+    return [n for n in p.nodes if n.budget >= _fixed_bytes(p)]
+
+
+def fluid_time_ps(p: Problem, k: int, nodes: list[NodeInput] | None = None) -> int:
+    """No plan on k of `nodes` reads its bytes faster than the k fastest sharing them perfectly
+    (rounded down, and one picosecond less against floating-point error)."""
+    pool = p.nodes if nodes is None else nodes
+    bandwidth = sum(sorted((n.bandwidth_gbps for n in pool), reverse=True)[:k])
+    read = p.sharded_read + k * p.costs.replicated_read
+    return max(math.floor(read * PS_PER_NS / bandwidth) - 1, 0)
+
+
+def _memory_allows(p: Problem, k: int, nodes: list[NodeInput]) -> bool:
+    """Could any k of `nodes` hold the model at all (the k largest budgets, fluidly)?"""
+    top = sorted((n.budget for n in nodes), reverse=True)[:k]
+    return sum(top) - k * _fixed_bytes(p) >= p.sharded_held
+
+
+def _ring_degree(k: int) -> int:
+    """Used neighbours each used node needs within the ring's level: two, one for a pair."""
+    return min(2, k - 1)
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """k used nodes with a ring of level at most `level`, drawn from `pool`."""
+
+    k: int
+    level: int
+    pool: list[NodeInput]
+    lower_ps: int
+    """Fluid bound on the slowest rank's time: the k fastest of `pool` sharing the bytes."""
+    bound_ps: int
+    """`lower_ps` plus the all-reduce for k ranks at `level`: no plan of this shape is faster."""
+
+
+def _shapes(p: Problem, able: list[NodeInput]) -> list[_Shape]:
+    """Every shape worth a model, in increasing lower bound. One node or a pair is a shape of
+    its own (alike ones once); for k ≥ 3 the pool at a level holds the nodes with two
+    neighbours within it, and a level adding no node and no link to the one below only costs
+    more all-reduce and is left out."""
+    levels = len(p.comm_ps[0])
+    out = _single_and_pair_shapes(p, able)
+    near = {
+        (n.id, lv): sum(1 for m in able if m is not n and p.pair_level[n.id, m.id] <= lv)
+        for n in able
+        for lv in range(levels)
+    }
+    # Levels at which some link among the able nodes first appears.
+    new_links = {p.pair_level[a.id, b.id] for a in able for b in able if a is not b}
+    counts = range(3, len(able) + 1) if p.allow_unused else range(len(able), len(able) + 1)
+    for k in counts:
+        if k <= 2:
+            continue
+        for level in range(levels):
+            pool = [n for n in able if near[n.id, level] >= 2]
+            if level > 0:
+                same_pool = len(pool) == sum(1 for n in able if near[n.id, level - 1] >= 2)
+                cheaper = p.comm_ps[k - 1][level] < p.comm_ps[k - 1][level - 1]
+                if same_pool and level not in new_links and not cheaper:
+                    continue
+            if len(pool) >= k and _memory_allows(p, k, pool):
+                lower = fluid_time_ps(p, k, pool)
+                out.append(_Shape(k, level, pool, lower, lower + p.comm_ps[k - 1][level]))
+    smallest = _smallest(p).id
+    return sorted(
+        out,
+        key=lambda s: (s.bound_ps, s.k, s.level, any(n.id == smallest for n in s.pool)),
+    )
+
+
+def _single_and_pair_shapes(p: Problem, able: list[NodeInput]) -> list[_Shape]:
+    """A shape for every node that holds the model alone and every pair that holds it together,
+    the pair at its cheapest level for a two-rank all-reduce; nodes alike in memory and
+    bandwidth give one shape (the one without the smallest node, if any)."""
+    smallest = _smallest(p).id
+    wanted = [1, 2] if p.allow_unused else [len(able)] if len(able) <= 2 else []
+    seen: set[tuple[object, ...]] = set()
+    out = []
+    for k in wanted:
+        groups: list[list[NodeInput]] = []
+        if k == 1:
+            groups = [[n] for n in able]
+        else:
+            groups = [[a, b] for i, a in enumerate(able) for b in able[i + 1 :]]
+        # Visit groups without the smallest node first, so those are the ones kept.
+        groups.sort(key=lambda g: any(n.id == smallest for n in g))
+        for group in groups:
+            if not _memory_allows(p, k, group):
+                continue
+            level = 0
+            if k == 2:
+                own = p.pair_level[group[0].id, group[1].id]
+                cost = p.comm_ps[1]
+                level = min(range(own, len(cost)), key=lambda lv: (cost[lv], lv))
+            key = (
+                k,
+                level,
+                tuple(sorted((n.budget, n.bandwidth_gbps) for n in group)),
+                any(n.id == smallest for n in group),
+            )
+            if key in seen:
+                continue
+            seen.add(key)
+            lower = fluid_time_ps(p, k, group)
+            out.append(_Shape(k, level, group, lower, lower + p.comm_ps[k - 1][level]))
+    return out
+
+
+def greedy_time_ps(p: Problem, nodes: list[NodeInput]) -> int | None:
+    """The slowest rank's time (as the model counts it) of a simple split over all of `nodes`:
+    unit types by decreasing read, each unit to the node that would finish it soonest among
+    those with room, then single units moved, or traded for units of another type, off the
+    slowest node while that makes it faster without making another as slow. None when some
+    unit fits nowhere."""
+    c, g = p.costs, p.q_per_kv
+    fixed = _fixed_bytes(p)
+    held = {u: c.weight[u] + c.cache[u] for u in UNITS}
+    read = {u: c.read[u] + c.cache[u] for u in UNITS}
+    size = {"kv_group": g * held["q_head"] + held["kv_head"]}
+    size.update({u: held[u] for u in SHARDED})
+    count = {"kv_group": c.total_units["kv_head"]}
+    count.update({u: c.total_units[u] for u in SHARDED})
+    read["kv_group"] = g * read["q_head"] + read["kv_head"]
+    kinds = sorted((u for u in size if count[u]), key=lambda u: -read[u])
+
+    def step(u: str, bw: float) -> int:
+        if u == "kv_group":
+            return g * time_coefficient(read["q_head"], bw) + time_coefficient(read["kv_head"], bw)
+        return time_coefficient(read[u], bw)
+
+    steps = [{u: step(u, n.bandwidth_gbps) for u in kinds} for n in nodes]
+    t = [time_coefficient(c.replicated_read, n.bandwidth_gbps) for n in nodes]
+    room = [n.budget - fixed for n in nodes]
+    x = [dict.fromkeys(kinds, 0) for _ in nodes]
+    for u in kinds:
+        heap = [(t[i] + steps[i][u], i) for i in range(len(nodes)) if room[i] >= size[u]]
+        heapq.heapify(heap)
+        for _ in range(count[u]):
+            while heap and room[heap[0][1]] < size[u]:
+                heapq.heappop(heap)
+            if not heap:
+                return None
+            _, i = heapq.heappop(heap)
+            room[i] -= size[u]
+            t[i] += steps[i][u]
+            x[i][u] += 1
+            heapq.heappush(heap, (t[i] + steps[i][u], i))
+    for _ in range(GREEDY_MOVES):
+        b = max(range(len(nodes)), key=lambda i: (t[i], -i))
+        move = _best_move(b, kinds, t, room, x, steps, size)
+        if move is None:
+            break
+        (n, u, v, back), _ = move
+        x[b][u] -= 1
+        x[n][u] += 1
+        x[n][v] -= back
+        x[b][v] += back
+        t[b] += back * steps[b][v] - steps[b][u]
+        t[n] += steps[n][u] - back * steps[n][v]
+        room[b] += size[u] - back * size[v]
+        room[n] -= size[u] - back * size[v]
+    return max(t)
+
+
+def _best_move(
+    b: int,
+    kinds: list[str],
+    t: list[int],
+    room: list[int],
+    x: list[dict[str, int]],
+    steps: list[dict[str, int]],
+    size: dict[str, int],
+) -> tuple[tuple[int, str, str, int], int] | None:
+    """The move off node b that leaves the pair (b, n) slowest-soonest: one unit of u to n,
+    and `back` units of v from n (none, or as many as balances the two), if that ends below
+    b's time now."""
+    best: tuple[tuple[int, str, str, int], int] | None = None
+    for n in range(len(t)):
+        if n == b:
+            continue
+        for u in kinds:
+            if not x[b][u]:
+                continue
+            trades = [(u, 0)]
+            for v in kinds:
+                if v != u and x[n][v]:
+                    # Balance b and n: t_b - s_bu + c s_bv = t_n + s_nu - c s_nv.
+                    gap = t[b] - steps[b][u] - t[n] - steps[n][u]
+                    ideal = -gap // (steps[b][v] + steps[n][v])
+                    trades += [(v, c) for c in (ideal, ideal + 1) if 0 < c <= x[n][v]]
+            for v, back in trades:
+                moved = size[u] - back * size[v]
+                if room[n] < moved or room[b] < -moved:
+                    continue
+                tb = t[b] - steps[b][u] + back * steps[b][v]
+                tn = t[n] + steps[n][u] - back * steps[n][v]
+                worst = max(tb, tn)
+                if worst < t[b] and (best is None or worst < best[1]):
+                    best = ((n, u, v, back), worst)
+    return best
+
+
+def _smallest(p: Problem) -> NodeInput:
+    """The node whose free memory breaks ties between equally fast plans."""
+    return min(p.nodes, key=lambda n: (n.budget, n.id))
+
+
+class _CpModel(cp_model.CpModel):
+    """A CP-SAT model without the deprecated camelCase aliases OR-Tools attaches to every new
+    model (about a millisecond each; several models are built per plan)."""
+
+    def _add_pre_pep8_methods(self) -> None:
+        pass
+
+
+class _Model:
+    """Builds the CP-SAT model for k used nodes of `pool`; one method per constraint family.
+
+    With a ring `level` it is the optimisation model of the module docstring for one k
+    (`counts` a single value); without, it only asks whether any split over a count in
+    `counts` fits (no times, no all-reduce).
     """
 
     def __init__(
-        self, p: Problem, replicate_kv: bool, min_used: int = 1, below_ps: int | None = None
+        self,
+        p: Problem,
+        pool: list[NodeInput],
+        counts: range,
+        level: int | None,
+        replicate_kv: bool,
+        lower_ps: int = 0,
+        cutoff_ps: int | None = None,
     ) -> None:
         self.p = p
-        self.m = cp_model.CpModel()
+        self.m = _CpModel()
+        self.nodes = pool
+        self.counts = counts
+        self.level = level
+        self.k = counts[0]
         self.totals = p.costs.total_units
         self.n_kv = self.totals["kv_head"]
         self.g = p.q_per_kv
-        self.replicate_kv = replicate_kv
-        self.min_used = min_used
-        self.below_ps = below_ps
-        self.slots = range(self.n_kv if self.replicate_kv else 0)
+        self.fixed = _fixed_bytes(p)
+        self.replicate_kv = replicate_kv and self.g > 1
+        n_slots = min(self.n_kv, counts[-1] // 2) if self.replicate_kv else 0
+        self.slots = range(n_slots)
+        self.near = self._links()
         self.used: dict[str, cp_model.IntVar] = {}
         self.x: dict[tuple[str, str], cp_model.LinearExprT] = {}
         self.kvw: dict[str, cp_model.IntVar] = {}
@@ -148,196 +415,199 @@ class _Model:
         self.y: dict[tuple[str, int], cp_model.IntVar] = {}
         self.h: dict[tuple[str, int], cp_model.IntVar] = {}
         self.split: dict[int, cp_model.IntVar] = {}
+        self.caps: dict[tuple[str, str], int] = {}
         self.mem: dict[str, cp_model.LinearExprT] = {}
         self.t: dict[str, cp_model.LinearExprT] = {}
+        self.C = 0 if level is None else p.comm_ps[self.k - 1][level]
+        self.T: cp_model.LinearExprT = 0
 
         self._variables()
         self._partition()
         self._one_group_per_partial_node()
-        self._nothing_on_unused_nodes()
+        self._used_nodes()
         self._memory_budgets()
-        self._decode_time()
-        self._allreduce()
+        if level is not None:
+            self._decode_time(lower_ps, cutoff_ps)
+            self._ring()
         self._symmetry()
-        self._hint()
-        if below_ps is not None:
-            self.m.add(below_ps >= self.T + self.C)
+        if level is not None:
+            self._greedy_bound()
+
+    def _links(self) -> dict[str, set[str]]:
+        """Who is within the ring level of whom (everyone, without a level)."""
+        ids = [n.id for n in self.nodes]
+        lv = self.level
+        return {
+            a: {b for b in ids if b != a and (lv is None or self.p.pair_level[a, b] <= lv)}
+            for a in ids
+        }
 
     # -- variables -------------------------------------------------------------------
+    def _cap(self, node: NodeInput, unit_bytes: int, total: int) -> int:
+        """Units of `unit_bytes` that fit next to the replicated bytes, at most `total`."""
+        if unit_bytes <= 0:
+            return total
+        return min(total, (node.budget - self.fixed) // unit_bytes)
+
     def _variables(self) -> None:
-        m, t = self.m, self.totals
-        for node in self.p.nodes:
+        m, t, c = self.m, self.totals, self.p.costs
+        per = {u: c.weight[u] + c.cache[u] for u in UNITS}
+        group = self.g * per["q_head"] + per["kv_head"]
+        for node in self.nodes:
             n = node.id
             self.used[n] = m.new_bool_var(f"used[{n}]")
-            self.kvw[n] = m.new_int_var(0, self.n_kv, f"kv_groups[{n}]")
-            ffn = m.new_int_var(0, t["ffn_block"], f"ffn_blocks[{n}]")
-            exp = m.new_int_var(0, t["expert"], f"experts[{n}]")
-            lin = m.new_int_var(0, t["lin_k_head"], f"lin_k_heads[{n}]")
+            self.kvw[n] = m.new_int_var(0, self._cap(node, group, self.n_kv), f"kv_groups[{n}]")
             q: cp_model.LinearExprT = self.g * self.kvw[n]
             kv: cp_model.LinearExprT = self.kvw[n]
             if self.replicate_kv:
                 self.part[n] = m.new_bool_var(f"partial[{n}]")
                 for j in self.slots:
                     self.y[n, j] = m.new_bool_var(f"in_slot[{n},{j}]")
-                    self.h[n, j] = m.new_int_var(0, self.g, f"slot_q[{n},{j}]")
+                    self.h[n, j] = m.new_int_var(0, self.g - 1, f"slot_q[{n},{j}]")
                 q = q + sum(self.h[n, j] for j in self.slots)
                 kv = kv + self.part[n]
             self.x[n, "q_head"] = q
             self.x[n, "kv_head"] = kv
-            self.x[n, "ffn_block"] = ffn
-            self.x[n, "expert"] = exp
-            self.x[n, "lin_k_head"] = lin
+            for u, name in zip(SHARDED, ("ffn_blocks", "experts", "lin_k_heads")):
+                self.caps[n, u] = self._cap(node, per[u], t[u])
+                self.x[n, u] = m.new_int_var(0, self.caps[n, u], f"{name}[{n}]")
         for j in self.slots:
             self.split[j] = m.new_bool_var(f"split[{j}]")
 
     # -- constraint families -----------------------------------------------------------
     def _partition(self) -> None:
-        m, nodes = self.m, [n.id for n in self.p.nodes]
-        for u in ("ffn_block", "expert", "lin_k_head"):
+        m, nodes = self.m, list(self.used)
+        for u in SHARDED:
             m.add(sum(self.x[n, u] for n in nodes) == self.totals[u])
         m.add(sum(self.kvw[n] for n in nodes) + sum(self.split.values()) == self.n_kv)
         for j in self.slots:
             m.add(sum(self.h[n, j] for n in nodes) == self.g * self.split[j])
-            if j + 1 in self.split:
-                m.add(self.split[j] >= self.split[j + 1])
+            # A group held by one node is a whole group: split groups have two nodes or more.
+            m.add(sum(self.y[n, j] for n in nodes) >= 2 * self.split[j])
 
     def _one_group_per_partial_node(self) -> None:
         if not self.replicate_kv:
             return
         m = self.m
-        for node in self.p.nodes:
-            n = node.id
+        for n in self.used:
             m.add(sum(self.y[n, j] for j in self.slots) == self.part[n])
             for j in self.slots:
                 m.add(self.h[n, j] >= self.y[n, j])
-                m.add(self.h[n, j] <= self.g * self.y[n, j])
+                m.add(self.h[n, j] <= (self.g - 1) * self.y[n, j])
             # A node with part of a group holds no whole group: its local GQA needs one KV head.
             m.add(self.kvw[n] <= self.n_kv * (1 - self.part[n]))
 
-    def _nothing_on_unused_nodes(self) -> None:
+    def _used_nodes(self) -> None:
         m = self.m
-        for node in self.p.nodes:
-            n, used = node.id, self.used[node.id]
+        for n in self.used:
+            used = self.used[n]
             m.add(self.kvw[n] <= self.n_kv * used)
-            for u in ("ffn_block", "expert", "lin_k_head"):
+            for u in SHARDED:
                 m.add(self.x[n, u] <= self.totals[u] * used)
             if self.replicate_kv:
                 m.add(self.part[n] <= used)
-            if not self.p.allow_unused:
-                m.add(used == 1)
-        m.add(sum(self.used.values()) >= self.min_used)
+        k = sum(self.used.values())
+        m.add(k >= self.counts[0])
+        m.add(k <= self.counts[-1])
 
     def _memory_budgets(self) -> None:
         c = self.p.costs
-        fixed = c.replicated_weight + self.p.overhead_bytes
-        for node in self.p.nodes:
+        for node in self.nodes:
             n = node.id
             held = sum((c.weight[u] + c.cache[u]) * self.x[n, u] for u in UNITS)
-            self.mem[n] = fixed * self.used[n] + held
+            self.mem[n] = self.fixed * self.used[n] + held
             self.m.add(self.mem[n] <= node.budget)
 
-    def _decode_time(self) -> None:
+    def _decode_time(self, lower_ps: int, cutoff_ps: int | None) -> None:
         c = self.p.costs
         horizon = 0
-        for node in self.p.nodes:
+        for node in self.nodes:
             n, bw = node.id, node.bandwidth_gbps
             rho = time_coefficient(c.replicated_read, bw)
             tau = {u: time_coefficient(c.read[u] + c.cache[u], bw) for u in UNITS}
             self.t[n] = rho * self.used[n] + sum(tau[u] * self.x[n, u] for u in UNITS)
             horizon = max(horizon, rho + sum(tau[u] * self.totals[u] for u in UNITS))
-        self.T = self.m.new_int_var(0, horizon, "slowest_rank_ps")
+        upper = horizon if cutoff_ps is None else min(horizon, cutoff_ps - self.C)
+        self.T = self.m.new_int_var(min(lower_ps, upper), upper, "slowest_rank_ps")
+        if lower_ps > upper:
+            self.m.add_bool_or([])  # nothing of this shape can beat the cutoff
         for n in self.t:
             self.m.add(self.t[n] <= self.T)
 
-    def _allreduce(self) -> None:
-        m, table = self.m, self.p.comm_ps
-        levels = len(table[0])
-        k = sum(self.used.values())
-        self.level = m.new_int_var(0, levels - 1, "ring_level")
-        flat = [table[kk][lv] for kk in range(len(table)) for lv in range(levels)]
-        self.C = m.new_int_var(0, max(flat), "allreduce_ps")
-        m.add_element((k - 1) * levels + self.level, flat, self.C)
-        if len(self.p.nodes) < 2:
-            return
-        two = m.new_bool_var("k>=2")
-        three = m.new_bool_var("k>=3")
-        m.add(k >= 2).only_enforce_if(two)
-        m.add(k <= 1).only_enforce_if(~two)
-        m.add(k >= 3).only_enforce_if(three)
-        m.add(k <= 2).only_enforce_if(~three)
-        at = [m.new_bool_var(f"ring_level=={lv}") for lv in range(levels)]
-        m.add_exactly_one(at)
-        m.add(self.level == sum(lv * b for lv, b in enumerate(at)))
-        for node in self.p.nodes:
-            n = node.id
-            for lv in range(levels):
-                near = [
-                    self.used[o.id]
-                    for o in self.p.nodes
-                    if o.id != n and self.p.pair_level[n, o.id] <= lv
-                ]
-                if not near:
-                    m.add_bool_or([~self.used[n], ~at[lv], ~two])
-                    continue
-                m.add(sum(near) >= 1).only_enforce_if([self.used[n], at[lv], two])
-                m.add(sum(near) >= 2).only_enforce_if([self.used[n], at[lv], three])
+    def _ring(self) -> None:
+        need = _ring_degree(self.k)
+        for n, near in self.near.items():
+            if len(near) >= len(self.nodes) - 1 and need <= self.k - 1:
+                continue  # every other node is near: any k nodes will do
+            self.m.add(sum(self.used[o] for o in near) >= need * self.used[n])
+
+    def _dominates(self, a: NodeInput, b: NodeInput) -> bool:
+        """a can take over whatever b holds: no less memory or bandwidth, near every node b
+        is near. So a plan using b but not a is never better than one with b's share on a."""
+        if a.budget < b.budget or a.bandwidth_gbps < b.bandwidth_gbps:
+            return False
+        return self.near[b.id] - {a.id} <= self.near[a.id]
 
     def _symmetry(self) -> None:
-        nodes = self.p.nodes
-        for a, b in itertools.pairwise(nodes):
-            if (a.budget, a.bandwidth_gbps, a.level) == (b.budget, b.bandwidth_gbps, b.level):
-                self.m.add(self.used[a.id] >= self.used[b.id])
-                self.m.add(self.t[a.id] >= self.t[b.id])
+        nodes, m = self.nodes, self.m
+        smallest = _smallest(self.p).id
+        timed = self.level is not None
+        for i, a in enumerate(nodes):
+            if a.id == smallest:
+                continue  # loading the smallest node instead of another would lose the tie-break
+            for j, b in enumerate(nodes):
+                if a is b or not self._dominates(a, b):
+                    continue
+                mutual = self._dominates(b, a)
+                if mutual and b.id != smallest and j < i:
+                    continue  # interchangeable: order them one way only
+                m.add(self.used[a.id] >= self.used[b.id])
+                if mutual and timed and b.id != smallest:
+                    m.add(self.t[a.id] >= self.t[b.id])
+        ids = list(self.used)
+        for j in self.slots:
+            if j + 1 not in self.split:
+                continue
+            for i, n in enumerate(ids):
+                m.add(self.y[n, j + 1] <= sum(self.y[o, j] for o in ids[:i]))
 
-    def _hint(self) -> None:
-        total_budget = sum(n.budget for n in self.p.nodes)
-        for u in ("ffn_block", "expert", "lin_k_head"):
-            shares = _proportional([n.budget for n in self.p.nodes], self.totals[u], total_budget)
-            for node, s in zip(self.p.nodes, shares):
-                var = self.x[node.id, u]
-                assert isinstance(var, cp_model.IntVar)
-                self.m.add_hint(var, s)
+    def _greedy_bound(self) -> None:
+        """T ≤ the slowest rank of a largest-first greedy split over the k fastest nodes of the
+        pool, when they make a ring at this level and the split fits: the search then starts
+        with a bound near the optimum instead of the trivial one."""
+        chosen = sorted(self.nodes, key=lambda n: (-n.bandwidth_gbps, -n.budget))[: self.k]
+        ids = {n.id for n in chosen}
+        if len(chosen) < self.k or any(len(self.near[n] & ids) < _ring_degree(self.k) for n in ids):
+            return
+        slowest = greedy_time_ps(self.p, chosen)
+        if slowest is not None:
+            self.m.add(slowest >= self.T)
 
     # -- solving -------------------------------------------------------------------------
-    def solve(self, limit: float) -> Solution:
-        started = time.perf_counter()
-        solver = _solver(limit * 0.7)
-        if not self.p.feasibility_only:
-            self.m.minimize(self.T + self.C)
+    def solve(self, seconds: float) -> tuple[str, cp_model.CpSolver]:
+        """OPTIMAL, FEASIBLE, INFEASIBLE or UNKNOWN, and the solver holding the values."""
+        if self.level is not None:
+            self.m.minimize(self.T)
+        solver = _solver(seconds)
         status = _checked(solver.solve(self.m), solver, self.m)
-        if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
-            return Solution(
-                status="infeasible",
-                wall_ms=(time.perf_counter() - started) * 1e3,
-                time_limited=status == cp_model.UNKNOWN,
-            )
-        if self.p.feasibility_only:
-            return Solution(status="feasible", shares=self._shares(solver))
-        best = round(solver.objective_value)
-        bound = round(solver.best_objective_bound)
-        optimal = status == cp_model.OPTIMAL
+        return solver.status_name(status), solver
 
-        # Phase 2: among plans as fast as the best, fewer nodes and room on the smallest node.
+    def tie_break(
+        self, best_ps: int, first: cp_model.CpSolver, seconds: float
+    ) -> cp_model.CpSolver:
+        """Among plans of this shape as fast as `best_ps`, the most free memory on the smallest
+        node (`first` when that node is unused there, or when this search finds nothing)."""
+        smallest = _smallest(self.p).id
+        if smallest not in self.used or not first.boolean_value(self.used[smallest]):
+            return first
         self.m.clear_hints()
         for var in self._decision_vars():
-            self.m.add_hint(var, solver.value(var))
-        self.m.add(best >= self.T + self.C)
-        smallest = min(self.p.nodes, key=lambda n: (n.budget, n.id))
-        big = max(n.budget for n in self.p.nodes) + 1
-        free_on_smallest = smallest.budget - self.mem[smallest.id]
-        self.m.minimize(big * sum(self.used.values()) - free_on_smallest)
-        remaining = max(limit - (time.perf_counter() - started), 0.05)
-        solver2 = _solver(remaining)
-        status2 = _checked(solver2.solve(self.m), solver2, self.m)
-        final = solver2 if status2 in (cp_model.OPTIMAL, cp_model.FEASIBLE) else solver
-        return Solution(
-            status="optimal" if optimal else "feasible",
-            shares=self._shares(final),
-            objective_ps=best,
-            bound_ps=bound,
-            wall_ms=(time.perf_counter() - started) * 1e3,
-            time_limited=not optimal,
-        )
+            self.m.add_hint(var, first.value(var))
+        self.m.add(best_ps >= self.T + self.C)
+        self.m.minimize(self.mem[smallest])
+        solver = _solver(seconds, TIE_BREAK_DETERMINISTIC_S)
+        status = _checked(solver.solve(self.m), solver, self.m)
+        return solver if status in (cp_model.OPTIMAL, cp_model.FEASIBLE) else first
 
     def _decision_vars(self) -> list[cp_model.IntVar]:
         out: list[cp_model.IntVar] = [*self.used.values(), *self.kvw.values()]
@@ -346,9 +616,9 @@ class _Model:
         # Some unit expressions are plain variables (kv heads = kv groups without replication).
         return list({v.index: v for v in out}.values())
 
-    def _shares(self, s: cp_model.CpSolver) -> list[NodeShare]:
+    def shares(self, s: cp_model.CpSolver) -> list[NodeShare]:
         shares = []
-        for node in self.p.nodes:
+        for node in self.nodes:
             n = node.id
             if not s.boolean_value(self.used[n]):
                 continue
@@ -368,15 +638,13 @@ class _Model:
         return shares
 
 
-def _solver(seconds: float) -> cp_model.CpSolver:
+def _solver(seconds: float, deterministic: float | None = None) -> cp_model.CpSolver:
     solver = cp_model.CpSolver()
     solver.parameters.num_workers = WORKERS
     solver.parameters.random_seed = SEED
     solver.parameters.max_time_in_seconds = seconds
     # A deterministic-time budget keeps results reproducible whatever the machine load.
-    solver.parameters.max_deterministic_time = seconds
-    # Measured on the reference models at 6-8 nodes: skipping probing and a stronger LP
-    # relaxation halve the single-worker solve time (bench/planner_bench.py).
+    solver.parameters.max_deterministic_time = seconds if deterministic is None else deterministic
     solver.parameters.cp_model_probing_level = 0
     solver.parameters.linearization_level = 2
     return solver
@@ -389,55 +657,77 @@ def _checked(status: int, solver: cp_model.CpSolver, model: cp_model.CpModel) ->
     return status
 
 
-def _proportional(weights: list[int], total: int, weight_sum: int) -> list[int]:
-    """Largest-remainder rounding of `total` in proportion to `weights`."""
-    if weight_sum <= 0:
-        return [0] * len(weights)
-    exact = [total * w / weight_sum for w in weights]
-    out = [math.floor(e) for e in exact]
-    order = sorted(range(len(weights)), key=lambda i: (out[i] - exact[i], i))
-    for i in order[: total - sum(out)]:
-        out[i] += 1
-    return out
-
-
-def fluid_lower_bound_ps(p: Problem, k: int) -> int:
-    """No plan on k nodes decodes faster than the k fastest nodes sharing the bytes perfectly,
-    with the all-reduce over the best hop level any k nodes allow."""
-    c = p.costs
-    sharded = sum((c.read[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
-    bandwidth = sum(sorted((n.bandwidth_gbps for n in p.nodes), reverse=True)[:k])
-    level = sorted(n.level for n in p.nodes)[k - 1]
-    return (
-        math.floor((sharded + k * c.replicated_read) * PS_PER_NS / bandwidth)
-        + p.comm_ps[k - 1][level]
+def _feasible(problem: Problem, started: float) -> Solution:
+    """Any split at all: whole groups on any number of nodes, else with KV replication."""
+    nodes, n_kv = _able(problem), problem.costs.total_units["kv_head"]
+    lo = 1 if problem.allow_unused else len(problem.nodes)
+    limited = False
+    for replicate in (False, True):
+        counts = range(max(lo, n_kv + 1) if replicate else lo, len(nodes) + 1)
+        if not counts:
+            continue
+        left = max(problem.time_limit_s - (time.perf_counter() - started), 0.05)
+        model = _Model(problem, nodes, counts, None, replicate)
+        status, solver = model.solve(left)
+        if status in ("OPTIMAL", "FEASIBLE"):
+            return Solution(status="feasible", shares=model.shares(solver))
+        limited = limited or status == "UNKNOWN"
+    return Solution(
+        status="infeasible",
+        wall_ms=(time.perf_counter() - started) * 1e3,
+        time_limited=limited,
     )
 
 
 def solve(problem: Problem) -> Solution:
-    """Whole KV groups per node first; KV replication only where it could be faster."""
+    """Try (k, level) shapes in order of their lower bound; each must beat the best so far."""
     started = time.perf_counter()
-    n_kv, nodes = problem.costs.total_units["kv_head"], len(problem.nodes)
-    grouped = _Model(problem, replicate_kv=False).solve(problem.time_limit_s / 2)
-    if n_kv >= nodes or (problem.feasibility_only and grouped.status != "infeasible"):
-        return grouped
-    bound = min(fluid_lower_bound_ps(problem, k) for k in range(n_kv + 1, nodes + 1))
-    if grouped.objective_ps is not None and bound >= grouped.objective_ps:
-        return grouped
-    remaining = max(problem.time_limit_s - (time.perf_counter() - started), 0.1)
-    below = None if grouped.objective_ps is None else grouped.objective_ps - 1
-    replicated = _Model(problem, True, min_used=n_kv + 1, below_ps=below).solve(remaining)
-    wall = (time.perf_counter() - started) * 1e3
-    if replicated.status == "infeasible":
-        if grouped.status == "infeasible":
-            return replace(replicated, wall_ms=wall)
-        # Proven: no replicated plan beats the grouped one, unless the search ran out of time.
-        limited = grouped.time_limited or replicated.time_limited
-        status = "feasible" if limited else grouped.status
-        return replace(grouped, status=status, time_limited=limited, wall_ms=wall)
-    limited = grouped.time_limited or replicated.time_limited
-    bound_ps: int | None = replicated.bound_ps
-    if grouped.bound_ps is not None and bound_ps is not None:
-        bound_ps = min(grouped.bound_ps, bound_ps)
-    status = "feasible" if limited else "optimal"
-    return replace(replicated, status=status, bound_ps=bound_ps, time_limited=limited, wall_ms=wall)
+    if problem.feasibility_only:
+        return _feasible(problem, started)
+    able, n_kv = _able(problem), problem.costs.total_units["kv_head"]
+    if not problem.allow_unused and len(able) < len(problem.nodes):
+        return Solution(status="infeasible", wall_ms=(time.perf_counter() - started) * 1e3)
+    best: tuple[int, int] | None = None  # (T + C, k)
+    best_model: _Model | None = None
+    best_solver: cp_model.CpSolver | None = None
+    open_bounds: list[int] = []  # lower bounds of shapes a time limit left unresolved
+    for shape in _shapes(problem, able):
+        if best is not None and (shape.bound_ps, shape.k) >= best:
+            continue
+        left = problem.time_limit_s - (time.perf_counter() - started)
+        if left <= 0:
+            open_bounds.append(shape.bound_ps)
+            continue
+        # Beat the best plan so far; with fewer nodes, tying it is enough.
+        cutoff = None if best is None else best[0] - (1 if shape.k >= best[1] else 0)
+        model = _Model(
+            problem,
+            shape.pool,
+            range(shape.k, shape.k + 1),
+            shape.level,
+            shape.k > n_kv,
+            lower_ps=shape.lower_ps,
+            cutoff_ps=cutoff,
+        )
+        status, solver = model.solve(left)
+        if status == "FEASIBLE":
+            open_bounds.append(max(shape.bound_ps, round(solver.best_objective_bound) + model.C))
+        elif status == "UNKNOWN":
+            open_bounds.append(shape.bound_ps)
+        if status in ("OPTIMAL", "FEASIBLE"):
+            best = (round(solver.objective_value) + model.C, shape.k)
+            best_model, best_solver = model, solver
+    limited = bool(open_bounds)
+    if best is None or best_model is None or best_solver is None:
+        wall = (time.perf_counter() - started) * 1e3
+        return Solution(status="infeasible", wall_ms=wall, time_limited=limited)
+    left = max(problem.time_limit_s - (time.perf_counter() - started), 0.05)
+    final = best_model.tie_break(best[0], best_solver, left)
+    return Solution(
+        status="feasible" if limited else "optimal",
+        shares=best_model.shares(final),
+        objective_ps=best[0],
+        bound_ps=min([best[0], *open_bounds]),
+        wall_ms=(time.perf_counter() - started) * 1e3,
+        time_limited=limited,
+    )

@@ -7,6 +7,7 @@ fast as possible: RDMA before Thunderbolt before Ethernet, as their latencies sa
 
 from __future__ import annotations
 
+import heapq
 import itertools
 from dataclasses import dataclass
 
@@ -51,24 +52,25 @@ def components(topology: Topology) -> list[set[str]]:
 
 
 def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:
-    """Best hop between every connected pair (both orders), direct or routed."""
-    g = nx.Graph()
-    g.add_nodes_from(n.id for n in topology.nodes)
+    """Best hop between every connected pair (both orders), direct or routed.
+
+    Dijkstra from every node over the cheapest link between each pair, in the order
+    networkx's does it (first-found predecessor on ties), without its per-call overhead.
+    """
+    adj: dict[str, dict[str, tuple[Hop, float]]] = {n.id: {} for n in topology.nodes}
     for link in topology.links:
         hop = Hop(link_latency(link), link_bandwidth(link), link.kind)
-        old = g.get_edge_data(link.a, link.b)
-        if old is None or hop.cost_us(message_bytes) < old["hop"].cost_us(message_bytes):
-            g.add_edge(link.a, link.b, hop=hop, cost=hop.cost_us(message_bytes))
+        cost = hop.cost_us(message_bytes)
+        old = adj[link.a].get(link.b)
+        if old is None or cost < old[1]:
+            adj[link.a][link.b] = (hop, cost)
+            adj[link.b][link.a] = (hop, cost)
     hops: dict[tuple[str, str], Hop] = {}
-    paths = dict(nx.all_pairs_dijkstra_path(g, weight="cost"))
-    for a, targets in paths.items():
-        for b, path in targets.items():
-            if a == b:
-                continue
-            edges = [g.edges[u, v]["hop"] for u, v in itertools.pairwise(path)]
+    for source in adj:
+        for target, edges in _shortest_paths(adj, source).items():
             slowest = min(edges, key=lambda h: h.bandwidth_gbps)
             kind = max(edges, key=lambda h: h.cost_us(message_bytes)).kind
-            hops[(a, b)] = Hop(
+            hops[(source, target)] = Hop(
                 latency_us=sum(h.latency_us for h in edges),
                 bandwidth_gbps=slowest.bandwidth_gbps,
                 kind=kind,
@@ -76,28 +78,99 @@ def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, st
     return hops
 
 
+def _shortest_paths(
+    adj: dict[str, dict[str, tuple[Hop, float]]], source: str
+) -> dict[str, list[Hop]]:
+    """The hops along the cheapest path from `source` to every other reachable node."""
+    dist: dict[str, float] = {}
+    seen = {source: 0.0}
+    pred: dict[str, str] = {}
+    order = itertools.count()
+    fringe: list[tuple[float, int, str]] = [(0.0, next(order), source)]
+    while fringe:
+        d, _, v = heapq.heappop(fringe)
+        if v in dist:
+            continue
+        dist[v] = d
+        for u, (_, cost) in adj[v].items():
+            du = d + cost
+            if u not in dist and (u not in seen or du < seen[u]):
+                seen[u] = du
+                heapq.heappush(fringe, (du, next(order), u))
+                pred[u] = v
+    paths: dict[str, list[Hop]] = {}
+    for v in dist:  # in increasing distance: a node's predecessor comes first
+        if v != source:
+            p = pred[v]
+            paths[v] = [*paths.get(p, []), adj[p][v][0]]
+    return paths
+
+
 def ring_order(
     node_ids: list[str], hops: dict[tuple[str, str], Hop], message_bytes: int
 ) -> list[str]:
-    """A cycle over `node_ids` minimising its slowest hop, then its total; deterministic."""
+    """A cycle over `node_ids` minimising its slowest hop, then its total; deterministic.
+
+    Up to EXACT_RING_MAX_NODES nodes the answer is exact: the first such cycle in
+    `itertools.permutations` order, found by a depth-first search in that order that drops
+    a branch once its bound (slowest hop so far, total so far plus the cheapest hop for every
+    hop left) cannot beat the best cycle found.
+    """
     if len(node_ids) <= 2:
         return list(node_ids)
-
-    def key(order: tuple[str, ...]) -> tuple[float, float]:
-        costs = [hops[(a, b)].cost_us(message_bytes) for a, b in zip(order, order[1:] + order[:1])]
-        return max(costs), sum(costs)
-
-    first, rest = node_ids[0], node_ids[1:]
-    if len(node_ids) <= EXACT_RING_MAX_NODES:
-        best = min(((first, *p) for p in itertools.permutations(rest)), key=key)
-        return list(best)
+    n = len(node_ids)
+    cost = [
+        [hops[(a, b)].cost_us(message_bytes) if a != b else 0.0 for b in node_ids] for a in node_ids
+    ]
+    if n <= EXACT_RING_MAX_NODES:
+        return [node_ids[i] for i in _best_cycle(cost)]
     g = nx.Graph()
     for a, b in itertools.combinations(node_ids, 2):
         g.add_edge(a, b, weight=hops[(a, b)].cost_us(message_bytes))
     cycle = nx.approximation.traveling_salesman_problem(g, cycle=True, weight="weight")
     order = list(dict.fromkeys(cycle))
-    start = order.index(first)
+    start = order.index(node_ids[0])
     return order[start:] + order[:start]
+
+
+def _best_cycle(cost: list[list[float]]) -> list[int]:
+    """Exact (slowest hop, total) minimum over cycles starting at node 0; ties go to the
+    first in `itertools.permutations` order. Sums add hops in cycle order, as a plain sum
+    of the cycle's hops would, so the comparison is the same to the last bit."""
+    n = len(cost)
+    cheapest = min(cost[a][b] for a in range(n) for b in range(n) if a != b)
+    # Every node still to leave needs one hop out: its cheapest bounds the slowest hop.
+    out_min = [min(cost[a][b] for b in range(n) if b != a) for a in range(n)]
+    best_key = (float("inf"), float("inf"))
+    best: list[int] = []
+    path = [0]
+    left = list(range(1, n))
+
+    def visit(worst: float, total: float) -> None:
+        nonlocal best_key, best
+        here = path[-1]
+        if not left:
+            close = cost[here][0]
+            key = (max(worst, close), total + close)
+            if key < best_key:
+                best_key, best = key, list(path)
+            return
+        bound_worst = max(worst, out_min[here], *(out_min[v] for v in left))
+        bound_total = total
+        for _ in range(len(left) + 1):
+            bound_total += cheapest
+        if (bound_worst, bound_total) >= best_key:
+            return
+        for i, v in enumerate(list(left)):
+            step = cost[here][v]
+            path.append(v)
+            left.pop(i)
+            visit(max(worst, step), total + step)
+            left.insert(i, v)
+            path.pop()
+
+    visit(0.0, 0.0)
+    return best
 
 
 def ring_hops(order: list[str], hops: dict[tuple[str, str], Hop]) -> list[Hop]:

@@ -217,3 +217,37 @@ def test_unknown_model_type_lists_supported() -> None:
     with pytest.raises(ValidationError) as err:
         request(SEED_PAIR, {"model_type": "mamba"})
     assert "llama, qwen3, qwen3_moe, qwen3_next" in str(err.value)
+
+
+def test_a_pair_on_a_thunderbolt_ring_is_a_pair_of_neighbours() -> None:
+    # Four identical Macs on an Ethernet switch, cabled in a Thunderbolt ring that does not
+    # follow their names: n0 and n1 are not neighbours, so the pair must be chosen by the
+    # ring, not by name (identical hardware is not enough to make two nodes interchangeable).
+    ids = ["n0", "n1", "n2", "n3"]
+    nodes = [node(i, 128, 614) for i in ids]
+    ring = [("n0", "n2"), ("n2", "n1"), ("n1", "n3"), ("n3", "n0")]
+    links = [{"a": a, "b": b, "kind": "ethernet"} for i, a in enumerate(ids) for b in ids[i + 1 :]]
+    links += [{"a": a, "b": b, "kind": "thunderbolt"} for a, b in ring]
+    plan = make_plan(request(nodes, config(QWEN3_235B), links=links, sharding="asymmetric"))
+    assert_valid(plan)
+    assert len(plan.ring) == 2
+    assert tuple(plan.ring) in ring or tuple(reversed(plan.ring)) in ring
+
+
+def test_compute_time_is_near_the_fluid_bound_of_the_nodes_used() -> None:
+    nodes = [node("ultra", 192, 800), node("max", 128, 614), node("m4max", 128, 546)]
+    plan = make_plan(request(nodes, config(LLAMA_70B), sharding="asymmetric"))
+    assert plan.estimates is not None and plan.estimates.fluid_bound_used_ms is not None
+    e = plan.estimates
+    assert e.fluid_bound_ms <= e.fluid_bound_used_ms <= e.compute_ms
+    assert e.compute_ms <= 1.03 * e.fluid_bound_used_ms
+
+
+@pytest.mark.parametrize("model", [QWEN3_235B, LLAMA_70B, QWEN3_NEXT])
+def test_eight_mixed_macs_are_solved_to_optimality_well_within_a_second(model: str) -> None:
+    # An RDMA mesh of eight mixed Macs: more nodes than KV heads for two of the models.
+    macs = [(512, 819), (192, 800), (192, 800), (128, 614), (128, 546), (64, 273), (48, 400)]
+    nodes = [node(f"n{i}", m, bw) for i, (m, bw) in enumerate([*macs, (36, 410)])]
+    plan = make_plan(request(nodes, config(model), sharding="asymmetric", time_limit_s=1.0))
+    assert plan.status == "optimal" and not plan.solver.time_limited
+    assert_valid(plan)

@@ -119,7 +119,9 @@ def brute_force(p: Problem) -> int | None:
 
 
 @st.composite
-def small_requests(draw: st.DrawFn) -> PlanRequest:
+def small_requests(draw: st.DrawFn, count: int | None = None, ring: bool = False) -> PlanRequest:
+    """A small model on 1-3 nodes (or `count`), links of random kinds (or, with `ring`, an
+    Ethernet switch plus a Thunderbolt ring in a random order, the nodes sometimes alike)."""
     family = draw(st.sampled_from(["llama", "qwen3_moe", "qwen3_next"]))
     n_kv = draw(st.integers(1, 2))
     g = draw(st.integers(1, 2))
@@ -156,7 +158,7 @@ def small_requests(draw: st.DrawFn) -> PlanRequest:
         model["linear_num_value_heads"] = model["linear_num_key_heads"] * draw(st.integers(1, 2))
     if quant:
         model["quantization"] = quant
-    count = draw(st.integers(1, 3))
+    count = count or draw(st.integers(1, 3))
     total = unit_costs(read_config(model), 256).total_weight
     nodes = [
         {
@@ -170,10 +172,22 @@ def small_requests(draw: st.DrawFn) -> PlanRequest:
         {
             "a": a["id"],
             "b": b["id"],
-            "kind": draw(st.sampled_from(["rdma", "thunderbolt", "ethernet"])),
+            "kind": "ethernet"
+            if ring
+            else draw(st.sampled_from(["rdma", "thunderbolt", "ethernet"])),
         }
         for a, b in itertools.combinations(nodes, 2)
     ]
+    if ring:
+        # Identical Macs in a ring that does not follow their names are told apart only by
+        # their neighbours.
+        if draw(st.booleans()):
+            nodes = [{**nodes[0], "id": n["id"]} for n in nodes]
+        order = draw(st.permutations(nodes))
+        links += [
+            {"a": a["id"], "b": b["id"], "kind": "thunderbolt"}
+            for a, b in zip(order, order[1:] + order[:1])
+        ]
     return PlanRequest.model_validate(
         {
             "topology": {"nodes": nodes, "links": links},
@@ -189,9 +203,7 @@ def small_requests(draw: st.DrawFn) -> PlanRequest:
     )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(small_requests())
-def test_plan_is_valid_and_optimal(req: PlanRequest) -> None:
+def assert_valid_and_optimal(req: PlanRequest) -> None:
     spec = read_config(req.model)
     costs = unit_costs(spec, req.constraints.context_tokens)
     problem = problem_for(req, spec, costs, Cluster.of(req, spec))
@@ -203,3 +215,17 @@ def test_plan_is_valid_and_optimal(req: PlanRequest) -> None:
     assert plan.feasible, plan.reasons
     assert_valid(plan)
     assert plan.solver.objective == round(optimum / 1e9, 6)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_requests())
+def test_plan_is_valid_and_optimal(req: PlanRequest) -> None:
+    assert_valid_and_optimal(req)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(small_requests(count=4, ring=True))
+def test_plan_on_a_thunderbolt_ring_is_optimal(req: PlanRequest) -> None:
+    """Four nodes where which ones neighbour which matters: the ring level of a subset, and
+    with it the all-reduce, depends on the subset, not on each node alone."""
+    assert_valid_and_optimal(req)
