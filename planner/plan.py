@@ -22,13 +22,22 @@ from planner.schema import (
     RankPlan,
     SolverInfo,
 )
-from planner.solver import SEED, WORKERS, NodeInput, NodeShare, Problem, Solution, solve
+from planner.solver import (
+    FORMULATION,
+    SEED,
+    WORKERS,
+    NodeInput,
+    NodeShare,
+    Problem,
+    Solution,
+    solve,
+)
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
 from planner.version import __version__
 
 MODEL_RANGE = 2**55  # bytes and picoseconds the CP-SAT model holds with room to add them
 MAX_HOP_LEVELS = 8  # more distinct link speeds than this are priced by their bucket's slowest
-SOLVER_VERSION = f"asymtp-{__version__}+ortools-{version('ortools')}"
+SOLVER_VERSION = f"asymtp-{__version__}/formulation-{FORMULATION}+ortools-{version('ortools')}"
 
 
 def plan_id_for(request: PlanRequest) -> str:

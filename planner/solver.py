@@ -62,6 +62,8 @@ from planner.costs import UNITS, UnitCosts
 
 PS_PER_NS = 1000
 SEED = 20261124
+FORMULATION = 2
+"""Bumped whenever the same request can get a different plan: it is part of every plan_id."""
 WORKERS = 1  # one worker keeps the search deterministic for a given request
 SHARDED = ("ffn_block", "expert", "lin_k_head")
 GREEDY_MOVES = 200  # improving moves in the greedy split, at most
