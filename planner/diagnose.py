@@ -7,8 +7,9 @@ from typing import TYPE_CHECKING
 
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.model_spec import KV_CACHE_STEP, ModelSpec
+from planner.problem import Solution
 from planner.schema import RankPlan
-from planner.solver import Solution, solve
+from planner.solver import solve
 
 if TYPE_CHECKING:
     from planner.plan import Cluster

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from planner.costs import UnitCosts
 from planner.model_spec import ModelSpec
-from planner.solver import NodeShare
+from planner.problem import NodeShare
 
 
 def equal_shares(

@@ -13,6 +13,7 @@ from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
 from planner.model_spec import ModelSpec, read_config
+from planner.problem import NodeInput, NodeShare, Problem, Solution
 from planner.schema import (
     Estimates,
     ModelSummary,
@@ -22,16 +23,7 @@ from planner.schema import (
     RankPlan,
     SolverInfo,
 )
-from planner.solver import (
-    FORMULATION,
-    SEED,
-    WORKERS,
-    NodeInput,
-    NodeShare,
-    Problem,
-    Solution,
-    solve,
-)
+from planner.solver import FORMULATION, SEED, WORKERS, solve
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
 from planner.version import __version__
 

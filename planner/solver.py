@@ -46,328 +46,37 @@ smallest node, when that node is used at all (under a small deterministic-time b
 polishes an optimal plan). Whole KV groups per node (no `part`, `y`, `h`, `split`) while
 k ≤ n_kv; the replicated form only for k > n_kv. Feasibility alone (for diagnosis) asks the
 same models over a range of k, with no times and no ring: whole groups, then replicated.
+
+The pieces live beside this module: `planner.problem` (nodes, unit costs, the fluid bound),
+`planner.shapes` (the enumeration of shapes) and `planner.greedy` (the greedy split G_kL).
 """
 
 from __future__ import annotations
 
-import heapq
-import math
 import time
-from dataclasses import dataclass, field
-from functools import cached_property
 
 from ortools.sat.python import cp_model
 
-from planner.costs import UNITS, UnitCosts
+from planner.costs import UNITS
+from planner.greedy import SHARDED, greedy_time_ps
+from planner.problem import (
+    NodeInput,
+    NodeShare,
+    Problem,
+    Solution,
+    able_nodes,
+    fixed_bytes,
+    ring_degree,
+    smallest_node,
+    time_coefficient,
+)
+from planner.shapes import shapes
 
-PS_PER_NS = 1000
 SEED = 20261124
 FORMULATION = 2
 """Bumped whenever the same request can get a different plan: it is part of every plan_id."""
 WORKERS = 1  # one worker keeps the search deterministic for a given request
-SHARDED = ("ffn_block", "expert", "lin_k_head")
-GREEDY_MOVES = 200  # improving moves in the greedy split, at most
 TIE_BREAK_DETERMINISTIC_S = 0.05  # the tie-break only polishes an optimal plan: keep it short
-
-
-@dataclass(frozen=True)
-class NodeInput:
-    id: str
-    budget: int
-    bandwidth_gbps: float
-    level: int
-    """Index into the all-reduce level table of this node's slowest ring hop."""
-
-
-@dataclass(frozen=True)
-class Problem:
-    nodes: list[NodeInput]
-    costs: UnitCosts
-    q_per_kv: int
-    overhead_bytes: int
-    comm_ps: list[list[int]]
-    """comm_ps[k - 1][level]: all-reduce time per token (ps) for k ranks at a hop level."""
-    pair_level: dict[tuple[str, str], int]
-    """Hop level between two nodes (both orders), levels ascending in cost."""
-    allow_unused: bool = True
-    time_limit_s: float = 10.0
-    feasibility_only: bool = False
-
-    @cached_property
-    def sharded_read(self) -> float:
-        """Bytes of sharded weights and cache read per token, over all ranks."""
-        c = self.costs
-        return sum((c.read[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
-
-    @cached_property
-    def sharded_held(self) -> int:
-        """Bytes of sharded weights and cache held, over all ranks."""
-        c = self.costs
-        return sum((c.weight[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
-
-
-@dataclass(frozen=True)
-class NodeShare:
-    """What one node holds, in units; `partial_slot` is the split KV group it shares."""
-
-    node_id: str
-    kv_whole: int = 0
-    partial_slot: int | None = None
-    partial_q: int = 0
-    ffn_blocks: int = 0
-    experts: int = 0
-    lin_k_heads: int = 0
-    q_per_kv: int = 1
-
-    @property
-    def q_heads(self) -> int:
-        return self.q_per_kv * self.kv_whole + self.partial_q
-
-    @property
-    def kv_heads(self) -> int:
-        return self.kv_whole + (1 if self.partial_slot is not None else 0)
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "q_head": self.q_heads,
-            "kv_head": self.kv_heads,
-            "ffn_block": self.ffn_blocks,
-            "expert": self.experts,
-            "lin_k_head": self.lin_k_heads,
-        }
-
-    @property
-    def empty(self) -> bool:
-        return not any(self.counts().values())
-
-
-@dataclass
-class Solution:
-    status: str  # optimal | feasible | infeasible
-    shares: list[NodeShare] = field(default_factory=list)
-    objective_ps: int | None = None
-    bound_ps: int | None = None
-    wall_ms: float = 0.0
-    time_limited: bool = False
-
-
-def time_coefficient(bytes_per_token: float, bandwidth_gbps: float) -> int:
-    """Picoseconds to read `bytes_per_token` at `bandwidth_gbps` GB/s (rounded up)."""
-    return math.ceil(bytes_per_token * PS_PER_NS / bandwidth_gbps)
-
-
-def _fixed_bytes(p: Problem) -> int:
-    return p.costs.replicated_weight + p.overhead_bytes
-
-
-def _able(p: Problem) -> list[NodeInput]:
-    """Nodes whose budget holds what every rank keeps whole; no other node can be used."""
-    return [n for n in p.nodes if n.budget >= _fixed_bytes(p)]
-
-
-def fluid_time_ps(p: Problem, k: int, nodes: list[NodeInput] | None = None) -> int:
-    """No plan on k of `nodes` reads its bytes faster than the k fastest sharing them perfectly
-    (rounded down, and one picosecond less against floating-point error)."""
-    pool = p.nodes if nodes is None else nodes
-    bandwidth = sum(sorted((n.bandwidth_gbps for n in pool), reverse=True)[:k])
-    read = p.sharded_read + k * p.costs.replicated_read
-    return max(math.floor(read * PS_PER_NS / bandwidth) - 1, 0)
-
-
-def _memory_allows(p: Problem, k: int, nodes: list[NodeInput]) -> bool:
-    """Could any k of `nodes` hold the model at all (the k largest budgets, fluidly)?"""
-    top = sorted((n.budget for n in nodes), reverse=True)[:k]
-    return sum(top) - k * _fixed_bytes(p) >= p.sharded_held
-
-
-def _ring_degree(k: int) -> int:
-    """Used neighbours each used node needs within the ring's level: two, one for a pair."""
-    return min(2, k - 1)
-
-
-@dataclass(frozen=True)
-class _Shape:
-    """k used nodes with a ring of level at most `level`, drawn from `pool`."""
-
-    k: int
-    level: int
-    pool: list[NodeInput]
-    lower_ps: int
-    """Fluid bound on the slowest rank's time: the k fastest of `pool` sharing the bytes."""
-    bound_ps: int
-    """`lower_ps` plus the all-reduce for k ranks at `level`: no plan of this shape is faster."""
-
-
-def _shapes(p: Problem, able: list[NodeInput]) -> list[_Shape]:
-    """Every shape worth a model, in increasing lower bound. One node or a pair is a shape of
-    its own (alike ones once); for k ≥ 3 the pool at a level holds the nodes with two
-    neighbours within it, and a level adding no node and no link to the one below only costs
-    more all-reduce and is left out."""
-    levels = len(p.comm_ps[0])
-    out = _single_and_pair_shapes(p, able)
-    near = {
-        (n.id, lv): sum(1 for m in able if m is not n and p.pair_level[n.id, m.id] <= lv)
-        for n in able
-        for lv in range(levels)
-    }
-    # Levels at which some link among the able nodes first appears.
-    new_links = {p.pair_level[a.id, b.id] for a in able for b in able if a is not b}
-    counts = range(3, len(able) + 1) if p.allow_unused else range(len(able), len(able) + 1)
-    for k in counts:
-        if k <= 2:
-            continue
-        for level in range(levels):
-            pool = [n for n in able if near[n.id, level] >= 2]
-            if level > 0:
-                same_pool = len(pool) == sum(1 for n in able if near[n.id, level - 1] >= 2)
-                cheaper = p.comm_ps[k - 1][level] < p.comm_ps[k - 1][level - 1]
-                if same_pool and level not in new_links and not cheaper:
-                    continue
-            if len(pool) >= k and _memory_allows(p, k, pool):
-                lower = fluid_time_ps(p, k, pool)
-                out.append(_Shape(k, level, pool, lower, lower + p.comm_ps[k - 1][level]))
-    smallest = _smallest(p).id
-    return sorted(
-        out,
-        key=lambda s: (s.bound_ps, s.k, s.level, any(n.id == smallest for n in s.pool)),
-    )
-
-
-def _single_and_pair_shapes(p: Problem, able: list[NodeInput]) -> list[_Shape]:
-    """A shape for every node that holds the model alone and every pair that holds it together,
-    the pair at its cheapest level for a two-rank all-reduce; nodes alike in memory and
-    bandwidth give one shape (the one without the smallest node, if any)."""
-    smallest = _smallest(p).id
-    wanted = [1, 2] if p.allow_unused else [len(able)] if len(able) <= 2 else []
-    seen: set[tuple[object, ...]] = set()
-    out = []
-    for k in wanted:
-        groups: list[list[NodeInput]] = []
-        if k == 1:
-            groups = [[n] for n in able]
-        else:
-            groups = [[a, b] for i, a in enumerate(able) for b in able[i + 1 :]]
-        # Visit groups without the smallest node first, so those are the ones kept.
-        groups.sort(key=lambda g: any(n.id == smallest for n in g))
-        for group in groups:
-            if not _memory_allows(p, k, group):
-                continue
-            level = 0
-            if k == 2:
-                own = p.pair_level[group[0].id, group[1].id]
-                cost = p.comm_ps[1]
-                level = min(range(own, len(cost)), key=lambda lv: (cost[lv], lv))
-            key = (
-                k,
-                level,
-                tuple(sorted((n.budget, n.bandwidth_gbps) for n in group)),
-                any(n.id == smallest for n in group),
-            )
-            if key in seen:
-                continue
-            seen.add(key)
-            lower = fluid_time_ps(p, k, group)
-            out.append(_Shape(k, level, group, lower, lower + p.comm_ps[k - 1][level]))
-    return out
-
-
-def greedy_time_ps(p: Problem, nodes: list[NodeInput]) -> int | None:
-    """The slowest rank's time (as the model counts it) of a simple split over all of `nodes`:
-    unit types by decreasing read, each unit to the node that would finish it soonest among
-    those with room, then single units moved, or traded for units of another type, off the
-    slowest node while that makes it faster without making another as slow. None when some
-    unit fits nowhere."""
-    c, g = p.costs, p.q_per_kv
-    fixed = _fixed_bytes(p)
-    held = {u: c.weight[u] + c.cache[u] for u in UNITS}
-    read = {u: c.read[u] + c.cache[u] for u in UNITS}
-    size = {"kv_group": g * held["q_head"] + held["kv_head"]}
-    size.update({u: held[u] for u in SHARDED})
-    count = {"kv_group": c.total_units["kv_head"]}
-    count.update({u: c.total_units[u] for u in SHARDED})
-    read["kv_group"] = g * read["q_head"] + read["kv_head"]
-    kinds = sorted((u for u in size if count[u]), key=lambda u: -read[u])
-
-    def step(u: str, bw: float) -> int:
-        if u == "kv_group":
-            return g * time_coefficient(read["q_head"], bw) + time_coefficient(read["kv_head"], bw)
-        return time_coefficient(read[u], bw)
-
-    steps = [{u: step(u, n.bandwidth_gbps) for u in kinds} for n in nodes]
-    t = [time_coefficient(c.replicated_read, n.bandwidth_gbps) for n in nodes]
-    room = [n.budget - fixed for n in nodes]
-    x = [dict.fromkeys(kinds, 0) for _ in nodes]
-    for u in kinds:
-        heap = [(t[i] + steps[i][u], i) for i in range(len(nodes)) if room[i] >= size[u]]
-        heapq.heapify(heap)
-        for _ in range(count[u]):
-            while heap and room[heap[0][1]] < size[u]:
-                heapq.heappop(heap)
-            if not heap:
-                return None
-            _, i = heapq.heappop(heap)
-            room[i] -= size[u]
-            t[i] += steps[i][u]
-            x[i][u] += 1
-            heapq.heappush(heap, (t[i] + steps[i][u], i))
-    for _ in range(GREEDY_MOVES):
-        b = max(range(len(nodes)), key=lambda i: (t[i], -i))
-        move = _best_move(b, kinds, t, room, x, steps, size)
-        if move is None:
-            break
-        (n, u, v, back), _ = move
-        x[b][u] -= 1
-        x[n][u] += 1
-        x[n][v] -= back
-        x[b][v] += back
-        t[b] += back * steps[b][v] - steps[b][u]
-        t[n] += steps[n][u] - back * steps[n][v]
-        room[b] += size[u] - back * size[v]
-        room[n] -= size[u] - back * size[v]
-    return max(t)
-
-
-def _best_move(
-    b: int,
-    kinds: list[str],
-    t: list[int],
-    room: list[int],
-    x: list[dict[str, int]],
-    steps: list[dict[str, int]],
-    size: dict[str, int],
-) -> tuple[tuple[int, str, str, int], int] | None:
-    """The move off node b that leaves the pair (b, n) slowest-soonest: one unit of u to n,
-    and `back` units of v from n (none, or as many as balances the two), if that ends below
-    b's time now."""
-    best: tuple[tuple[int, str, str, int], int] | None = None
-    for n in range(len(t)):
-        if n == b:
-            continue
-        for u in kinds:
-            if not x[b][u]:
-                continue
-            trades = [(u, 0)]
-            for v in kinds:
-                if v != u and x[n][v]:
-                    # Balance b and n: t_b - s_bu + c s_bv = t_n + s_nu - c s_nv.
-                    gap = t[b] - steps[b][u] - t[n] - steps[n][u]
-                    ideal = -gap // (steps[b][v] + steps[n][v])
-                    trades += [(v, c) for c in (ideal, ideal + 1) if 0 < c <= x[n][v]]
-            for v, back in trades:
-                moved = size[u] - back * size[v]
-                if room[n] < moved or room[b] < -moved:
-                    continue
-                tb = t[b] - steps[b][u] + back * steps[b][v]
-                tn = t[n] + steps[n][u] - back * steps[n][v]
-                worst = max(tb, tn)
-                if worst < t[b] and (best is None or worst < best[1]):
-                    best = ((n, u, v, back), worst)
-    return best
-
-
-def _smallest(p: Problem) -> NodeInput:
-    """The node whose free memory breaks ties between equally fast plans."""
-    return min(p.nodes, key=lambda n: (n.budget, n.id))
 
 
 class _CpModel(cp_model.CpModel):
@@ -405,7 +114,7 @@ class _Model:
         self.totals = p.costs.total_units
         self.n_kv = self.totals["kv_head"]
         self.g = p.q_per_kv
-        self.fixed = _fixed_bytes(p)
+        self.fixed = fixed_bytes(p)
         self.replicate_kv = replicate_kv and self.g > 1
         n_slots = min(self.n_kv, counts[-1] // 2) if self.replicate_kv else 0
         self.slots = range(n_slots)
@@ -537,7 +246,7 @@ class _Model:
             self.m.add(self.t[n] <= self.T)
 
     def _ring(self) -> None:
-        need = _ring_degree(self.k)
+        need = ring_degree(self.k)
         for n, near in self.near.items():
             if len(near) >= len(self.nodes) - 1 and need <= self.k - 1:
                 continue  # every other node is near: any k nodes will do
@@ -552,7 +261,7 @@ class _Model:
 
     def _symmetry(self) -> None:
         nodes, m = self.nodes, self.m
-        smallest = _smallest(self.p).id
+        smallest = smallest_node(self.p).id
         timed = self.level is not None
         for i, a in enumerate(nodes):
             if a.id == smallest:
@@ -579,7 +288,7 @@ class _Model:
         with a bound near the optimum instead of the trivial one."""
         chosen = sorted(self.nodes, key=lambda n: (-n.bandwidth_gbps, -n.budget))[: self.k]
         ids = {n.id for n in chosen}
-        if len(chosen) < self.k or any(len(self.near[n] & ids) < _ring_degree(self.k) for n in ids):
+        if len(chosen) < self.k or any(len(self.near[n] & ids) < ring_degree(self.k) for n in ids):
             return
         slowest = greedy_time_ps(self.p, chosen)
         if slowest is not None:
@@ -599,7 +308,7 @@ class _Model:
     ) -> cp_model.CpSolver:
         """Among plans of this shape as fast as `best_ps`, the most free memory on the smallest
         node (`first` when that node is unused there, or when this search finds nothing)."""
-        smallest = _smallest(self.p).id
+        smallest = smallest_node(self.p).id
         if smallest not in self.used or not first.boolean_value(self.used[smallest]):
             return first
         self.m.clear_hints()
@@ -661,7 +370,7 @@ def _checked(status: int, solver: cp_model.CpSolver, model: cp_model.CpModel) ->
 
 def _feasible(problem: Problem, started: float) -> Solution:
     """Any split at all: whole groups on any number of nodes, else with KV replication."""
-    nodes, n_kv = _able(problem), problem.costs.total_units["kv_head"]
+    nodes, n_kv = able_nodes(problem), problem.costs.total_units["kv_head"]
     lo = 1 if problem.allow_unused else len(problem.nodes)
     limited = False
     for replicate in (False, True):
@@ -686,14 +395,14 @@ def solve(problem: Problem) -> Solution:
     started = time.perf_counter()
     if problem.feasibility_only:
         return _feasible(problem, started)
-    able, n_kv = _able(problem), problem.costs.total_units["kv_head"]
+    able, n_kv = able_nodes(problem), problem.costs.total_units["kv_head"]
     if not problem.allow_unused and len(able) < len(problem.nodes):
         return Solution(status="infeasible", wall_ms=(time.perf_counter() - started) * 1e3)
     best: tuple[int, int] | None = None  # (T + C, k)
     best_model: _Model | None = None
     best_solver: cp_model.CpSolver | None = None
     open_bounds: list[int] = []  # lower bounds of shapes a time limit left unresolved
-    for shape in _shapes(problem, able):
+    for shape in shapes(problem, able):
         if best is not None and (shape.bound_ps, shape.k) >= best:
             continue
         left = problem.time_limit_s - (time.perf_counter() - started)
