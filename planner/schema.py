@@ -46,8 +46,13 @@ def _finite_positive(v: float, what: str) -> float:
 
 class Node(_Strict):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
-    memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
-    available_bytes: Annotated[int | None, Field(gt=0, le=MAX_BYTES)] = None
+    memory_bytes: Annotated[
+        int, Field(gt=0, le=MAX_BYTES, description="bytes; `memory_gb` (decimal GB) also works")
+    ]
+    available_bytes: Annotated[
+        int | None,
+        Field(gt=0, le=MAX_BYTES, description="bytes; `available_gb` also works; default all"),
+    ] = None
     bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s")]
     address: Annotated[str | None, Field(max_length=255)] = None
     chip: Annotated[str | None, Field(max_length=128)] = None
