@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.deploy_schema import Peer
-
-LIVENESS_OFFSET = 1000  # rank r of a world of n listens on ring_port + r for the ring and
-# on ring_port + LIVENESS_OFFSET + r for liveness probes
+from planner.deploy_schema import LIVENESS_OFFSET, Peer
 
 
 class JoinError(RuntimeError):

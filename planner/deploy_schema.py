@@ -19,6 +19,8 @@ from planner.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest, RankPl
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 DEFAULT_RING_PORT = 52100
+LIVENESS_OFFSET = 1000
+"""Rank r also keeps `ring_port + LIVENESS_OFFSET + r` open, so peers can tell who is gone."""
 DEFAULT_SERVE_PORT = 8000
 
 Backend = Literal["ring", "jaccl"]
@@ -30,8 +32,9 @@ class DeploymentSpec(PlanRequest):
 
     model_path: Annotated[str, Field(min_length=1, max_length=1024)]
     """The model directory, relative to each agent's `--models-dir` (no `..`, not absolute)."""
-    ring_port: Annotated[int, Field(ge=1024, le=65000)] = DEFAULT_RING_PORT
-    """Rank r listens on `ring_port + r` for the MLX ring (distinct ports share one host)."""
+    ring_port: Annotated[int, Field(ge=1024, le=64000)] = DEFAULT_RING_PORT
+    """Rank r listens on `ring_port + r` for the MLX ring (distinct ports share one host) and
+    on `ring_port + 1000 + r` for liveness probes: open both ranges between the nodes."""
     serve_port: Annotated[int, Field(ge=1024, le=65535)] = DEFAULT_SERVE_PORT
     """Rank 0 serves the OpenAI-compatible API here."""
 
