@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from planner.deploy_schema import Deployment
+from planner.deploy_schema import LIVENESS_OFFSET, Deployment
 
 ASYMTP = [sys.executable, "-m", "asymtp.cli"]
 
@@ -32,7 +32,7 @@ def free_port() -> int:
         return port
 
 
-def free_port_block(n: int, offsets: tuple[int, ...] = (0, 1000)) -> int:
+def free_port_block(n: int, offsets: tuple[int, ...] = (0, LIVENESS_OFFSET)) -> int:
     """A base port b such that b + o + i is free for every offset o and i < n."""
     for _ in range(200):
         base = 20000 + secrets.randbelow(20000)

@@ -24,7 +24,6 @@ import copy
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,16 +37,11 @@ from typing import Any
 import httpx
 import psutil
 
+from asymtp.local_cluster import free_port
 from bench import REPO_ROOT, RESULTS_DIR, Section, percentile, write_section
 
 MODEL_CONFIG = REPO_ROOT / "planner" / "examples" / "configs" / "llama-3.1-70b-bf16.json"
 HEALTHZ_TARGET_MS = 50.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.contextmanager

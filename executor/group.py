@@ -125,19 +125,20 @@ def lost_peers(peers: list[Peer], me: int, timeout: float = 1.0) -> list[Peer]:
     return lost
 
 
+def _named(peers: list[Peer]) -> str:
+    return ", ".join(f"{p.rank} ({p.node_id})" for p in peers)
+
+
 def probe_peers(peers: list[Peer], me: int) -> str | None:
     """A failure reason naming the peers that are gone, or None while all answer."""
     gone = lost_peers(peers, me)
-    if not gone:
-        return None
-    return f"peer {', '.join(f'{p.rank} ({p.node_id})' for p in gone)} lost: its process is gone"
+    return f"peer {_named(gone)} lost: its process is gone" if gone else None
 
 
 def describe_loss(message: str, peers: list[Peer], me: int) -> str:
     gone = lost_peers(peers, me) if peers else []
     if gone:
-        names = ", ".join(f"{p.rank} ({p.node_id})" for p in gone)
-        return f"peer {names} lost: {message}"
+        return f"peer {_named(gone)} lost: {message}"
     return f"peer lost: {message}"
 
 

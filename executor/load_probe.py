@@ -16,13 +16,12 @@ import resource
 import sys
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
 from executor.families import split_layer_name
-from executor.loader import load_shard, weight_files
+from executor.loader import load_shard, read_header, weight_files
 from planner.schema import Plan
 
 
@@ -39,24 +38,15 @@ def _peak_rss_bytes() -> int:
 
 def largest_layer_bytes(model_dir: Path) -> int:
     """Bytes of the biggest decoder layer of the unsharded checkpoint (from headers only)."""
+    headers = {path: read_header(path) for path in set(weight_files(model_dir).values())}
     per_layer: dict[int, int] = defaultdict(int)
-    for name, path in weight_files(model_dir).items():
-        index, _, _ = split_layer_name(name)
-        if index is not None:
-            per_layer[index] += _tensor_bytes(path, name)
+    for header in headers.values():
+        for name, entry in header.items():
+            index, _, _ = split_layer_name(name)
+            if index is not None:
+                start, end = entry["data_offsets"]
+                per_layer[index] += end - start
     return max(per_layer.values(), default=0)
-
-
-_HEADERS: dict[Path, dict[str, Any]] = {}
-
-
-def _tensor_bytes(path: Path, name: str) -> int:
-    if path not in _HEADERS:
-        with path.open("rb") as f:
-            length = int.from_bytes(f.read(8), "little")
-            _HEADERS[path] = json.loads(f.read(length))
-    offsets: list[int] = _HEADERS[path][name]["data_offsets"]
-    return offsets[1] - offsets[0]
 
 
 def probe(model_dir: Path, plan: Plan, rank: int) -> dict[str, int]:

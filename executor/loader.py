@@ -42,8 +42,8 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def _header_names(path: Path) -> list[str]:
-    """Tensor names from a safetensors header, without reading the tensors."""
+def read_header(path: Path) -> dict[str, Any]:
+    """A safetensors header (tensor name -> dtype, shape, data_offsets), without the tensors."""
     try:
         with path.open("rb") as f:
             (length,) = struct.unpack("<Q", f.read(8))
@@ -52,7 +52,10 @@ def _header_names(path: Path) -> list[str]:
             header = json.loads(f.read(length))
     except (OSError, ValueError, struct.error) as e:
         raise LoadError(f"{path}: not a readable safetensors file ({e})") from None
-    return [k for k in header if k != "__metadata__"]
+    if not isinstance(header, dict):
+        raise LoadError(f"{path}: not a readable safetensors file (header is not an object)")
+    header.pop("__metadata__", None)
+    return header
 
 
 def weight_files(model_dir: Path) -> dict[str, Path]:
@@ -64,7 +67,7 @@ def weight_files(model_dir: Path) -> dict[str, Path]:
     files = sorted(model_dir.glob("*.safetensors"))
     if not files:
         raise LoadError(f"{model_dir}: no *.safetensors files")
-    return {name: f for f in files for name in _header_names(f)}
+    return {name: f for f in files for name in read_header(f)}
 
 
 def quant_overrides(config: dict[str, Any]) -> dict[str, Quant]:
