@@ -15,8 +15,8 @@ from collections.abc import Callable, Sequence
 # `run(args) -> int`; "module:name" picks `add_name_arguments` and `run_name` instead.
 COMMANDS: dict[str, tuple[str, str]] = {
     "plan": ("planner.cli", "plan a split for a topology and a model (dry run)"),
-    "serve": ("planner.service.cli", "run the planner HTTP service (POST /plan, deployments)"),
-    "check-parity": ("executor.cli", "compare a sharded model with the unsharded one"),
+    "serve": ("service.cli", "run the planner HTTP service (POST /plan, deployments)"),
+    "check-parity": ("asymtp.check_parity", "compare a sharded model with the unsharded one"),
     "make-test-model": ("executor.cli:make_model", "write a small random model to a directory"),
     "agent": ("executor.cli:agent", "run this node's agent: follow a deployment, serve its rank"),
     "topology": ("executor.cli:topology", "print a topology file built from what agents report"),

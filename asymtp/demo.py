@@ -18,7 +18,7 @@ from typing import Any
 import httpx
 
 from asymtp.local_cluster import LocalCluster, all_ready, free_port, free_port_block, serving_url
-from planner.deploy_schema import Deployment
+from protocol.deployment import Deployment
 
 DEPLOYMENT = "demo"
 MODEL_NAME = "demo-qwen3"

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from planner.deploy_schema import LIVENESS_OFFSET, Deployment
+from protocol.deployment import LIVENESS_OFFSET, Deployment
 
 ASYMTP = [sys.executable, "-m", "asymtp.cli"]
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from bench import REPO_ROOT
-from planner.schema import GB, PlanRequest
+from protocol.schema import GB, PlanRequest
 
 CONFIGS = REPO_ROOT / "planner" / "examples" / "configs"
 DEPLOY_EXAMPLES = REPO_ROOT / "deploy" / "examples"

@@ -132,8 +132,8 @@ SETTINGS = ("uneven pair, busy loop", "uneven pair, half-core cgroup", "even pai
 
 def run(results_dir: Path, quick: bool = False) -> Section:
     from executor.loader import read_json
-    from executor.parity import plan_for_split
     from executor.tiny_models import build_model
+    from planner.splits import plan_for_split
 
     job = {
         "prompt_tokens": 128 if quick else 256,

@@ -36,9 +36,9 @@ from bench.plotting import METHOD_COLORS, new_figure, save
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
-from planner.model_spec import ModelSpec, read_config
 from planner.plan import Cluster, make_plan
-from planner.schema import PlanRequest
+from protocol.model_spec import ModelSpec, read_config
+from protocol.schema import PlanRequest
 
 CONTEXT = 8192
 HEADROOM = 0.1

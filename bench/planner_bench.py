@@ -30,9 +30,9 @@ from bench.cases import MODELS, model_config, random_topology, request
 from bench.plotting import MODEL_COLORS, new_figure, save
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.layout import budget_bytes
-from planner.model_spec import read_config
 from planner.plan import make_plan
-from planner.schema import Plan, PlanRequest
+from protocol.model_spec import read_config
+from protocol.schema import Plan, PlanRequest
 
 SIZES = (2, 4, 8, 16, 32)
 SEEDS_FULL = 10

@@ -38,7 +38,7 @@ from executor.planner_client import (
     SignatureError,
     Update,
 )
-from planner.deploy_schema import AgentStatus, Assignment
+from protocol.deployment import AgentStatus, Assignment
 
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 HEARTBEAT_S = 3.0

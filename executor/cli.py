@@ -10,7 +10,7 @@ from pathlib import Path
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def _fail(msg: str) -> int:
+def bad_input(msg: str) -> int:
     print(f"asymtp: {msg}", file=sys.stderr)
     return EXIT_BAD_INPUT
 
@@ -79,23 +79,23 @@ def run_agent(args: argparse.Namespace) -> int:
     import re
 
     from executor.agent import Agent, AgentConfig
-    from planner.deploy_schema import DEPLOYMENT_NAME_PATTERN
-    from planner.schema import NODE_ID_PATTERN
+    from protocol.deployment import DEPLOYMENT_NAME_PATTERN
+    from protocol.schema import NODE_ID_PATTERN
 
     if not re.match(DEPLOYMENT_NAME_PATTERN, args.deployment):
-        return _fail(f"--deployment {args.deployment!r}: use 1-63 of a-z, 0-9 and '-'")
+        return bad_input(f"--deployment {args.deployment!r}: use 1-63 of a-z, 0-9 and '-'")
     if not re.match(NODE_ID_PATTERN, args.node_id):
-        return _fail(f"--node-id {args.node_id!r}: use letters, digits, '.', '_' or '-'")
+        return bad_input(f"--node-id {args.node_id!r}: use letters, digits, '.', '_' or '-'")
     if not args.models_dir.is_dir():
-        return _fail(f"--models-dir {args.models_dir}: not a directory")
+        return bad_input(f"--models-dir {args.models_dir}: not a directory")
     if not args.planner.startswith(("http://", "https://")):
-        return _fail(f"--planner {args.planner!r}: give a URL such as http://127.0.0.1:8420")
+        return bad_input(f"--planner {args.planner!r}: give a URL such as http://127.0.0.1:8420")
     if args.memory_gb is not None and not args.memory_gb > 0:
-        return _fail("--memory-gb must be > 0")
+        return bad_input("--memory-gb must be > 0")
     try:
         token = _token(args)
     except ValueError as e:
-        return _fail(str(e))
+        return bad_input(str(e))
     cfg = AgentConfig(
         planner=args.planner,
         deployment=args.deployment,
@@ -125,7 +125,7 @@ def run_topology(args: argparse.Namespace) -> int:
     try:
         token = _token(args)
     except ValueError as e:
-        return _fail(str(e))
+        return bad_input(str(e))
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     url = f"{args.planner.rstrip('/')}/deployments/{args.deployment}/topology"
     try:
@@ -140,49 +140,3 @@ def run_topology(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT if r.status_code in (404, 422) else EXIT_MISMATCH
     print(r.text.rstrip())
     return EXIT_OK
-
-
-# ---- check-parity -------------------------------------------------------------------------
-def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", type=Path, required=True, help="model directory (mlx_lm.convert output)"
-    )
-    p.add_argument("--ranks", type=int, required=True, help="number of local ranks (2-8)")
-    p.add_argument("--split", help="comma-separated shares, e.g. 0.5,0.3,0.2 (default: equal)")
-    p.add_argument("--prompts", type=int, default=20, help="greedy prompts to compare")
-    p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max logit difference allowed")
-
-
-def run(args: argparse.Namespace) -> int:
-    if not 2 <= args.ranks <= 8:
-        return _fail("--ranks must be between 2 and 8")
-    try:
-        fractions = [float(x) for x in args.split.split(",")] if args.split else [1.0] * args.ranks
-    except ValueError:
-        return _fail(f"--split must be comma-separated numbers, got {args.split!r}")
-    if len(fractions) != args.ranks or any(f <= 0 for f in fractions):
-        return _fail(f"--split needs {args.ranks} positive numbers, got {args.split!r}")
-    if not (args.model / "config.json").is_file():
-        return _fail(f"--model {args.model}: no config.json there")
-
-    from executor.loader import LoadError, read_json
-    from executor.parity import check, plan_for_split
-
-    total = sum(fractions)
-    try:
-        plan = plan_for_split(read_json(args.model / "config.json"), [f / total for f in fractions])
-        report = check(args.model, plan, n_greedy=args.prompts, max_tokens=args.max_tokens)
-    except (LoadError, ValueError) as e:
-        return _fail(str(e))
-    except RuntimeError as e:
-        print(f"asymtp check-parity: the ring group failed: {e}", file=sys.stderr)
-        return EXIT_MISMATCH
-    for line in report.lines():
-        print(line)
-    # Identical continuations, or divergence only at near-ties the tolerance allows (bf16).
-    ok = report.max_logit_diff <= args.tolerance and report.greedy_worst_pick <= args.tolerance
-    print(
-        f"parity: {'OK' if ok else 'MISMATCH'} (tolerance {args.tolerance:g}, {report.seconds:.1f}s)"
-    )
-    return EXIT_OK if ok else EXIT_MISMATCH

@@ -19,8 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from planner.model_spec import ModelSpec
-from planner.schema import Range, RankPlan
+from protocol.model_spec import ModelSpec
+from protocol.schema import Range, RankPlan
 
 Axis = Literal["out", "in", "expert"]
 Segments = list[tuple[int, int]]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.deploy_schema import LIVENESS_OFFSET, Peer
+from protocol.deployment import LIVENESS_OFFSET, Peer
 
 
 class JoinError(RuntimeError):

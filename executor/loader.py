@@ -22,8 +22,8 @@ from mlx_lm.utils import _get_classes
 
 from executor.families import Ranges, split_layer_name
 from executor.shard import patch_layer, slice_weights
-from planner.model_spec import ModelSpec, Quant, read_config
-from planner.schema import RankPlan
+from protocol.model_spec import ModelSpec, Quant, read_config
+from protocol.schema import RankPlan
 
 Progress = Callable[[int, int], None]
 

@@ -11,7 +11,7 @@ import subprocess
 
 import psutil
 
-from planner.schema import Interface, NodeFacts
+from protocol.schema import Interface, NodeFacts
 
 
 def _run(*cmd: str) -> str:

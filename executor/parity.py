@@ -18,8 +18,7 @@ import mlx.core as mx
 
 from executor.loader import load_shard, read_json
 from executor.lockstep import Lockstep
-from planner.plan import make_plan, plan_json
-from planner.schema import Plan, PlanRequest
+from protocol.schema import Plan, plan_json
 
 GROUP_TIMEOUT_S = 300.0
 GREEDY_PROMPT_TOKENS = 12
@@ -58,43 +57,6 @@ class ParityReport:
             f"greedy continuations identical: {self.greedy_equal}/{self.greedy_total}",
             f"worst greedy pick vs the unsharded argmax: {self.greedy_worst_pick:.3g} below",
         ]
-
-
-def plan_for_split(
-    config: dict[str, Any],
-    fractions: list[float],
-    context_tokens: int = 32,
-    sharding: str = "asymmetric",
-) -> Plan:
-    """A real planner plan whose ranks' speeds (and so shares) follow `fractions`: nodes with
-    ample memory and memory bandwidth in those proportions, all of them used (`sharding:
-    equal` gives today's even split of the same nodes instead)."""
-    nodes = [
-        {"id": f"node-{i}", "memory_bytes": 1 << 40, "bandwidth_gbps": round(f * 1000, 3)}
-        for i, f in enumerate(fractions)
-    ]
-    links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"}
-        for i, a in enumerate(nodes)
-        for b in nodes[i + 1 :]
-    ]
-    request = PlanRequest.model_validate(
-        {
-            "topology": {"nodes": nodes, "links": links},
-            "model": config,
-            "constraints": {
-                "sharding": sharding,
-                "allow_unused_nodes": False,
-                "overhead_bytes": 0,
-                "context_tokens": context_tokens,
-                "headroom": 0,
-            },
-        }
-    )
-    plan = make_plan(request)
-    if not plan.feasible:
-        raise ValueError("; ".join(plan.reasons))
-    return plan
 
 
 def prompts(count: int, vocab: int, seed: int = 0, length: int | None = None) -> list[list[int]]:

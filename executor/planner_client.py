@@ -11,8 +11,8 @@ from typing import Any
 
 import httpx
 
-from planner.deploy_schema import AgentStatus, Assignment
-from planner.signing import SignatureError, signing_key, verify
+from protocol.deployment import AgentStatus, Assignment
+from protocol.signing import SignatureError, signing_key, verify
 
 POLL_SLACK_S = 10.0  # the HTTP timeout of a long poll beyond the wait the server may take
 

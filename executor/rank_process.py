@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from planner.deploy_schema import Assignment, Peer
+from protocol.deployment import Assignment, Peer
 
 BACKENDS = ("ring", "jaccl")
 JOIN_TIMEOUT_S = 60.0
@@ -235,7 +235,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
     """(role, rank plan, model id) from an assignment or a plan file."""
-    from planner.schema import Plan
+    from protocol.schema import Plan
 
     if args.assignment is not None:
         a = Assignment.model_validate_json(args.assignment.read_text())

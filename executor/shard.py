@@ -22,7 +22,7 @@ from executor.families import (
     size,
     split_layer_name,
 )
-from planner.model_spec import ModelSpec, Quant
+from protocol.model_spec import ModelSpec, Quant
 
 PARAM_LEAVES = ("weight", "scales", "biases", "bias")
 

@@ -21,9 +21,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from planner.plan import make_plan, plan_json
+    from planner.plan import make_plan
     from planner.request_io import RequestError, load_request
     from planner.table import render
+    from protocol.schema import plan_json
 
     try:
         request = load_request(args.request)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from planner.model_spec import KV_CACHE_STEP, ModelSpec, Quant
+from protocol.model_spec import KV_CACHE_STEP, ModelSpec, Quant
 
 UNITS = ("q_head", "kv_head", "ffn_block", "expert", "lin_k_head")
 STATE_BYTES = 4  # Gated DeltaNet keeps its recurrent state in float32

@@ -6,14 +6,14 @@ from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from planner.costs import UNITS, UnitCosts, unit_costs
-from planner.model_spec import KV_CACHE_STEP, ModelSpec
 from planner.problem import Solution
-from planner.schema import RankPlan
 from planner.solver import solve
+from protocol.model_spec import KV_CACHE_STEP, ModelSpec
+from protocol.schema import RankPlan
 
 if TYPE_CHECKING:
     from planner.plan import Cluster
-    from planner.schema import PlanRequest
+    from protocol.schema import PlanRequest
 
 CONTEXT_SEARCH_TIME_S = 1.0
 

@@ -7,8 +7,8 @@ divide by N, which is why 3-node clusters and 2-KV-head models on 3 nodes do not
 from __future__ import annotations
 
 from planner.costs import UnitCosts
-from planner.model_spec import ModelSpec
 from planner.problem import NodeShare
+from protocol.model_spec import ModelSpec
 
 
 def equal_shares(

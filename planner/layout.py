@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from planner.costs import UnitCosts
-from planner.model_spec import ModelSpec
 from planner.problem import NodeShare
-from planner.schema import MemoryBreakdown, Node, Range, RankPlan
+from protocol.model_spec import ModelSpec
+from protocol.schema import MemoryBreakdown, Node, Range, RankPlan
 
 
 def _cursor_ranges(sizes: list[int], scale: int = 1) -> list[Range]:

@@ -12,9 +12,11 @@ from planner import diagnose
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
-from planner.model_spec import ModelSpec, read_config
 from planner.problem import NodeInput, NodeShare, Problem, Solution
-from planner.schema import (
+from planner.solver import FORMULATION, SEED, WORKERS, solve
+from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
+from protocol.model_spec import ModelSpec, read_config
+from protocol.schema import (
     Estimates,
     ModelSummary,
     Node,
@@ -23,9 +25,7 @@ from planner.schema import (
     RankPlan,
     SolverInfo,
 )
-from planner.solver import FORMULATION, SEED, WORKERS, solve
-from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
-from planner.version import __version__
+from protocol.version import __version__
 
 MODEL_RANGE = 2**55  # bytes and picoseconds the CP-SAT model holds with room to add them
 MAX_HOP_LEVELS = 8  # more distinct link speeds than this are priced by their bucket's slowest
@@ -35,11 +35,6 @@ SOLVER_VERSION = f"asymtp-{__version__}/formulation-{FORMULATION}+ortools-{versi
 def plan_id_for(request: PlanRequest) -> str:
     canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{SOLVER_VERSION}\n{canonical}".encode()).hexdigest()
-
-
-def plan_json(plan: Plan) -> str:
-    """The one JSON rendering of a plan: the CLI's `--json` and the HTTP body."""
-    return plan.model_dump_json(indent=2)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from planner.schema import PlanRequest
+from protocol.schema import PlanRequest
 
 MAX_REQUEST_BYTES = 1 << 20
 

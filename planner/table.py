@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from planner.schema import Plan, Range
+from protocol.schema import Plan, Range
 
 
 def _r(r: Range | None) -> str:

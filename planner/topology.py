@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from planner.schema import Link, Topology
+from protocol.schema import Link, Topology
 
 # Per-kind defaults, used where a link leaves latency or bandwidth out.
 LINK_DEFAULTS: dict[str, tuple[float, float]] = {
@@ -42,13 +42,6 @@ def link_latency(link: Link) -> float:
 
 def link_bandwidth(link: Link) -> float:
     return link.bandwidth_gbps if link.bandwidth_gbps is not None else LINK_DEFAULTS[link.kind][1]
-
-
-def components(topology: Topology) -> list[set[str]]:
-    g = nx.Graph()
-    g.add_nodes_from(n.id for n in topology.nodes)
-    g.add_edges_from((link.a, link.b) for link in topology.links)
-    return [set(c) for c in sorted(nx.connected_components(g), key=lambda c: sorted(c))]
 
 
 def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:

@@ -12,7 +12,7 @@ import itertools
 from typing import Any
 
 from planner.chips import bandwidth_for
-from planner.schema import GB, NodeFacts
+from protocol.schema import GB, NodeFacts
 
 
 def _networks(f: NodeFacts) -> dict[ipaddress.IPv4Network | ipaddress.IPv6Network, tuple[str, str]]:

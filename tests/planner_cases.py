@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from planner.schema import PlanRequest
+from protocol.schema import PlanRequest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "planner" / "examples" / "configs"
 

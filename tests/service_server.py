@@ -7,7 +7,7 @@
         httpx.put(f"{server.url}/deployments/demo", json=spec, headers=server.auth)
         server.restart()                      # same port, same database file
 
-The server is `python -m planner.service` (the `asymtp serve` code without the dispatcher,
+The server is `python -m service` (the `asymtp serve` code without the dispatcher,
 which imports every subcommand's module); `entry="asymtp.cli"` runs `asymtp serve` itself.
 `running_server` waits for /healthz before it yields and stops the server (SIGTERM, then
 SIGKILL to its process group) on exit. The server's environment is this one without any
@@ -44,8 +44,8 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
     args: list[str] = field(default_factory=list)
     log_path: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
-    entry: str = "planner.service"
-    """`python -m` module: "planner.service" (quick to start) or "asymtp.cli" (`asymtp serve`)."""
+    entry: str = "service"
+    """`python -m` module: "service" (quick to start) or "asymtp.cli" (`asymtp serve`)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -141,7 +141,7 @@ def running_server(
     env: dict[str, str] | None = None,
     args: list[str] | None = None,
     port: int | None = None,
-    entry: str = "planner.service",
+    entry: str = "service",
 ) -> Iterator[Server]:
     """A started server over `db_path`; stopped on exit. Retries once on a port clash."""
     server = Server(

@@ -28,7 +28,7 @@ from asymtp.local_cluster import (
 )
 from executor.loader import read_json
 from executor.tiny_models import build_model
-from planner.deploy_schema import Deployment
+from protocol.deployment import Deployment
 
 pytestmark = pytest.mark.slow
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from executor.loader import read_json
-from executor.parity import plan_for_split
 from executor.tiny_models import build_model
-from planner.plan import plan_json
+from planner.splits import plan_for_split
+from protocol.schema import plan_json
 
 pytestmark = pytest.mark.slow
 

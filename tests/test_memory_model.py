@@ -11,7 +11,7 @@ from mlx.utils import tree_flatten
 from mlx_lm.utils import _get_classes
 
 from planner.costs import unit_costs
-from planner.model_spec import read_config
+from protocol.model_spec import read_config
 
 BASE: dict[str, Any] = dict(
     hidden_size=128,

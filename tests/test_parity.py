@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from executor.loader import read_json
-from executor.parity import check, plan_for_split
+from executor.parity import check
 from executor.tiny_models import build_model
+from planner.splits import plan_for_split
 
 pytestmark = pytest.mark.slow
 

@@ -11,10 +11,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.costs import UNITS, unit_costs
-from planner.model_spec import read_config
 from planner.plan import Cluster, make_plan, problem_for
 from planner.problem import Problem, time_coefficient
-from planner.schema import PlanRequest
+from protocol.model_spec import read_config
+from protocol.schema import PlanRequest
 from tests.test_planner import assert_valid
 
 

@@ -18,9 +18,9 @@ import pytest
 from planner_cases import CONFIGS, LLAMA_70B, QWEN3_235B, config
 from service_server import ROOT, Server, free_port, running_server
 
-from planner.deploy_schema import Assignment
 from planner.request_io import load_request
-from planner.signing import DEVELOPMENT_KEY, SignatureError, verify
+from protocol.deployment import Assignment
+from protocol.signing import DEVELOPMENT_KEY, SignatureError, verify
 
 SEED_FILE = ROOT / "planner" / "examples" / "seed-128-48.yaml"
 FOUR_NODES_FILE = ROOT / "deploy" / "examples" / "mixed-4-node.yaml"
@@ -548,9 +548,9 @@ def test_serve_refuses_a_public_address_without_a_token(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ASYMTP_")}
     for entry, host in (
         (["asymtp.cli", "serve"], "0.0.0.0"),
-        (["planner.service"], "192.168.1.20"),
-        (["planner.service"], "example.org"),
-        (["planner.service"], "::"),
+        (["service"], "192.168.1.20"),
+        (["service"], "example.org"),
+        (["service"], "::"),
     ):
         r = subprocess.run(
             [

@@ -16,8 +16,8 @@ from hypothesis import HealthCheck, settings
 from schemathesis import checks
 from service_server import Server, running_server
 
-from planner.service.app import create_app
-from planner.service.settings import Settings
+from service.app import create_app
+from service.settings import Settings
 
 CHECKS = [
     checks.not_a_server_error,

@@ -16,9 +16,9 @@ from collections import OrderedDict
 import anyio
 import anyio.to_thread
 
-from planner.plan import make_plan, plan_id_for, plan_json
-from planner.schema import Plan, PlanRequest
-from planner.service.metrics import Metrics
+from planner.plan import make_plan, plan_id_for
+from protocol.schema import Plan, PlanRequest, plan_json
+from service.metrics import Metrics
 
 
 class Busy(Exception):

@@ -1,5 +1,5 @@
-"""Response bodies that only the service returns (the shared ones are in planner.schema and
-planner.deploy_schema), and the OpenAPI description of every status an endpoint can answer."""
+"""Response bodies that only the service returns (the shared ones are in protocol.schema and
+protocol.deployment), and the OpenAPI description of every status an endpoint can answer."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from planner.schema import Plan
+from protocol.schema import Plan
 
 
 class Health(BaseModel):

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 GB = 10**9
-CONFIGS = Path(__file__).resolve().parent.parent / "examples" / "configs"
+CONFIGS = Path(__file__).resolve().parent.parent / "planner" / "examples" / "configs"
 
 
 @cache

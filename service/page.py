@@ -1,4 +1,4 @@
-"""The topology page: `GET /` serves `planner/static/index.html`; its script and style are under
+"""The topology page: `GET /` serves `service/static/index.html`; its script and style are under
 `/static/`, and the example configs its presets load under `/examples/configs/`.
 
 All of it is static (no build step, nothing fetched from elsewhere) and open like `/plan`; the
@@ -13,9 +13,8 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
-PLANNER = Path(__file__).resolve().parent.parent
-STATIC = PLANNER / "static"
-CONFIGS = PLANNER / "examples" / "configs"
+STATIC = Path(__file__).resolve().parent / "static"
+CONFIGS = Path(__file__).resolve().parent.parent / "planner" / "examples" / "configs"
 # The page loads only its own files and talks only to this service.
 CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "

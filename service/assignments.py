@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import itertools
 
-from planner.deploy_schema import Assignment, Backend, DeploymentSpec, Peer
-from planner.schema import Plan
+from protocol.deployment import Assignment, Backend, DeploymentSpec, Peer
+from protocol.schema import Plan
 
 LOOPBACK_HOST = "127.0.0.1"
 

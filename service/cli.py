@@ -51,8 +51,8 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from planner.request_io import describe
-    from planner.service.settings import Settings, is_loopback
-    from planner.service.store import Store, StoreError
+    from service.settings import Settings, is_loopback
+    from service.store import Store, StoreError
 
     def fail(message: str) -> int:
         print(f"asymtp serve: {message}", file=sys.stderr)
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     import uvicorn
 
     uvicorn.run(
-        "planner.service.app:app_from_env",
+        "service.app:app_from_env",
         factory=True,
         host=settings.host,
         port=settings.port,

@@ -12,7 +12,7 @@ import hashlib
 import hmac
 import json
 
-from planner.deploy_schema import Assignment
+from protocol.deployment import Assignment
 
 DEVELOPMENT_KEY = "asymtp-development-key-loopback-only"
 

@@ -26,7 +26,7 @@ class Settings(BaseSettings):
     token_file: Path | None = None
     """Read the token from this file (first line) when `token` is not set."""
     signing_key: SecretStr | None = None
-    """HMAC key for assignments; defaults to the token (`planner.signing.signing_key`)."""
+    """HMAC key for assignments; defaults to the token (`protocol.signing.signing_key`)."""
     db_path: Path = Path("asymtp.sqlite")
     max_solver_seconds: Annotated[float, Field(gt=0, le=120)] = 30.0
     """A request may ask for a shorter `constraints.time_limit_s`, not a longer one."""

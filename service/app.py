@@ -36,7 +36,9 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from planner.deploy_schema import (
+from planner.plan import SOLVER_VERSION
+from planner.topology_from_facts import build_topology
+from protocol.deployment import (
     DEPLOYMENT_NAME_PATTERN,
     AgentRecord,
     AgentStatus,
@@ -44,19 +46,17 @@ from planner.deploy_schema import (
     Deployment,
     DeploymentSpec,
 )
-from planner.plan import SOLVER_VERSION
-from planner.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest
-from planner.service import examples, page, responses
-from planner.service.assignments import UnknownNode, assignment_for
-from planner.service.auth import require_token
-from planner.service.metrics import Metrics
-from planner.service.plans import Busy, Planner
-from planner.service.settings import Settings
-from planner.service.store import Store, StoredDeployment, TooManyAgents
-from planner.service.watch import RevisionWatch
-from planner.signing import sign, signing_key
-from planner.topology_from_facts import build_topology
-from planner.version import __version__
+from protocol.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest
+from protocol.signing import sign, signing_key
+from protocol.version import __version__
+from service import examples, page, responses
+from service.assignments import UnknownNode, assignment_for
+from service.auth import require_token
+from service.metrics import Metrics
+from service.plans import Busy, Planner
+from service.settings import Settings
+from service.store import Store, StoredDeployment, TooManyAgents
+from service.watch import RevisionWatch
 
 log = logging.getLogger("asymtp.service")
 T = TypeVar("T")
@@ -554,7 +554,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         draft = responses.TopologyDraft(topology=topology, notes=notes)
         return Response(draft.model_dump_json(), media_type=JSON)
 
-    page.add_page(app)  # GET /: the topology page (planner/static)
+    page.add_page(app)  # GET /: the topology page (service/static)
 
     # The last added is outermost: metrics see every answer, the 413s included.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)

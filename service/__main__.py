@@ -1,4 +1,4 @@
-"""`python -m planner.service`: the same as `asymtp serve`, without loading other subcommands
+"""`python -m service`: the same as `asymtp serve`, without loading other subcommands
 (the `asymtp` dispatcher imports every subcommand's module, the executor's among them)."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from planner.service.cli import add_arguments, run
+from service.cli import add_arguments, run
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,9 @@ from pydantic import (
     model_validator,
 )
 
+from protocol.connectivity import components
+from protocol.model_spec import ModelSpec
+
 GB = 10**9
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 MAX_NODES = 256
@@ -132,9 +135,7 @@ class Topology(_Strict):
                     raise ValueError(f"links[{k}] names unknown node {end!r}")
             if link.a == link.b:
                 raise ValueError(f"links[{k}] joins node {link.a!r} to itself")
-        from planner.topology import components
-
-        parts = components(self)
+        parts = components(ids, ((link.a, link.b) for link in self.links))
         if len(parts) > 1:
             listed = "; ".join(", ".join(sorted(p)) for p in parts)
             raise ValueError(
@@ -167,8 +168,6 @@ class PlanRequest(_Strict):
     @field_validator("model")
     @classmethod
     def _model_readable(cls, v: dict[str, Any]) -> dict[str, Any]:
-        from planner.model_spec import ModelSpec  # the reader owns what a config must hold
-
         ModelSpec.from_config(v)
         return v
 
@@ -280,3 +279,8 @@ class NodeFacts(_Strict):
     interfaces: Annotated[list[Interface], Field(max_length=64)] = []
     rdma: bool | None = None
     """RDMA over Thunderbolt enabled (macOS `rdma_ctl status`); None where unknown."""
+
+
+def plan_json(plan: Plan) -> str:
+    """The one JSON rendering of a plan: the CLI's `--json`, the HTTP body, a rank's input."""
+    return plan.model_dump_json(indent=2)

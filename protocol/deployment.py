@@ -1,7 +1,7 @@
 """Deployments: what the planner service publishes and what executor agents read and report.
 
-The service (`planner.service`) and the agents (`executor.agent`) share these models; the
-assignment an agent receives is signed (`planner.signing`) over its canonical JSON.
+The service (`service`) and the agents (`executor.agent`) share these models; the
+assignment an agent receives is signed (`protocol.signing`) over its canonical JSON.
 
     PUT  /deployments/{name}                         DeploymentSpec  -> Deployment
     GET  /deployments/{name}                         -> Deployment          (ETag: plan_id)
@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from planner.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest, RankPlan, _Strict
+from protocol.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest, RankPlan, _Strict
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 DEFAULT_RING_PORT = 52100
