@@ -8,7 +8,7 @@ diverge; several generations may decode in one forward pass.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
@@ -61,6 +61,16 @@ class Done:
     """Prompt tokens served from the prefix cache instead of a prefill."""
 
 
+@dataclass(frozen=True)
+class ToolFormat:
+    """How this model's chat template writes a tool call: the markers around one call and
+    mlx-lm's parser for the model family (text between the markers → {"name", "arguments"})."""
+
+    start: str
+    end: str
+    parse: Callable[[str, list[dict[str, Any]] | None], Any]
+
+
 class Handle(Protocol):
     """One generation in flight. Iterating blocks until the next token (or the end)."""
 
@@ -87,6 +97,8 @@ class Engine(Protocol):
     model_id: str
     context_tokens: int
     """Prompt + completion tokens one sequence may hold: what the plan reserved KV cache for."""
+    tool_format: ToolFormat | None
+    """None: the chat template has no tool calling."""
 
     def encode(self, text: str) -> list[int]: ...
 

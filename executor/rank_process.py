@@ -34,6 +34,8 @@ EXIT_FAILED = 1
 ABORT_GRACE_S = 0.5
 LOSS_LINGER_S = 3.0
 ABORT_HOOKS: list[Any] = []  # called with the reason before a watchdog ends the process
+API_TOKEN_ENV = "ASYMTP_API_TOKEN"  # how the agent hands the token over (not in `ps`)
+DEFAULT_CONTEXT_TOKENS = 4096
 
 
 def emit(event: str, **fields: Any) -> None:
@@ -89,63 +91,60 @@ def role_from_assignment(
     )
 
 
-class MlxEngine:
-    """The `Engine` the OpenAI server drives: a tokenizer plus the lockstep group."""
-
-    def __init__(self, lockstep: Any, tokenizer: Any, model_id: str) -> None:
-        self.lockstep = lockstep
-        self.tokenizer = tokenizer
-        self.model_id = model_id
-
-    def encode(self, text: str) -> list[int]:
-        out: list[int] = self.tokenizer.encode(text)
-        return out
-
-    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError("this model has no chat template; use /v1/completions")
-        out: list[int] = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True
-        )
-        return out
-
-    def decode(self, tokens: Any) -> str:
-        out: str = self.tokenizer.decode(list(tokens))
-        return out
-
-    def generate(self, prompt: list[int], max_tokens: int, temperature: float, top_p: float) -> Any:
-        return self.lockstep.generate(prompt, max_tokens, temperature, top_p)
-
-    def ping(self) -> None:
-        self.lockstep.ping()
+@dataclass(frozen=True)
+class ApiOptions:
+    token: str | None
+    """Bearer token clients must send; required to listen beyond loopback."""
+    context_tokens: int
+    """Prompt + completion tokens one request may hold."""
 
 
-def serve(lockstep: Any, model_dir: Path, model_id: str, role: Role, describe: Any) -> int:
+def api_options(args: argparse.Namespace, config: dict[str, Any]) -> ApiOptions:
+    text = config.get("text_config", config)
+    ctx = args.context_tokens or text.get("max_position_embeddings") or DEFAULT_CONTEXT_TOKENS
+    return ApiOptions(args.api_token or os.environ.get(API_TOKEN_ENV) or None, int(ctx))
+
+
+def serve(
+    lockstep: Any,
+    model_dir: Path,
+    model_id: str,
+    role: Role,
+    describe: Any,
+    api: ApiOptions,
+) -> int:
     import uvicorn
     from mlx_lm.utils import load_tokenizer
 
-    from executor.openai_server import create_app
+    from executor.api import create_app
+    from executor.api.bounds import TokenRequired, check_exposure
+    from executor.serial_engine import SerialEngine
 
-    tokenizer = load_tokenizer(model_dir)
-    engine = MlxEngine(lockstep, tokenizer, model_id)
+    host, port = role.serve_host, role.serve_port
+    engine = SerialEngine(lockstep, load_tokenizer(model_dir), model_id, api.context_tokens)
+    try:
+        check_exposure(host, api.token)
+    except TokenRequired as e:
+        emit("failed", reason=str(e))
+        engine.shutdown()
+        return EXIT_FAILED
     fatal: list[str] = []
 
     def on_fatal(reason: str) -> None:
         fatal.append(reason)
         server.should_exit = True
 
-    host, port = role.serve_host, role.serve_port
     status = {"plan_id": role.plan_id, "revision": role.revision, "world_size": role.world}
-    app, gen_server = create_app(engine, status=status, on_fatal=on_fatal)
-    ABORT_HOOKS.append(gen_server.abort)
+    app, serving = create_app(engine, status, on_fatal, api_token=api.token)
+    ABORT_HOOKS.append(serving.abort)
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
 
     def drain(*_: Any) -> None:
-        # A new plan is coming: refuse new requests, let the one in flight finish, then stop.
-        gen_server.draining = True
+        # A new plan is coming: refuse new requests, let those in flight finish, then stop.
+        serving.draining = True
 
         def stop_when_idle() -> None:
-            while gen_server.in_flight:
+            while serving.in_flight:
                 time.sleep(0.05)
             server.should_exit = True
 
@@ -154,16 +153,14 @@ def serve(lockstep: Any, model_dir: Path, model_id: str, role: Role, describe: A
     signal.signal(signal.SIGTERM, drain)
     threading.Thread(target=lambda: _announce(server, f"http://{host}:{port}"), daemon=True).start()
     server.run()
+    serving.close()
     if fatal:
         emit("failed", reason=describe(fatal[0]))
         return EXIT_FAILED
+    engine.shutdown()  # the followers leave with us
     if not server.started:
         emit("failed", reason=f"could not serve on {host}:{port} (in use?)")
-        gen_server.jobs.put(lockstep.shutdown)
-        gen_server.close()
         return EXIT_FAILED
-    gen_server.jobs.put(lockstep.shutdown)  # the followers leave with us
-    gen_server.close()
     return 0
 
 
@@ -225,6 +222,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workdir", type=Path, default=Path("."))
     p.add_argument("--join-timeout", type=float, default=JOIN_TIMEOUT_S)
     p.add_argument("--exit-with-stdin", action="store_true")
+    p.add_argument("--api-token", help=f"bearer token for rank 0's API (or ${API_TOKEN_ENV})")
+    p.add_argument("--context-tokens", type=int, help="prompt + completion per request")
     p.add_argument("--parity", type=Path)
     p.add_argument("--out", type=Path)
     args = p.parse_args(argv)
@@ -323,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
             emit("ready")
             parity(lockstep, args.parity, args.out or Path("."))
             return 0
-        return serve(lockstep, args.model, model_id, role, describe)
+        return serve(lockstep, args.model, model_id, role, describe, api_options(args, config))
     except RuntimeError as e:  # the ring lost a peer mid-step
         emit("failed", reason=describe(str(e)))
         # Stay reachable a moment: peers probing liveness then blame only the rank truly gone.
