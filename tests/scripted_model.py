@@ -10,6 +10,7 @@ next one (a bigram model)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -70,7 +71,7 @@ def build_scripted_model(out: Path, seed: int = 0) -> Path:
     emb = model.model.embed_tokens.weight
     unit = emb / mx.linalg.norm(emb, axis=-1, keepdims=True)
     head = mx.random.normal(model.lm_head.weight.shape) * RANDOM_SCALE
-    for a, b in zip(chain, chain[1:]):
+    for a, b in itertools.pairwise(chain):
         head[b] = unit[a] * SCRIPT_SHARPNESS
     model.lm_head.weight = head
     weights = dict(tree_flatten(model.parameters()))
