@@ -56,6 +56,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),
+    ("serving", "api_bench"),
 )
 
 Section = dict[str, Any]
