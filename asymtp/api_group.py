@@ -98,10 +98,10 @@ def serving_group(
         _wait_ready(group, timeout)
         yield group
     finally:
+        # Rank 0 first: it drains, then lets the followers go; what remains is ended.
         for p in procs:
             if p.poll() is None:
                 p.terminate()
-        for p in procs:
             try:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -58,6 +58,8 @@ class AgentConfig:
     memory_bytes: int | None = None
     """Simulated machine size (demo, tests): reported and checked instead of the real one."""
     serve_host: str | None = None
+    api_token: str | None = None
+    """Bearer token rank 0's API asks of clients; needed when it serves beyond loopback."""
     jaccl_devices: Path | None = None
     join_timeout_s: float = 60.0
     python: str = sys.executable
@@ -207,6 +209,7 @@ class Agent:
             stderr=None,
             text=True,
             start_new_session=True,
+            env={**os.environ, "ASYMTP_API_TOKEN": self.cfg.api_token or ""},  # not in `ps`
         )
         self.child, self.child_rank = child, a.rank
         self.report("loading", progress=0.0)

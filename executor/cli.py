@@ -48,6 +48,11 @@ def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--memory-gb", type=float, help="simulate a machine of this size (demo/tests)")
     p.add_argument("--serve-host", help="rank 0's API address (default: this node's address)")
+    p.add_argument(
+        "--api-token",
+        default=os.environ.get("ASYMTP_API_TOKEN"),
+        help="bearer token for rank 0's API, required beyond loopback (default: $ASYMTP_API_TOKEN)",
+    )
     p.add_argument("--jaccl-devices", type=Path, help="JACCL device matrix for RDMA plans")
     p.add_argument("--join-timeout", type=float, default=60.0, help="seconds to form the group")
 
@@ -105,6 +110,7 @@ def run_agent(args: argparse.Namespace) -> int:
         signing_key=args.signing_key,
         memory_bytes=round(args.memory_gb * 1e9) if args.memory_gb else None,
         serve_host=args.serve_host,
+        api_token=args.api_token,
         jaccl_devices=args.jaccl_devices,
         join_timeout_s=args.join_timeout,
     )
