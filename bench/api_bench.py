@@ -38,7 +38,23 @@ CONVERSATION_WORDS = 2000
 TARGET_VS_MLX_LM = 0.9
 TARGET_SCALING = 3.0
 TARGET_TTFT = 5.0
-WORDS = ["mac", "studio", "ultra", "memory", "tensor", "head", "expert", "ring", "token", "split", "rank", "plan", "model", "layer", "cache"]
+WORDS = [
+    "mac",
+    "studio",
+    "ultra",
+    "memory",
+    "tensor",
+    "head",
+    "expert",
+    "ring",
+    "token",
+    "split",
+    "rank",
+    "plan",
+    "model",
+    "layer",
+    "cache",
+]
 
 
 @contextmanager
