@@ -10,6 +10,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from executor.api.answer import Ending, FinishReason, answer, collect, first, fit
 from executor.api.anthropic_schemas import (
@@ -168,7 +169,8 @@ async def messages(
     check_model(engine, body.model)
     tools = _tools(body, engine)
     try:
-        prompt = engine.chat_tokens(_template_messages(body), tools)
+        # Templates and tokenizers take a while on long prompts: off the event loop.
+        prompt = await run_in_threadpool(engine.chat_tokens, _template_messages(body), tools)
     except ValueError as e:
         raise APIError(400, str(e), param="messages") from None
     s = Sampling(fit(engine, prompt, body.max_tokens, "max_tokens"), body.temperature, body.top_p)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from executor.api.answer import Ending, answer, collect, first, fit
 from executor.api.deps import EngineDep, ServingDep, Watch
@@ -139,7 +140,8 @@ async def chat(
     serving: ServingDep,
 ) -> Any:
     check_model(engine, body.model)
-    prompt, tools = chat_prompt(engine, body)
+    # Templates and tokenizers take a while on long prompts: off the event loop.
+    prompt, tools = await run_in_threadpool(chat_prompt, engine, body)
     field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     top = (body.top_logprobs or 0) if body.logprobs else None
     gen = Generation(prompt, sampling(body, fit(engine, prompt, body.limit(), field), top))
@@ -157,7 +159,7 @@ async def completions(
     serving: ServingDep,
 ) -> Any:
     check_model(engine, body.model)
-    prompt = engine.encode(body.prompt)
+    prompt = await run_in_threadpool(engine.encode, body.prompt)
     gen = Generation(
         prompt, sampling(body, fit(engine, prompt, body.max_tokens, "max_tokens"), body.logprobs)
     )

@@ -6,7 +6,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, field_validator, model_validator
 
 MAX_TEXT = 1_000_000  # characters of one prompt or message; the body limit bounds the total
 MAX_MESSAGES = 1024
@@ -103,8 +103,8 @@ class Sampled(Body):
     top_p: Annotated[float, Field(gt=0, le=1)] = 1.0
     seed: Annotated[int, Field(ge=0, le=MAX_SEED)] | None = None
     stop: Stop | Annotated[list[Stop], Field(max_length=MAX_STOPS)] | None = None
-    n: Annotated[int, Field(ge=1, le=1)] = 1
-    """One choice per request: this server decodes each sequence once (n > 1 is a 422)."""
+    n: Annotated[int, Field(ge=1)] = 1
+    """One choice per request (n > 1 is a 422)."""
     frequency_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     presence_penalty: Annotated[float, Field(ge=-2, le=2)] = 0.0
     stream: bool = False
@@ -122,6 +122,13 @@ class Sampled(Body):
         if isinstance(data, dict) and data.get("logit_bias"):
             raise ValueError("logit_bias is not supported by this server")
         return data
+
+    @field_validator("n")
+    @classmethod
+    def _one_choice(cls, n: int) -> int:
+        if n > 1:
+            raise ValueError("n > 1 is not supported by this server: send n requests instead")
+        return n
 
 
 class ChatBody(Sampled):
