@@ -35,6 +35,7 @@ CONCURRENCY = (1, 4, 8)
 READY_TIMEOUT_S = 240.0
 REQUEST_TIMEOUT_S = 900.0
 CONVERSATION_WORDS = 2000
+QUICK_CONVERSATION_WORDS = 400
 TARGET_VS_MLX_LM = 0.9
 TARGET_SCALING = 3.0
 TARGET_TTFT = 5.0
@@ -159,14 +160,14 @@ def second_turn_ttft(url: str, headers: dict[str, str], seed: int, warm: bool) -
     return _first_token_s(url, headers, turn2)
 
 
-def measure(url: str, headers: dict[str, str], max_tokens: int) -> dict[str, Any]:
+def measure(url: str, headers: dict[str, str], max_tokens: int, words: int) -> dict[str, Any]:
     out: dict[str, Any] = {"tok_s": {}}
     throughput(url, headers, 1, 4)  # warm-up: compile, first allocations
     for c in CONCURRENCY:
         out["tok_s"][c] = round(throughput(url, headers, c, max_tokens), 2)
         print(f"  serving: {url} {c} streams: {out['tok_s'][c]} tok/s", flush=True)
-    out["ttft_cold_s"] = round(second_turn_ttft(url, headers, 101, warm=False), 3)
-    out["ttft_warm_s"] = round(second_turn_ttft(url, headers, 202, warm=True), 3)
+    out["ttft_cold_s"] = round(second_turn_ttft(url, headers, 101, False, words), 3)
+    out["ttft_warm_s"] = round(second_turn_ttft(url, headers, 202, True, words), 3)
     print(
         f"  serving: {url} TTFT cold {out['ttft_cold_s']}s warm {out['ttft_warm_s']}s", flush=True
     )
@@ -179,6 +180,7 @@ def run(results_dir: Path, quick: bool = False) -> Section:
     from executor.tiny_models import build_model
 
     max_tokens = 16 if quick else 64
+    words = QUICK_CONVERSATION_WORDS if quick else CONVERSATION_WORDS
     with tempfile.TemporaryDirectory(prefix="asymtp-serving-") as tmp:
         work = Path(tmp)
         model_dir = build_model(work / "model", "llama", "none", "float32", seed=1, **MODEL_SHAPE)
@@ -186,13 +188,15 @@ def run(results_dir: Path, quick: bool = False) -> Section:
         with serving_group(
             model_dir, work / "asymtp", [0.5, 0.5], api_token=token, sharding="equal"
         ) as g:
-            ours = measure(g.url, {"Authorization": f"Bearer {token}"}, max_tokens)
+            ours = measure(g.url, {"Authorization": f"Bearer {token}"}, max_tokens, words)
         with mlx_lm_server(model_dir, work) as url:
-            theirs = measure(url, {}, max_tokens)
-    return _section(results_dir, ours, theirs, max_tokens)
+            theirs = measure(url, {}, max_tokens, words)
+    return _section(results_dir, ours, theirs, max_tokens, words)
 
 
-def _section(results_dir: Path, ours: dict[str, Any], theirs: dict[str, Any], n: int) -> Section:
+def _section(
+    results_dir: Path, ours: dict[str, Any], theirs: dict[str, Any], n: int, words: int
+) -> Section:
     rows = [
         [
             f"{c} streams",
@@ -202,7 +206,14 @@ def _section(results_dir: Path, ours: dict[str, Any], theirs: dict[str, Any], n:
         ]
         for c in CONCURRENCY
     ]
-    rows.append(["TTFT, turn 2 cold (s)", ours["ttft_cold_s"], theirs["ttft_cold_s"], None])
+    rows.append(
+        [
+            f"TTFT, turn 2 of {words} words, cold (s)",
+            ours["ttft_cold_s"],
+            theirs["ttft_cold_s"],
+            None,
+        ]
+    )
     rows.append(["TTFT, turn 2 after turn 1 (s)", ours["ttft_warm_s"], theirs["ttft_warm_s"], None])
     worst = min(ours["tok_s"][c] / theirs["tok_s"][c] for c in CONCURRENCY)
     headline = [
@@ -235,7 +246,7 @@ def _section(results_dir: Path, ours: dict[str, Any], theirs: dict[str, Any], n:
         ],
         "figures": [],
         "notes": [__doc__.split("\n\n", 1)[1].split("Run alone")[0].strip()],
-        "data": {"asymtp": ours, "mlx_lm_server": theirs, "max_tokens": n},
+        "data": {"asymtp": ours, "mlx_lm_server": theirs, "max_tokens": n, "words": words},
     }
     write_section(results_dir, result)
     return result
