@@ -143,12 +143,10 @@ def _first_token_s(url: str, headers: dict[str, str], messages: list[dict[str, s
     raise RuntimeError("the stream ended without a token")
 
 
-def second_turn_ttft(url: str, headers: dict[str, str], seed: int, warm: bool) -> float:
-    """TTFT of turn 2 of a ~2,000-token conversation; `warm`: turn 1 was just served."""
+def second_turn_ttft(url: str, headers: dict[str, str], seed: int, warm: bool, words: int) -> float:
+    """TTFT of turn 2 of a `words`-token conversation; `warm`: turn 1 was just served."""
     rng = random.Random(seed)
-    first = [
-        {"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(CONVERSATION_WORDS))}
-    ]
+    first = [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(words))}]
     answer = "the plan fits."
     if warm:
         _first_token_s(url, headers, first)
