@@ -121,15 +121,19 @@ def test_stop_text_never_appears(group: Group) -> None:
 def test_seed_gives_the_same_text_and_no_seed_fresh_text(group: Group) -> None:
     client = openai_client(group)
 
-    def sample(**kw: Any) -> str:
+    def sample(n: int = 12, **kw: Any) -> list[str]:
         r = client.completions.create(
-            model="model", prompt="the model of", max_tokens=12, temperature=1, **kw
+            model="model", prompt="the model of", max_tokens=n, logprobs=0, **kw
         )
-        assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 12
-        return str(r.choices[0].text)
+        assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == n
+        return list(r.choices[0].logprobs.tokens)
 
-    assert sample(seed=7) == sample(seed=7)
-    assert sample() != sample()
+    assert sample(seed=7, temperature=1) == sample(seed=7, temperature=1)
+    assert sample(temperature=1) != sample(temperature=1)
+    # Greedy on a random bigram model repeats itself; a presence penalty makes it stop.
+    greedy = sample(24, temperature=0)
+    penalised = sample(24, temperature=0, presence_penalty=2.0)
+    assert len(set(penalised)) > len(set(greedy))
 
 
 def test_anthropic_client_messages_and_stream(group: Group) -> None:
