@@ -112,6 +112,9 @@ class Serving:
             except GroupBroken as e:
                 self._fatal(str(e))
                 loop.call_soon_threadsafe(q.put_nowait, APIError(503, f"generation failed: {e}"))
+            except Exception as e:  # an engine bug: the client hears of it rather than hangs
+                err = APIError(500, f"generation failed ({type(e).__name__}: {e})")
+                loop.call_soon_threadsafe(q.put_nowait, err)
 
         self.in_flight += 1
         self._open[q] = loop
