@@ -100,12 +100,12 @@ async def respond(
     fmt: Formatter,
     gen: Generation,
     text: TextStream,
-    stream: bool,
-    include_usage: bool,
+    body: Sampled,
 ) -> Any:
     watch = Watch(request)
     events = answer(serving, gen, text, watch.gone)
-    if not stream:
+    include_usage = bool(body.stream_options and body.stream_options.include_usage)
+    if not body.stream:
         return JSONResponse(fmt.whole(*await collect(events)))
     head = await first(events)
     watch.streaming()
@@ -147,8 +147,7 @@ async def chat(
     gen = Generation(prompt, sampling(body, fit(engine, prompt, body.limit(), field), top))
     text = TextStream(engine.decode, body.stops(), engine.tool_format if tools else None, tools)
     fmt = Formatter(Kind.CHAT, engine.model_id, engine.decode, body.logprobs)
-    usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await respond(request, serving, fmt, gen, text, body.stream, usage)
+    return await respond(request, serving, fmt, gen, text, body)
 
 
 @router.post("/v1/completions")
@@ -165,5 +164,4 @@ async def completions(
     )
     text = TextStream(engine.decode, body.stops(), None)
     fmt = Formatter(Kind.TEXT, engine.model_id, engine.decode, body.logprobs is not None)
-    usage = bool(body.stream_options and body.stream_options.include_usage)
-    return await respond(request, serving, fmt, gen, text, body.stream, usage)
+    return await respond(request, serving, fmt, gen, text, body)
