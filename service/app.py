@@ -55,6 +55,7 @@ from service.auth import require_token
 from service.metrics import Metrics
 from service.plans import Busy, Planner
 from service.settings import Settings
+from service.doctor_routes import doctor_router
 from service.store import Store, StoredDeployment, TooManyAgents
 from service.watch import RevisionWatch
 
@@ -554,6 +555,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         draft = responses.TopologyDraft(topology=topology, notes=notes)
         return Response(draft.model_dump_json(), media_type=JSON)
 
+    app.include_router(doctor_router(store, authorized))  # peers, measure, doctor
     page.add_page(app)  # GET /: the topology page (service/static)
 
     # The last added is outermost: metrics see every answer, the 413s included.
