@@ -41,7 +41,9 @@ class Target:
     kind: InterfaceKind
 
 
-def _own_networks(me: NodeFacts) -> list[tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, str, InterfaceKind]]:
+def _own_networks(
+    me: NodeFacts,
+) -> list[tuple[ipaddress.IPv4Interface | ipaddress.IPv6Interface, str, InterfaceKind]]:
     out = []
     for iface in me.interfaces:
         for a in iface.addresses:
@@ -64,9 +66,13 @@ def targets(me: NodeFacts, peers: list[NodeFacts]) -> list[Target]:
             ip = own.ip
             if ip.version == 6 and ip.is_link_local:
                 continue  # needs a scope id: the IPv4 address of the same port is measured
-            if ip.is_loopback and (peer.hostname != me.hostname or any(t.kind == "loopback" for t in picked)):
+            if ip.is_loopback and (
+                peer.hostname != me.hostname or any(t.kind == "loopback" for t in picked)
+            ):
                 continue  # another host's 127.0.0.1 is this host: never measure it
-            local = next(((n, k) for i, n, k in mine if ip in i.network and i.ip.version == ip.version), None)
+            local = next(
+                ((n, k) for i, n, k in mine if ip in i.network and i.ip.version == ip.version), None
+            )
             if local is not None and len(picked) < MAX_ADDRESSES_PER_PEER:
                 picked.append(Target(peer.node_id, str(ip), peer.measure_port, local[0], local[1]))
         found += picked
@@ -151,7 +157,7 @@ class Measurer:
             request = asked.request if asked else (done[1] if done else 0)
             found = targets(self.me(), asked.agents if asked else [])
             key = (frozenset(found), request)
-            if done is None or key != done and (asked is not None):
+            if done is None or (key != done and (asked is not None)):
                 self.latest = self.round(sorted(found), done is None or request != done[1])
                 self.on_result(self.latest)
                 done = key
@@ -182,7 +188,9 @@ class AgentMeasuring:
             return
         # Interfaces are read once: a cable plugged in later needs an agent restart anyway.
         me = base.model_copy(update={"measure_port": self.responder.port})
-        self.measurer = Measurer(lambda: me, lambda: fetch_peers(http, deployment), on_result, python)
+        self.measurer = Measurer(
+            lambda: me, lambda: fetch_peers(http, deployment), on_result, python
+        )
         threading.Thread(
             target=self.measurer.run, args=(self.stop_event,), name="measurer", daemon=True
         ).start()

@@ -191,7 +191,12 @@ def bulk(
 
 
 def measure_link(
-    host: str, port: int, peer: str, pings: int = 40, bulk_bytes: int = 64 << 20, bulk_s: float = 0.5
+    host: str,
+    port: int,
+    peer: str,
+    pings: int = 40,
+    bulk_bytes: int = 64 << 20,
+    bulk_s: float = 0.5,
 ) -> LinkFigures:
     rtts = ping(host, port, peer, pings)
     gbps, sent = bulk(host, port, peer, bulk_bytes, bulk_s)

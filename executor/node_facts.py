@@ -121,7 +121,13 @@ def interfaces() -> list[Interface]:
                 continue
             listed.append(f"{ip}/{prefix}")
         if listed:
-            out.append(Interface(name=name[:64], addresses=listed[:32], kind=kinds.get(name) or _kind_from_name(name)))
+            out.append(
+                Interface(
+                    name=name[:64],
+                    addresses=listed[:32],
+                    kind=kinds.get(name) or _kind_from_name(name),
+                )
+            )
     return out[:64]
 
 

@@ -50,7 +50,10 @@ def price_tcp_vs_rdma(request: PlanRequest) -> RdmaCost:
     )
     topo = request.topology
     ids = sorted(n.id for n in topo.nodes)
-    mesh = [Link(a=a, b=b, kind="rdma", source=FigureSource.ASSUMED) for a, b in itertools.combinations(ids, 2)]
+    mesh = [
+        Link(a=a, b=b, kind="rdma", source=FigureSource.ASSUMED)
+        for a, b in itertools.combinations(ids, 2)
+    ]
     tcp = _rate(request, Topology(nodes=topo.nodes, links=[_tcp(x) for x in topo.links]))
     rdma = _rate(request, Topology(nodes=topo.nodes, links=mesh)) if len(ids) > 1 else tcp
     if tcp is None or rdma is None:
@@ -70,7 +73,10 @@ def doctor_report(facts: list[NodeFacts], request: PlanRequest | None) -> Doctor
     lines = [f.line() for f in findings]
     cost = price_tcp_vs_rdma(request) if request is not None else None
     if not possible:
-        lines.append("RDMA cannot work: the plan will use the TCP ring" + (f": {cost.message}" if cost else " (deploy a model to price it)"))
+        lines.append(
+            "RDMA cannot work: the plan will use the TCP ring"
+            + (f": {cost.message}" if cost else " (deploy a model to price it)")
+        )
     elif cost is not None:
         lines.append(f"RDMA can work: {cost.message}")
     return DoctorReport(findings=findings, rdma_possible=possible, cost=cost, lines=lines)

@@ -165,7 +165,9 @@ def check_reachable(facts: list[NodeFacts]) -> list[Finding]:
     for a, b in itertools.combinations(sorted(measured), 2):
         if frozenset((a, b)) in reached:
             continue
-        why = [n for f in facts if f.node_id in (a, b) and f.measurements for n in f.measurements.notes]
+        why = [
+            n for f in facts if f.node_id in (a, b) and f.measurements for n in f.measurements.notes
+        ]
         out.append(
             _problem(
                 Check.REACHABLE,

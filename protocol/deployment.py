@@ -122,7 +122,7 @@ class MeasurePeers(_Strict):
     measurement request number (a new number asks every agent to measure again)."""
 
     request: Annotated[int, Field(ge=0)] = 0
-    agents: list[NodeFacts] = []
+    agents: list[NodeFacts] = Field(default_factory=list)
 
 
 class Deployment(_Strict):

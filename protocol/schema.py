@@ -289,9 +289,9 @@ class NodeFacts(_Strict):
     """RDMA over Thunderbolt enabled (macOS `rdma_ctl status`); None where unknown."""
     os_version: Annotated[str | None, Field(max_length=64)] = None
     """macOS `sw_vers` "26.2 (25C56)"; the kernel release elsewhere."""
-    rdma_devices: Annotated[list[Annotated[str, Field(max_length=64)]] | None, Field(max_length=64)] = (
-        None
-    )
+    rdma_devices: Annotated[
+        list[Annotated[str, Field(max_length=64)]] | None, Field(max_length=64)
+    ] = None
     """`ibv_devices` (macOS) or /sys/class/infiniband (Linux); None where not looked at."""
     thunderbolt: Annotated[list[ThunderboltPort] | None, Field(max_length=16)] = None
     """Thunderbolt receptacles (macOS); None where the OS has no such report."""

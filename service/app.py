@@ -52,10 +52,10 @@ from protocol.version import __version__
 from service import examples, page, responses
 from service.assignments import UnknownNode, assignment_for
 from service.auth import require_token
+from service.doctor_routes import doctor_router
 from service.metrics import Metrics
 from service.plans import Busy, Planner
 from service.settings import Settings
-from service.doctor_routes import doctor_router
 from service.store import Store, StoredDeployment, TooManyAgents
 from service.watch import RevisionWatch
 

@@ -32,7 +32,9 @@ from service.store import Store
 Name = Annotated[
     str, Path(pattern=DEPLOYMENT_NAME_PATTERN, description="deployment name, `[a-z0-9-]{1,63}`")
 ]
-NO_FACTS = {404: {"model": responses.ErrorDetail, "description": "No agent has reported yet"}}
+NO_FACTS: responses.Responses = {
+    404: {"model": responses.ErrorDetail, "description": "No agent has reported yet"}
+}
 
 
 def _facts(raw_records: list[str]) -> list[NodeFacts]:
@@ -97,9 +99,7 @@ def doctor_router(store: Store, dependencies: list[Any]) -> APIRouter:
         if not facts:
             return _no_facts(name)
         stored = await anyio.to_thread.run_sync(store.get, name)
-        request = (
-            DeploymentSpec.model_validate_json(stored.spec).plan_request() if stored else None
-        )
+        request = DeploymentSpec.model_validate_json(stored.spec).plan_request() if stored else None
         return await anyio.to_thread.run_sync(doctor_report, facts, request)
 
     return router

@@ -135,7 +135,9 @@ def profiler(node: str, cables: dict[int, tuple[str, int, float, str | None]]) -
     return json.dumps({"SPThunderboltDataType": buses})
 
 
-def full_mesh(nodes: list[str], gbps: float = 80) -> dict[str, dict[int, tuple[str, int, float, str | None]]]:
+def full_mesh(
+    nodes: list[str], gbps: float = 80
+) -> dict[str, dict[int, tuple[str, int, float, str | None]]]:
     """A direct cable between every pair: node i's port j+1 goes to node j's port i+1."""
     cables: dict[str, dict[int, tuple[str, int, float, str | None]]] = {n: {} for n in nodes}
     for i, a in enumerate(nodes):
@@ -155,8 +157,15 @@ def mac_facts(
 ) -> NodeFacts:
     """A Mac's facts as its agent reports them, from the tools' outputs; `peers` it measured."""
     links = [
-        LinkMeasurement(peer=p, address="169.254.0.2", interface="en2", kind="thunderbolt",
-                        rtt_median_us=400.0, rtt_p99_us=900.0, bandwidth_gbps=55.0)
+        LinkMeasurement(
+            peer=p,
+            address="169.254.0.2",
+            interface="en2",
+            kind="thunderbolt",
+            rtt_median_us=400.0,
+            rtt_p99_us=900.0,
+            bandwidth_gbps=55.0,
+        )
         for p in peers or []
     ]
     return NodeFacts(
@@ -171,7 +180,9 @@ def mac_facts(
         os_version=parse_sw_vers(sw_vers),
         rdma_devices=parse_ibv_devices(ibv),
         thunderbolt=parse_thunderbolt(profiler(node, cables)),
-        measurements=Measurements(measured_at=1.0, took_s=1.0, memory_bandwidth_gbps=700.0, links=links),
+        measurements=Measurements(
+            measured_at=1.0, took_s=1.0, memory_bandwidth_gbps=700.0, links=links
+        ),
     )
 
 
@@ -179,6 +190,9 @@ def mesh(nodes: list[str], **overrides: dict[str, Any]) -> list[NodeFacts]:
     """Facts of a healthy full mesh of `nodes`; `overrides[node]` changes mac_facts arguments."""
     cables = full_mesh(nodes)
     return [
-        mac_facts(n, **{"cables": cables[n], "peers": [p for p in nodes if p != n], **overrides.get(n, {})})
+        mac_facts(
+            n,
+            **{"cables": cables[n], "peers": [p for p in nodes if p != n], **overrides.get(n, {})},
+        )
         for n in nodes
     ]

@@ -101,7 +101,9 @@ def test_thunderbolt_4_link() -> None:
 
 
 def test_rdma_disabled_on_one_node() -> None:
-    found = diagnose_mesh(mesh(NODES, mini={"rdma_ctl": RDMA_CTL_DISABLED, "ibv": IBV_DEVICES_NONE}))
+    found = diagnose_mesh(
+        mesh(NODES, mini={"rdma_ctl": RDMA_CTL_DISABLED, "ibv": IBV_DEVICES_NONE})
+    )
     assert [(f.check, f.message) for f in problems(found)] == [
         (Check.RDMA_ENABLED, "mini: RDMA is disabled")
     ]
@@ -121,7 +123,10 @@ def test_missing_mesh_cable() -> None:
         mesh(NODES, mini={"cables": cables["mini"]}, laptop={"cables": cables["laptop"]})
     )
     assert [(f.check, f.message) for f in problems(found)] == [
-        (Check.FULL_MESH, "no Thunderbolt cable between laptop and mini: an RDMA group needs a full mesh")
+        (
+            Check.FULL_MESH,
+            "no Thunderbolt cable between laptop and mini: an RDMA group needs a full mesh",
+        )
     ]
     assert problems(found)[0].fix == "connect laptop and mini directly with a Thunderbolt 5 cable"
 
@@ -129,7 +134,10 @@ def test_missing_mesh_cable() -> None:
 def test_mismatched_os_versions() -> None:
     found = problems(diagnose_mesh(mesh(NODES, laptop={"sw_vers": SW_VERS_26_1})))
     assert [f.check for f in found] == [Check.OS_VERSION]
-    assert found[0].message == "OS versions differ: 26.1 (25B78) on laptop; 26.2 (25C56) on mini, studio"
+    assert (
+        found[0].message
+        == "OS versions differ: 26.1 (25B78) on laptop; 26.2 (25C56) on mini, studio"
+    )
     assert "26.2 (25C56)" in found[0].fix
 
 
@@ -139,8 +147,13 @@ def test_unreachable_peers_named_with_the_reason() -> None:
     assert cut is not None
     note = "laptop at 169.254.0.3: not measured: 169.254.0.3:54100: Connection refused"
     facts = [
-        facts[0].model_copy(update={"measurements": cut.model_copy(update={"links": [], "notes": [note]})}),
-        *[f.model_copy(update={"measurements": cut.model_copy(update={"links": []})}) for f in facts[1:]],
+        facts[0].model_copy(
+            update={"measurements": cut.model_copy(update={"links": [], "notes": [note]})}
+        ),
+        *[
+            f.model_copy(update={"measurements": cut.model_copy(update={"links": []})})
+            for f in facts[1:]
+        ],
     ]
     found = problems(diagnose_mesh(facts))
     assert {f.check for f in found} == {Check.REACHABLE}
@@ -154,7 +167,10 @@ def request_for(nodes: list[str]) -> PlanRequest:
         {
             "topology": {
                 "nodes": [{"id": n, "memory_gb": 192, "bandwidth_gbps": 800} for n in nodes],
-                "links": [{"a": "studio", "b": "mini", "kind": "thunderbolt"}, {"a": "mini", "b": "laptop", "kind": "thunderbolt"}],
+                "links": [
+                    {"a": "studio", "b": "mini", "kind": "thunderbolt"},
+                    {"a": "mini", "b": "laptop", "kind": "thunderbolt"},
+                ],
             },
             "model": config(QWEN3_235B),
         }

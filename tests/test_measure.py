@@ -53,7 +53,9 @@ def test_bulk_transfer_is_bounded(responders: tuple[Responder, Responder]) -> No
     assert sent == 4 << 20 and time.monotonic() - t0 < 5.0
 
 
-def test_a_responder_answering_as_another_node_is_refused(responders: tuple[Responder, Responder]) -> None:
+def test_a_responder_answering_as_another_node_is_refused(
+    responders: tuple[Responder, Responder],
+) -> None:
     fast, _ = responders
     with pytest.raises(MeasureError, match="answers as b'fast', not 'studio'"):
         ping("127.0.0.1", fast.port, "studio")
@@ -63,17 +65,37 @@ def test_a_responder_answering_as_another_node_is_refused(responders: tuple[Resp
 
 def facts(node: str, hostname: str, port: int | None, *addrs: tuple[str, str, str]) -> NodeFacts:
     ifaces = [Interface(name=n, addresses=[a], kind=k) for n, a, k in addrs]  # type: ignore[arg-type]
-    return NodeFacts(node_id=node, hostname=hostname, memory_bytes=8 * 10**9, available_bytes=8 * 10**9,
-                     interfaces=ifaces, measure_port=port)
+    return NodeFacts(
+        node_id=node,
+        hostname=hostname,
+        memory_bytes=8 * 10**9,
+        available_bytes=8 * 10**9,
+        interfaces=ifaces,
+        measure_port=port,
+    )
 
 
 LO = ("lo", "127.0.0.1/8", "loopback")
 
 
 def test_targets_are_the_deployment_agents_reachable_addresses() -> None:
-    me = facts("a", "host1", 7000, LO, ("en2", "169.254.3.1/16", "thunderbolt"), ("en0", "10.0.0.1/24", "ethernet"))
+    me = facts(
+        "a",
+        "host1",
+        7000,
+        LO,
+        ("en2", "169.254.3.1/16", "thunderbolt"),
+        ("en0", "10.0.0.1/24", "ethernet"),
+    )
     same_host = facts("b", "host1", 7001, LO)
-    other_host = facts("c", "host2", 7002, LO, ("en3", "169.254.9.9/16", "thunderbolt"), ("en0", "192.168.1.2/24", "ethernet"))
+    other_host = facts(
+        "c",
+        "host2",
+        7002,
+        LO,
+        ("en3", "169.254.9.9/16", "thunderbolt"),
+        ("en0", "192.168.1.2/24", "ethernet"),
+    )
     silent = facts("d", "host3", None, ("en0", "10.0.0.4/24", "ethernet"))
     found = targets(me, [me, same_host, other_host, silent])
     assert found == [
@@ -85,9 +107,11 @@ def test_targets_are_the_deployment_agents_reachable_addresses() -> None:
 
 def test_a_round_measures_links_within_the_budget(responders: tuple[Responder, Responder]) -> None:
     fast, slow = responders
-    found = [Target("fast", "127.0.0.1", fast.port, "lo", "loopback"),
-             Target("slow", "127.0.0.1", slow.port, "lo", "loopback"),
-             Target("gone", "127.0.0.1", 1, "lo", "loopback")]
+    found = [
+        Target("fast", "127.0.0.1", fast.port, "lo", "loopback"),
+        Target("slow", "127.0.0.1", slow.port, "lo", "loopback"),
+        Target("gone", "127.0.0.1", 1, "lo", "loopback"),
+    ]
     t0 = time.monotonic()
     links, notes = measure_links(found, time.monotonic() + BUDGET_S)
     assert time.monotonic() - t0 < BUDGET_S
@@ -106,7 +130,9 @@ def test_memory_bandwidth_from_an_mlx_child_and_the_measurer() -> None:
         me = facts("me", "h", 1, LO)
         them = facts("peer", "h", peer.port, LO)
         got: list[Measurements] = []
-        m = Measurer(lambda: me, lambda: MeasurePeers(agents=[me, them]), got.append, sys.executable)
+        m = Measurer(
+            lambda: me, lambda: MeasurePeers(agents=[me, them]), got.append, sys.executable
+        )
         out = m.round(targets(me, [them]), with_memory=True)
     finally:
         peer.stop()
@@ -118,9 +144,20 @@ def test_memory_bandwidth_from_an_mlx_child_and_the_measurer() -> None:
 def measured(node: str, bw: float | None, *links: tuple[str, float, float]) -> NodeFacts:
     f = facts(node, "h", 1, LO)
     m = Measurements(
-        measured_at=1.0, took_s=1.0, memory_bandwidth_gbps=bw,
-        links=[LinkMeasurement(peer=p, address="127.0.0.1", kind="loopback", rtt_median_us=rtt,
-                               rtt_p99_us=rtt * 2, bandwidth_gbps=gbps) for p, rtt, gbps in links],
+        measured_at=1.0,
+        took_s=1.0,
+        memory_bandwidth_gbps=bw,
+        links=[
+            LinkMeasurement(
+                peer=p,
+                address="127.0.0.1",
+                kind="loopback",
+                rtt_median_us=rtt,
+                rtt_p99_us=rtt * 2,
+                bandwidth_gbps=gbps,
+            )
+            for p, rtt, gbps in links
+        ],
     )
     return f.model_copy(update={"measurements": m, "chip": "Apple M4 Pro"})
 
@@ -136,7 +173,14 @@ def test_draft_uses_measured_figures_and_plans_say_which() -> None:
     assert by_id["b"]["bandwidth_gbps"] == 273 and by_id["b"]["source"] == "assumed"
     # the slower direction: the lower bandwidth, the longer round trip (halved: one way)
     assert topology["links"] == [
-        {"a": "a", "b": "b", "kind": "ethernet", "bandwidth_gbps": 20.0, "latency_us": 50.0, "source": "measured"}
+        {
+            "a": "a",
+            "b": "b",
+            "kind": "ethernet",
+            "bandwidth_gbps": 20.0,
+            "latency_us": 50.0,
+            "source": "measured",
+        }
     ]
     assert any("a-b: measured ethernet link: 20 Gb/s, 50 µs one way" in n for n in notes)
     topo = Topology.model_validate(topology)
@@ -146,7 +190,13 @@ def test_draft_uses_measured_figures_and_plans_say_which() -> None:
 
 
 TINY = {
-    "model_type": "qwen3", "hidden_size": 256, "num_hidden_layers": 2, "num_attention_heads": 4,
-    "num_key_value_heads": 2, "head_dim": 64, "intermediate_size": 512, "vocab_size": 1000,
+    "model_type": "qwen3",
+    "hidden_size": 256,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "head_dim": 64,
+    "intermediate_size": 512,
+    "vocab_size": 1000,
     "torch_dtype": "float32",
 }
