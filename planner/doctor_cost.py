@@ -61,8 +61,8 @@ def price_tcp_vs_rdma(request: PlanRequest) -> RdmaCost:
     else:
         loss = (1 - tcp / rdma) * 100 if rdma else 0.0
         message = (
-            f"over the TCP ring the plan estimates {tcp:.1f} tok/s; over an RDMA mesh "
-            f"{rdma:.1f} tok/s ({loss:.0f}% lost without RDMA)"
+            f"{tcp:.1f} tok/s estimated over the TCP ring, {rdma:.1f} tok/s over an RDMA "
+            f"mesh ({loss:.0f}% lost without RDMA)"
         )
     return RdmaCost(tcp_tokens_per_s=tcp, rdma_tokens_per_s=rdma, message=message)
 

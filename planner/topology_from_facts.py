@@ -46,8 +46,13 @@ def _node(f: NodeFacts, addresses: list[str], notes: list[str]) -> dict[str, Any
     m = f.measurements
     measured = m.memory_bandwidth_gbps if m else None
     bw = measured or bandwidth_for(f.chip)
-    if measured:
-        notes.append(f"{f.node_id}: memory bandwidth measured: {measured:g} GB/s")
+    if m is not None:
+        notes.append(
+            f"{f.node_id}: measured in {m.took_s:g}s (budget 10s): memory "
+            + (f"{measured:g} GB/s" if measured else "not measured")
+            + f", {len(m.links)} link(s)"
+            + "".join(f"; {n}" for n in m.notes)
+        )
     elif bw is None:
         notes.append(
             f"{f.node_id}: unknown memory bandwidth for chip {f.chip!r}; "

@@ -183,7 +183,7 @@ def test_tcp_ring_priced_against_rdma() -> None:
     assert cost.rdma_tokens_per_s > cost.tcp_tokens_per_s
     report = doctor_report(mesh(NODES, mini={"rdma_ctl": RDMA_CTL_DISABLED}), request_for(NODES))
     assert not report.rdma_possible
-    assert report.lines[-1].startswith("RDMA cannot work: the plan will use the TCP ring: over")
+    assert report.lines[-1].startswith("RDMA cannot work: the plan will use the TCP ring: ")
     assert "tok/s" in report.lines[-1] and "lost without RDMA" in report.lines[-1]
 
 
