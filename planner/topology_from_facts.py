@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import itertools
+import time
 from typing import Any
 
 from planner.chips import bandwidth_for
@@ -38,6 +39,10 @@ def _networks(f: NodeFacts) -> dict[ipaddress.IPv4Network | ipaddress.IPv6Networ
     return out
 
 
+def _clock(unix: float) -> str:
+    return time.strftime("%H:%M:%S", time.gmtime(unix)) + f".{int(unix * 1000) % 1000:03d} UTC"
+
+
 def _rdma_ready(f: NodeFacts) -> bool:
     return bool(f.rdma) and f.rdma_devices != []
 
@@ -48,7 +53,8 @@ def _node(f: NodeFacts, addresses: list[str], notes: list[str]) -> dict[str, Any
     bw = measured or bandwidth_for(f.chip)
     if m is not None:
         notes.append(
-            f"{f.node_id}: measured in {m.took_s:g}s (budget 10s): memory "
+            f"{f.node_id}: measured at {_clock(m.measured_at)} in {m.took_s:g}s (budget 10s): "
+            "memory "
             + (f"{measured:g} GB/s" if measured else "not measured")
             + f", {len(m.links)} link(s)"
             + "".join(f"; {n}" for n in m.notes)
