@@ -37,7 +37,7 @@ NO_FACTS: responses.Responses = {
 }
 
 
-def _facts(raw_records: list[str]) -> list[NodeFacts]:
+def agent_facts(raw_records: list[str]) -> list[NodeFacts]:
     """The facts of every agent record that has them (unreadable records are skipped: they
     come from an older agent and will be replaced by its next report)."""
     out = []
@@ -60,7 +60,7 @@ def doctor_router(store: Store, dependencies: list[Any]) -> APIRouter:
     requests: dict[str, int] = {}
 
     async def peers(name: str) -> MeasurePeers:
-        facts = _facts(await anyio.to_thread.run_sync(store.agents, name))
+        facts = agent_facts(await anyio.to_thread.run_sync(store.agents, name))
         # Agents need addresses and ports, not each other's measurements.
         bare = [f.model_copy(update={"measurements": None}) for f in facts]
         return MeasurePeers(request=requests.get(name, 0), agents=bare)
@@ -95,7 +95,7 @@ def doctor_router(store: Store, dependencies: list[Any]) -> APIRouter:
         """Checks what an RDMA mesh needs against the agents' facts: RDMA enabled, devices,
         Thunderbolt 5 direct cables in a full mesh, one OS version, reachable peers; with the
         deployment's model, prices the TCP ring against RDMA."""
-        facts = _facts(await anyio.to_thread.run_sync(store.agents, name))
+        facts = agent_facts(await anyio.to_thread.run_sync(store.agents, name))
         if not facts:
             return _no_facts(name)
         stored = await anyio.to_thread.run_sync(store.get, name)
