@@ -3,6 +3,9 @@ the planner asks (POST /deployments/NAME/measure); the doctor route answers from
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -79,5 +82,20 @@ def test_agents_measure_on_start_and_on_request(tmp_path: Path) -> None:
             assert report["lines"][-1].startswith(
                 "RDMA cannot work: the plan will use the TCP ring"
             )
+            cli = [sys.executable, "-m", "asymtp.cli", "doctor", "--planner", c.url]
+            env = {**os.environ, "ASYMTP_TOKEN": c.token}
+            r = subprocess.run(
+                [*cli, "--deployment", NAME], capture_output=True, text=True, env=env, timeout=60
+            )
+            assert r.returncode == 1, r.stderr  # RDMA cannot work here
+            assert r.stdout.splitlines() == report["lines"]
+            r = subprocess.run(
+                [*cli, "--deployment", "nobody"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+            assert r.returncode == 2 and "HTTP 404" in r.stderr and len(r.stderr.splitlines()) == 1
             assert h.get("/deployments/nobody/doctor").status_code == 404
             assert h.get("/deployments/Bad_Name/doctor").status_code == 422

@@ -350,6 +350,8 @@ def test_measured_figures_and_the_doctor_panel(server: Server, page: Any) -> Non
     expect(box["studio"]).to_contain_text("712.5 GB/s measured")
     expect(box["mini"]).to_contain_text("800 GB/s assumed")
     expect(box["laptop"]).to_contain_text("300 GB/s given")
+    agent = page.locator('.node[data-node="studio"] .agent .measured')
+    expect(agent).to_contain_text("memory 700 GB/s · 2 link(s) in 1 s")
     expect(page.locator(".link-list")).to_contain_text(
         "studio ⇄ mini thunderbolt · 55.2 Gb/s · 210.5 µs · measured"
     )

@@ -294,6 +294,13 @@
         h("div", { class: "progress-text" }, agent.progress != null ? `${Math.round(p * 100)}%` : "…"));
     }
     if (agent.detail) panel.append(h("div", { class: "detail" }, agent.detail));
+    const m = agent.facts && agent.facts.measurements;
+    if (m) {
+      const memory = m.memory_bandwidth_gbps != null ? `memory ${m.memory_bandwidth_gbps} GB/s` : "memory not measured";
+      const at = new Date(m.measured_at * 1000).toLocaleTimeString();
+      panel.append(h("div", { class: "measured" },
+        `measured ${at}: ${memory} · ${m.links.length} link(s) in ${m.took_s} s`));
+    }
     if (state === "ready" && agent.serving) {
       const safe = /^https?:\/\//i.test(agent.serving);
       panel.append(h("div", { class: "serving" }, "serving ",
