@@ -20,11 +20,14 @@ import struct
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
 
 PING_BYTES = 64
 CHUNK = 1 << 20
 MAX_BULK_BYTES = 256 << 20
 IDLE_S = 5.0
+MAX_CONNECTIONS = 16
+"""Peers measure one address at a time: more at once is not a measurement, refuse it."""
 
 
 class MeasureError(Exception):
@@ -97,8 +100,21 @@ class Responder(socketserver.ThreadingTCPServer):
     ) -> None:
         self.node_id = node_id
         self.slowness = slowness or Slowness()
+        self._active = threading.BoundedSemaphore(MAX_CONNECTIONS)
         super().__init__((host, port), _Handler)
         self.port: int = self.server_address[1]
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._active.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._active.release()
 
     def start(self) -> Responder:
         threading.Thread(target=self.serve_forever, name="measure-responder", daemon=True).start()

@@ -200,3 +200,21 @@ TINY = {
     "vocab_size": 1000,
     "torch_dtype": "float32",
 }
+
+
+def test_connections_beyond_the_cap_are_refused(responders: tuple[Responder, Responder]) -> None:
+    import socket
+
+    from executor.measure_net import MAX_CONNECTIONS
+
+    fast, _ = responders
+    held = [socket.create_connection(("127.0.0.1", fast.port)) for _ in range(MAX_CONNECTIONS)]
+    try:
+        time.sleep(0.2)  # the responder has taken them all
+        with pytest.raises(MeasureError):
+            ping("127.0.0.1", fast.port, "fast")
+    finally:
+        for s in held:
+            s.close()
+    time.sleep(0.2)
+    assert ping("127.0.0.1", fast.port, "fast", count=3)
