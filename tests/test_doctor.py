@@ -202,3 +202,25 @@ def test_cli_offline_on_facts_files(tmp_path: Path) -> None:
     bad.write_text(json.dumps({"node_id": "x"}))
     r = subprocess.run([*run[:4], str(bad)], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_linux_kinds_and_rdma_devices_from_sys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from executor import node_facts
+
+    net, ib = tmp_path / "net", tmp_path / "infiniband"
+    (net / "wlan0" / "wireless").mkdir(parents=True)
+    driver = tmp_path / "drivers" / "thunderbolt-net"
+    driver.mkdir(parents=True)
+    (net / "thunderbolt0" / "device").mkdir(parents=True)
+    (net / "thunderbolt0" / "device" / "driver").symlink_to(driver)
+    (net / "eth0").mkdir()
+    monkeypatch.setattr(node_facts, "SYS_NET", net)
+    monkeypatch.setattr(node_facts, "SYS_INFINIBAND", ib)
+    assert node_facts._kind_from_sys("wlan0") == "wifi"
+    assert node_facts._kind_from_sys("thunderbolt0") == "thunderbolt"
+    assert node_facts._kind_from_sys("eth0") is None  # the name decides: ethernet
+    assert node_facts.rdma_devices() == []  # looked, none
+    (ib / "mlx5_0").mkdir(parents=True)
+    assert node_facts.rdma_devices() == ["mlx5_0"]
