@@ -198,7 +198,7 @@ def measured_table(topology: dict[str, Any], notes: list[str]) -> list[str]:
             f"{x.get('latency_us', 0):7.1f} µs one way {x.get('bandwidth_gbps', 0):7.2f} Gb/s "
             f"{x.get('source', 'assumed')}"
         )
-    lines += [f"      {n}" for n in notes if "measured in" in n]
+    lines += [f"      {n}" for n in notes if ": measured at " in n]
     return lines
 
 
