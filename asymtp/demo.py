@@ -170,7 +170,8 @@ def run(workdir: Path) -> int:
 def wait_for_topology(cluster: LocalCluster, timeout: float = 60.0) -> dict[str, Any]:
     """The topology drafted from the agents' reports, once all of them have measured their
     memory bandwidth and every loopback link between them; printed as a table."""
-    deadline = time.monotonic() + timeout
+    started = time.monotonic()
+    deadline = started + timeout
     want_links = len(NODES) * (len(NODES) - 1) // 2
     while time.monotonic() < deadline:
         body = cluster.topology(DEPLOYMENT)
@@ -180,6 +181,7 @@ def wait_for_topology(cluster: LocalCluster, timeout: float = 60.0) -> dict[str,
         if len(nodes) == len(NODES) and len(measured) == len(NODES) + want_links:
             for line in measured_table(topology, body.get("notes", [])):
                 say(line)
+            say(f"      all measured {time.monotonic() - started:.1f}s after the agents started")
             return topology
         time.sleep(0.25)
     raise TimeoutError(f"the agents did not all report their measurements within {timeout:g}s")
