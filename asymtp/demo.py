@@ -167,24 +167,28 @@ def run(workdir: Path) -> int:
     return 0 if same else 1
 
 
-def wait_for_topology(cluster: LocalCluster, timeout: float = 60.0) -> dict[str, Any]:
+def wait_for_topology(cluster: LocalCluster, timeout: float = 90.0) -> dict[str, Any]:
     """The topology drafted from the agents' reports, once all of them have measured their
     memory bandwidth and every loopback link between them; printed as a table."""
     started = time.monotonic()
     deadline = started + timeout
-    want_links = len(NODES) * (len(NODES) - 1) // 2
+    want = len(NODES) + len(NODES) * (len(NODES) - 1) // 2  # every node and every pair
+    notes: list[str] = []
     while time.monotonic() < deadline:
         body = cluster.topology(DEPLOYMENT)
         topology: dict[str, Any] = body.get("topology", body)
-        nodes, links = topology.get("nodes", []), topology.get("links", [])
-        measured = [x for x in nodes + links if x.get("source") == "measured"]
-        if len(nodes) == len(NODES) and len(measured) == len(NODES) + want_links:
-            for line in measured_table(topology, body.get("notes", [])):
+        notes = body.get("notes", [])
+        parts = topology.get("nodes", []) + topology.get("links", [])
+        if len([x for x in parts if x.get("source") == "measured"]) == want:
+            for line in measured_table(topology, notes):
                 say(line)
             say(f"      all measured {time.monotonic() - started:.1f}s after the agents started")
             return topology
         time.sleep(0.25)
-    raise TimeoutError(f"the agents did not all report their measurements within {timeout:g}s")
+    raise TimeoutError(
+        f"the agents did not all report their measurements within {timeout:g}s; the draft's "
+        f"notes: {'; '.join(notes) or 'none (no reports)'}"
+    )
 
 
 def measured_table(topology: dict[str, Any], notes: list[str]) -> list[str]:

@@ -111,8 +111,10 @@ class Agent:
         facts = collect(self.cfg.node_id, (total, total) if total else None)
         return {"facts": self.measuring.facts(facts) if self.measuring else facts}
 
-    def measured(self, _: Measurements) -> None:
+    def measured(self, m: Measurements) -> None:
         """A measurement round finished: send it with the facts, if this state carries them."""
+        memory = f"{m.memory_bandwidth_gbps} GB/s" if m.memory_bandwidth_gbps else "not measured"
+        log(f"measured in {m.took_s:g}s: memory {memory}, {len(m.links)} link(s) {m.notes or ''}")
         with self.lock:
             status = self.status
         if status.facts is not None and self.measuring is not None:
