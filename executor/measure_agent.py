@@ -116,8 +116,9 @@ def fetch_peers(http: httpx.Client, deployment: str) -> MeasurePeers:
 
 class Measurer:
     """Measures in its own thread; `latest` is the newest round, `on_result` is called after
-    each. Memory is measured on the first round and on each planner request; links whenever
-    the set of peer addresses changes too."""
+    each. The first round and each planner request measure memory and every peer address;
+    between them, addresses that appear are measured as they appear. Links keep their last
+    figures while a peer is not listed (an agent busy loading reports no facts)."""
 
     def __init__(
         self,
@@ -128,10 +129,11 @@ class Measurer:
     ) -> None:
         self.me, self.peers, self.on_result, self.python = me, peers, on_result, python
         self.latest: Measurements | None = None
+        self.links: dict[Target, LinkMeasurement] = {}
         self._memory: tuple[float | None, str, list[str]] = (None, "", [])
         self._memory_tried = 0.0
 
-    def round(self, found: list[Target], with_memory: bool) -> Measurements:
+    def round(self, todo: list[Target], with_memory: bool) -> Measurements:
         started = time.monotonic()
         deadline = started + BUDGET_S
         if with_memory:
@@ -141,35 +143,42 @@ class Measurer:
                 self._memory = (fig.gbps, fig.method, [])
             except RuntimeError as e:
                 self._memory = (None, "", [str(e)])
-        links, notes = measure_links(found, deadline)
+        links, notes = measure_links(todo, deadline)
+        for t in todo:
+            self.links.pop(t, None)  # not measured this time: its old figure is stale
+        self.links.update(
+            {t: m for t in todo for m in links if m.address == t.address and m.peer == t.peer}
+        )
         gbps, method, memory_notes = self._memory
         return Measurements(
             measured_at=round(time.time(), 3),
             took_s=round(time.monotonic() - started, 3),
             memory_bandwidth_gbps=gbps,
             memory_method=method,
-            links=links,
+            links=[self.links[t] for t in sorted(self.links)],
             notes=(memory_notes + notes)[:64],
         )
 
     def run(self, stop: threading.Event) -> None:
-        done: tuple[frozenset[Target], int] | None = None
+        request: int | None = None
+        tried: set[Target] = set()
         while not stop.is_set():
             try:
-                asked = self.peers()
+                asked: MeasurePeers | None = self.peers()
             except (httpx.HTTPError, ValueError):
-                asked = None  # the planner is away: measure what is known, ask again later
-            request = asked.request if asked else (done[1] if done else 0)
+                asked = None  # the planner is away: ask again later
             found = targets(self.me(), asked.agents if asked else [])
-            key = (frozenset(found), request)
             retry = (
                 self._memory[0] is None and time.monotonic() > self._memory_tried + MEMORY_RETRY_S
             )
-            if done is None or retry or (key != done and (asked is not None)):
-                memory = done is None or retry or request != done[1]
-                self.latest = self.round(sorted(found), memory)
+            everything = request is None or (asked is not None and asked.request != request)
+            todo = found if everything else [t for t in found if t not in tried]
+            if everything or retry or todo:
+                self.latest = self.round(sorted(todo), everything or retry)
                 self.on_result(self.latest)
-                done = key
+                tried |= set(todo)
+                if asked is not None or request is None:
+                    request = asked.request if asked else 0
             stop.wait(PEER_POLL_S)
 
 

@@ -218,3 +218,47 @@ def test_connections_beyond_the_cap_are_refused(responders: tuple[Responder, Res
             s.close()
     time.sleep(0.2)
     assert ping("127.0.0.1", fast.port, "fast", count=3)
+
+
+@pytest.mark.slow
+def test_measurer_measures_new_peers_keeps_figures_and_remeasures_on_request(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from executor import measure_agent
+
+    monkeypatch.setattr(measure_agent, "PEER_POLL_S", 0.1)
+    peer = Responder("peer", 0, "127.0.0.1").start()
+    me, them = facts("me", "h", 1, LO), facts("peer", "h", peer.port, LO)
+    listed = MeasurePeers(agents=[me])  # what the planner lists; the test changes it
+    rounds: list[Measurements] = []
+    m = Measurer(lambda: me, lambda: listed, rounds.append, sys.executable)
+    stop = threading.Event()
+    thread = threading.Thread(target=m.run, args=(stop,), daemon=True)
+    thread.start()
+
+    def wait_rounds(n: int) -> Measurements:
+        deadline = time.monotonic() + 60
+        while len(rounds) < n and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(rounds) >= n, rounds
+        return rounds[n - 1]
+
+    try:
+        first = wait_rounds(1)
+        assert first.memory_bandwidth_gbps and first.links == []
+        listed = MeasurePeers(agents=[me, them])  # a peer appears: measured, memory kept
+        second = wait_rounds(2)
+        assert [x.peer for x in second.links] == ["peer"]
+        assert second.memory_bandwidth_gbps == first.memory_bandwidth_gbps
+        listed = MeasurePeers(agents=[me])  # the peer is busy: no round, its figures stay
+        time.sleep(0.5)
+        assert len(rounds) == 2
+        listed = MeasurePeers(request=1, agents=[me])  # the planner asks: everything again
+        third = wait_rounds(3)
+        assert third.measured_at > second.measured_at and [x.peer for x in third.links] == ["peer"]
+    finally:
+        stop.set()
+        thread.join(5)
+        peer.stop()
