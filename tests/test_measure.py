@@ -187,6 +187,9 @@ def test_draft_uses_measured_figures_and_plans_say_which() -> None:
     plan = make_plan(PlanRequest(topology=topo, model=TINY))
     assert plan.feasible, plan.reasons
     assert plan.sources == {"node:a": "measured", "node:b": "assumed", "link:a-b": "measured"}
+    from planner.table import render
+
+    assert "figures: measured: link:a-b, node:a; assumed: node:b" in render(plan)
 
 
 TINY = {
