@@ -15,6 +15,7 @@ from enum import StrEnum
 
 from pydantic import BaseModel
 
+from protocol.measurements import ThunderboltPort
 from protocol.schema import NodeFacts
 
 RDMA_FIX = "in macOS Recovery open Terminal, run `rdma_ctl enable`, and restart"
@@ -84,11 +85,53 @@ def check_rdma(facts: list[NodeFacts]) -> list[Finding]:
     return out
 
 
+def _port_findings(node: str, p: ThunderboltPort, peer: str) -> list[Finding]:
+    where = f"{node} port {p.receptacle} -> {peer}"
+    out = []
+    if p.via:
+        out.append(
+            _problem(
+                Check.DIRECT_CABLE,
+                f"{where} goes through {p.via}",
+                f"connect {node} and {peer} with a direct Thunderbolt 5 cable: "
+                "RDMA does not cross hubs or docks",
+            )
+        )
+    if p.generation is not None and p.generation < 5:
+        out.append(
+            _problem(
+                Check.THUNDERBOLT_5,
+                f"{where} is a Thunderbolt {p.generation} link ({p.speed_gbps:g} Gb/s)",
+                "use a Thunderbolt 5 cable between Thunderbolt 5 ports (M4 Pro/Max, M3 "
+                "Ultra and later); Thunderbolt 4 has no RDMA",
+            )
+        )
+    return out
+
+
+def _pair_finding(a: str, b: str, cables: int) -> Finding | None:
+    if cables == 0:
+        return _problem(
+            Check.FULL_MESH,
+            f"no Thunderbolt cable between {a} and {b}: an RDMA group needs a full mesh",
+            f"connect {a} and {b} directly with a Thunderbolt 5 cable",
+        )
+    if cables > 1:
+        return _warning(
+            Check.FULL_MESH,
+            f"{cables} cables between {a} and {b}: the group uses one connection per pair",
+            f"keep one Thunderbolt 5 cable between {a} and {b}, or make sure the JACCL devices "
+            "file names, for each peer, the interface whose cable reaches it",
+        )
+    return None
+
+
 def check_cables(facts: list[NodeFacts]) -> list[Finding]:
     """Thunderbolt 5, direct, and one cable between every pair (matched by domain UUID: a
     port's `peer_uuid` is the domain of the other Mac's port)."""
     owner = {p.domain_uuid: f.node_id for f in facts for p in f.thunderbolt or [] if p.domain_uuid}
-    out, cabled = [], set()
+    out: list[Finding] = []
+    seen: dict[tuple[str, str], int] = {}  # (node, peer) -> cables seen from the node's side
     for f in facts:
         if f.thunderbolt is None:
             out.append(
@@ -100,37 +143,15 @@ def check_cables(facts: list[NodeFacts]) -> list[Finding]:
             )
         for p in f.thunderbolt or []:
             peer = owner.get(p.peer_uuid or "")
-            if peer is None:
-                continue
-            cabled.add(frozenset((f.node_id, peer)))
-            where = f"{f.node_id} port {p.receptacle} -> {peer}"
-            if p.via:
-                out.append(
-                    _problem(
-                        Check.DIRECT_CABLE,
-                        f"{where} goes through {p.via}",
-                        f"connect {f.node_id} and {peer} with a direct Thunderbolt 5 cable: "
-                        "RDMA does not cross hubs or docks",
-                    )
-                )
-            if p.generation is not None and p.generation < 5:
-                out.append(
-                    _problem(
-                        Check.THUNDERBOLT_5,
-                        f"{where} is a Thunderbolt {p.generation} link ({p.speed_gbps:g} Gb/s)",
-                        "use a Thunderbolt 5 cable between Thunderbolt 5 ports (M4 Pro/Max, M3 "
-                        "Ultra and later); Thunderbolt 4 has no RDMA",
-                    )
-                )
+            if peer is not None:
+                seen[(f.node_id, peer)] = seen.get((f.node_id, peer), 0) + 1
+                out += _port_findings(f.node_id, p, peer)
+    if not owner:
+        return out  # no Thunderbolt anywhere: the reports above say so once per node
     for a, b in itertools.combinations(sorted(f.node_id for f in facts), 2):
-        if frozenset((a, b)) not in cabled and len(owner) > 0:
-            out.append(
-                _problem(
-                    Check.FULL_MESH,
-                    f"no Thunderbolt cable between {a} and {b}: an RDMA group needs a full mesh",
-                    f"connect {a} and {b} directly with a Thunderbolt 5 cable",
-                )
-            )
+        found = _pair_finding(a, b, max(seen.get((a, b), 0), seen.get((b, a), 0)))
+        if found is not None:
+            out.append(found)
     return out
 
 

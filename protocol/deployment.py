@@ -7,6 +7,8 @@ assignment an agent receives is signed (`protocol.signing`) over its canonical J
     GET  /deployments/{name}                         -> Deployment          (ETag: plan_id)
     GET  /deployments/{name}/assignments/{node_id}   -> Assignment          (ETag: plan_id:revision)
     POST /deployments/{name}/status/{node_id}        AgentStatus     -> AgentRecord
+    GET  /deployments/{name}/peers                   -> MeasurePeers  (agents measure these only)
+    POST /deployments/{name}/measure                 -> MeasurePeers  (every agent measures again)
 """
 
 from __future__ import annotations

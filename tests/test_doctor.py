@@ -131,6 +131,23 @@ def test_missing_mesh_cable() -> None:
     assert problems(found)[0].fix == "connect laptop and mini directly with a Thunderbolt 5 cable"
 
 
+def test_two_cables_between_one_pair() -> None:
+    cables = full_mesh(NODES)
+    cables["studio"][4] = ("mini", 4, 80.0, None)
+    cables_mini = {**cables["mini"], 4: ("studio", 4, 80.0, None)}
+    found = diagnose_mesh(
+        mesh(NODES, studio={"cables": cables["studio"]}, mini={"cables": cables_mini})
+    )
+    warned = [f for f in found if f.severity == Severity.WARNING]
+    assert [(f.check, f.message) for f in warned] == [
+        (
+            Check.FULL_MESH,
+            "2 cables between mini and studio: the group uses one connection per pair",
+        )
+    ]
+    assert rdma_possible(found)  # a warning, not a problem
+
+
 def test_mismatched_os_versions() -> None:
     found = problems(diagnose_mesh(mesh(NODES, laptop={"sw_vers": SW_VERS_26_1})))
     assert [f.check for f in found] == [Check.OS_VERSION]
