@@ -1,6 +1,6 @@
 """Benchmarks: `python -m bench [--quick] [--only SECTION ...]` (`make bench`).
 
-Sections run in a fixed order — planner, methods, service, executor — each one a module of
+Sections run in a fixed order — planner, methods, service, executor, measured, serving — each one a module of
 this package with::
 
     def run(results_dir: Path, quick: bool = False) -> dict
