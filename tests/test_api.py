@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -19,7 +20,7 @@ from executor.api.bounds import TokenRequired, check_exposure
 pytestmark = pytest.mark.slow
 
 TOKEN = "test-token"
-CONTEXT = 1024
+CONTEXT = 4096
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 WEATHER = {
     "type": "function",
@@ -179,20 +180,37 @@ def test_a_client_that_leaves_frees_the_group(group: Group) -> None:
 
 
 def test_a_full_queue_answers_429_with_retry_after(group: Group) -> None:
-    body = {"prompt": "the model of", "max_tokens": 60, "temperature": 1}
+    """A long generation holds the engine while 20 one-token requests arrive: 15 may wait
+    behind it (the serial engine's queue holds 16), the rest are refused at once."""
+    # Greedy, this prompt loops without ever ending its turn: it lasts its 4,000 tokens.
+    hold = {"prompt": "the model of", "max_tokens": 4000, "temperature": 0, "stream": True}
+    short = {"prompt": "the model of", "max_tokens": 1, "temperature": 0}
     codes: list[httpx.Response] = []
 
-    def one() -> None:
-        # 16 may wait, one at a time: a generous timeout for a loaded machine.
-        codes.append(post(group, "/v1/completions", body, timeout=600))
+    url = f"{group.url}/v1/completions"
+    client = httpx.Client(headers=AUTH, timeout=600, limits=httpx.Limits(max_connections=20))
 
-    threads = [threading.Thread(target=one) for _ in range(20)]  # 16 may wait
-    for t in threads:
-        t.start()
+    def one() -> None:
+        codes.append(client.post(url, json=short))
+
+    threads = [threading.Thread(target=one) for _ in range(20)]
+    with httpx.stream("POST", url, json=hold, headers=AUTH, timeout=600) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()  # kept: a dropped iterator closes the stream
+        next(lines)  # the long one is decoding
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 120
+        while len(codes) < 5 and time.monotonic() < deadline:
+            time.sleep(0.05)
+    # Leaving the stream cancels the long one: the queued requests are served.
     for t in threads:
         t.join()
+    client.close()
     busy = [r for r in codes if r.status_code == 429]
-    assert busy and all(r.status_code in (200, 429) for r in codes)
+    assert len(busy) == 5 and all(r.status_code in (200, 429) for r in codes), [
+        (r.status_code, r.text[:80]) for r in codes
+    ]
     assert int(busy[0].headers["Retry-After"]) >= 1
     assert busy[0].json()["error"]["type"] == "rate_limit_error"
 
@@ -233,10 +251,10 @@ def test_bad_input_is_a_short_4xx_in_openai_shape(
 
 
 def test_prompt_beyond_context_names_both_numbers(group: Group) -> None:
-    r = post(group, "/v1/completions", {"prompt": "the model " * 200, "max_tokens": 1000})
+    r = post(group, "/v1/completions", {"prompt": "the model " * 200, "max_tokens": 4000})
     assert r.status_code == 400
     message = r.json()["error"]["message"]
-    assert "1000" in message and str(CONTEXT) in message
+    assert "4000" in message and str(CONTEXT) in message
 
 
 def test_body_limit_token_and_anthropic_errors(group: Group) -> None:
