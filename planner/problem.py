@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from planner.costs import UNITS, UnitCosts
+from planner.ring import RingPricing
 
 PS_PER_NS = 1000
 
@@ -30,10 +31,10 @@ class Problem:
     costs: UnitCosts
     q_per_kv: int
     overhead_bytes: int
-    comm_ps: list[list[int]]
-    """comm_ps[k - 1][level]: all-reduce time per token (ps) for k ranks at a hop level."""
+    ring: RingPricing
     pair_level: dict[tuple[str, str], int]
     """Hop level between two nodes (both orders), levels ascending in cost."""
+    levels: int
     allow_unused: bool = True
     time_limit_s: float = 10.0
     feasibility_only: bool = False
@@ -81,15 +82,13 @@ class NodeShare:
             "lin_k_head": self.lin_k_heads,
         }
 
-    @property
-    def empty(self) -> bool:
-        return not any(self.counts().values())
-
 
 @dataclass
 class Solution:
     status: str  # optimal | feasible | infeasible
     shares: list[NodeShare] = field(default_factory=list)
+    ring: list[str] = field(default_factory=list)
+    """The used nodes in ring order, rank 0 first (empty for feasibility only)."""
     objective_ps: int | None = None
     bound_ps: int | None = None
     wall_ms: float = 0.0
@@ -125,9 +124,9 @@ def memory_allows(p: Problem, k: int, nodes: list[NodeInput]) -> bool:
     return sum(top) - k * fixed_bytes(p) >= p.sharded_held
 
 
-def ring_degree(k: int) -> int:
-    """Used neighbours each used node needs within the ring's level: two, one for a pair."""
-    return min(2, k - 1)
+def first_rank(nodes: list[NodeInput]) -> str:
+    """Rank 0 serves requests: the used node with the most memory, then bandwidth, then id."""
+    return max(nodes, key=lambda n: (n.budget, n.bandwidth_gbps, n.id)).id
 
 
 def smallest_node(p: Problem) -> NodeInput:

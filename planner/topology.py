@@ -167,11 +167,23 @@ def _best_cycle(cost: list[list[float]]) -> list[int]:
 
 
 def ring_hops(order: list[str], hops: dict[tuple[str, str], Hop]) -> list[Hop]:
+    """The k hops of a ring over k ≥ 2 nodes in `order` (a pair's ring goes there and back)."""
     if len(order) < 2:
         return []
-    if len(order) == 2:
-        return [hops[(order[0], order[1])]]
     return [hops[(a, b)] for a, b in zip(order, order[1:] + order[:1])]
+
+
+def ring_allreduce_us(hops: list[Hop], message_bytes: int) -> float:
+    """One all-reduce of `message_bytes` over the ring whose hops are `hops` (one per rank).
+
+    This is the only place a ring is priced: the plan, the brute-force tests and the solver
+    all call it. The solver relies on its shape: a ring costs the most that any of its hops
+    would cost in a ring of the same size made of that hop alone, i.e.
+    `ring_allreduce_us(hops) == max(ring_allreduce_us([h] * len(hops)) for h in hops)`,
+    which lets CP-SAT price each arc on its own and take the maximum over the chosen ones.
+    """
+    k = len(hops)
+    return max((allreduce_us(k, h, message_bytes) for h in hops), default=0.0)
 
 
 def allreduce_us(k: int, hop: Hop, message_bytes: int) -> float:
