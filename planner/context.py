@@ -26,10 +26,7 @@ def canonical(request: PlanRequest) -> PlanRequest:
     """The same cluster whatever order its nodes and links are listed in (and whichever end
     of a link comes first): nodes by id, links by their ends and properties."""
     topo = request.topology
-    links = []
-    for link in topo.links:
-        a, b = sorted((link.a, link.b))
-        links.append(link.model_copy(update={"a": a, "b": b}))
+    links = [x if x.a < x.b else x.model_copy(update={"a": x.b, "b": x.a}) for x in topo.links]
     links.sort(key=lambda x: (x.a, x.b, x.kind, x.bandwidth_gbps or 0.0, x.latency_us or 0.0))
     nodes = sorted(topo.nodes, key=lambda n: n.id)
     return request.model_copy(
@@ -38,7 +35,12 @@ def canonical(request: PlanRequest) -> PlanRequest:
 
 
 def plan_id_for(request: PlanRequest) -> str:
-    dumped = canonical(request).model_dump(mode="json")
+    """The plan's identity: this planner's version and the request in canonical order."""
+    return _plan_id(canonical(request))
+
+
+def _plan_id(canonical_request: PlanRequest) -> str:
+    dumped = canonical_request.model_dump(mode="json")
     text = json.dumps(dumped, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(f"{SOLVER_VERSION}\n{text}".encode()).hexdigest()
 
@@ -54,7 +56,6 @@ class Cluster:
     @classmethod
     def of(cls, request: PlanRequest, spec: ModelSpec) -> Cluster:
         c = request.constraints
-        request = canonical(request)
         message = spec.hidden * spec.dtype_bytes * c.batch_size
         nodes = {n.id: n for n in request.topology.nodes}
         routed = effective_hops(request.topology, message)
@@ -115,7 +116,7 @@ class PlanningContext:
         spec = read_config(request.model)
         c = request.constraints
         costs = unit_costs(spec, c.context_tokens, c.batch_size, c.kv_cache_bytes_per_element)
-        return cls(request, spec, costs, Cluster.of(request, spec), plan_id_for(request))
+        return cls(request, spec, costs, Cluster.of(request, spec), _plan_id(request))
 
     def problem(self, costs: UnitCosts | None = None) -> Problem:
         return problem_for(self.request, self.spec, costs or self.costs, self.cluster)

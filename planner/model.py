@@ -12,11 +12,12 @@ from planner.problem import (
     NodeInput,
     NodeShare,
     Problem,
+    first_rank,
     fixed_bytes,
     smallest_node,
     time_coefficient,
 )
-from planner.ring import add_ring, cycle
+from planner.ring import add_ring, best_ring, cycle
 
 TIE_BREAK_DETERMINISTIC_S = 0.05  # the tie-break only polishes an optimal plan: keep it short
 
@@ -39,8 +40,10 @@ class SplitModel:
         replicate_kv: bool,
         lower_ps: int = 0,
         cutoff_ps: int | None = None,
+        ring_ps: int | None = None,
     ) -> None:
         self.p = p
+        self.ring_ps = ring_ps
         self.m = CpModel()
         self.nodes = pool
         self.counts = counts
@@ -160,8 +163,12 @@ class SplitModel:
             self.m.add(self.mem[n] <= node.budget)
 
     def _ring(self, level: int) -> None:
-        """The all-reduce ring over the used nodes; C is its dearest arc's price."""
+        """The all-reduce ring over the used nodes; C is its dearest arc's price (a constant
+        when every ring of the shape costs the same)."""
         if self.k < 2:
+            return
+        if self.ring_ps is not None:
+            self.C = self.ring_ps
             return
         ids = list(self.used)
         prices = [self.arc_ps(a, b) for a in ids for b in ids if a != b and self.allowed(a, b)]
@@ -304,16 +311,18 @@ class SplitModel:
         # Some unit expressions are plain variables (kv heads = kv groups without replication).
         return list({v.index: v for v in out}.values())
 
-    def objective_ps(self, s: cp_model.CpSolver) -> int:
-        """The decode time of the solution in `s`: its slowest rank plus its ring's dearest arc
-        (T and C themselves may sit above those when nothing minimises them)."""
-        used = [n for n in self.used if s.boolean_value(self.used[n])]
-        slowest = max(s.value(self.t[n]) for n in used)
-        chosen = [self.arc_ps(a, b) for (a, b), lit in self.arcs.items() if s.boolean_value(lit)]
-        return int(slowest) + max(chosen, default=0)
-
-    def ring(self, s: cp_model.CpSolver, start: str) -> list[str]:
-        return cycle(s, self.arcs, start)
+    def outcome(self, s: cp_model.CpSolver, seconds: float) -> tuple[list[str], int]:
+        """The ring of the solution in `s` (rank 0 first) and its decode time: the slowest
+        rank plus that ring's all-reduce (T and C themselves may sit above those when nothing
+        minimises them)."""
+        used = [n for n in self.nodes if s.boolean_value(self.used[n.id])]
+        start = first_rank(used)
+        if self.arcs:
+            ring = cycle(s, self.arcs, start)
+        else:
+            ring, _ = best_ring([n.id for n in used], self.p.ring, start, seconds)
+        slowest = max(s.value(self.t[n.id]) for n in used)
+        return ring, int(slowest) + self.p.ring.ring_ps(ring)
 
     def shares(self, s: cp_model.CpSolver) -> list[NodeShare]:
         shares = []

@@ -130,8 +130,10 @@ def beyond_model_range(
                 "(bandwidth_gbps is memory GB/s)"
             )
     k = len(cluster.nodes)
-    for (a, b), hop in sorted(cluster.hops.items()):
-        ps = cluster.pricing.hops_ps([hop] * k)
+    price = cluster.pricing.table(k)
+    hop_id = cluster.pricing.hop_id
+    for (a, b), hop in sorted(hop_id.items()):
+        ps = price[hop]
         if a < b and not ps <= MODEL_RANGE:
             reasons.append(
                 f"the link between {a} and {b} would take {ps / 1e12:.4g} s of all-reduce a "

@@ -8,9 +8,12 @@ the same size made of that hop alone. With the pricing's max-over-hops shape tha
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
+import networkx as nx
 from ortools.sat.python import cp_model
 
 from planner.cpsat import CpModel, checked_solve, new_solver
@@ -28,9 +31,18 @@ class RingPricing:
     """The effective hop between two nodes; the same both ways."""
     message_bytes: int
     allreduces_per_token: int
-    _arc_cache: dict[tuple[int, Hop], int] = field(
-        default_factory=dict, compare=False, hash=False, repr=False
-    )
+    _tables: dict[int, list[int]] = field(default_factory=dict, compare=False, repr=False)
+
+    @cached_property
+    def distinct(self) -> list[Hop]:
+        """Each different hop once (a cluster has far fewer than pairs of nodes)."""
+        return list(dict.fromkeys(self.hops.values()))
+
+    @cached_property
+    def hop_id(self) -> dict[tuple[str, str], int]:
+        """Pair → index into `distinct`."""
+        index = {h: i for i, h in enumerate(self.distinct)}
+        return {pair: index[h] for pair, h in self.hops.items()}
 
     def ring_ps(self, order: list[str]) -> int:
         """All-reduce time per token of the ring visiting `order` (ps)."""
@@ -40,13 +52,14 @@ class RingPricing:
         us = ring_allreduce_us(hops, self.message_bytes)
         return round(us * self.allreduces_per_token * PS_PER_US)
 
+    def table(self, k: int) -> list[int]:
+        """What each distinct hop costs a ring of k ranks: a ring costs its dearest hop's."""
+        if k not in self._tables:
+            self._tables[k] = [self.hops_ps([h] * k) for h in self.distinct]
+        return self._tables[k]
+
     def arc_ps(self, k: int, a: str, b: str) -> int:
-        """What the hop a → b costs a ring of k ranks: a ring costs its dearest hop's price."""
-        hop = self.hops[a, b]
-        key = (k, hop)
-        if key not in self._arc_cache:
-            self._arc_cache[key] = self.hops_ps([hop] * k)
-        return self._arc_cache[key]
+        return self.table(k)[self.hop_id[a, b]]
 
 
 def add_ring(
@@ -69,11 +82,13 @@ def add_ring(
                 circuit.append((i, j, arcs[a, b]))
     m.add_circuit(circuit)
     c = m.new_int_var(bounds[0], max(bounds), "allreduce_ps")
-    for a in ids:
-        out = [(price(a, b), lit) for (x, b), lit in arcs.items() if x == a]
-        dear = [(p, lit) for p, lit in out if p > bounds[0]]
-        if dear:
-            m.add(c >= sum(p * lit for p, lit in dear))
+    dear: dict[str, list[tuple[int, cp_model.IntVar]]] = {a: [] for a in ids}
+    for (a, b), lit in arcs.items():
+        if price(a, b) > bounds[0]:
+            dear[a].append((price(a, b), lit))
+    for out in dear.values():
+        if out:
+            m.add(c >= sum(p * lit for p, lit in out))
     return arcs, c
 
 
@@ -91,21 +106,49 @@ def best_ring(
 ) -> tuple[list[str], bool]:
     """The cheapest ring over all of `ids`, from `start`, and whether it is proven cheapest.
 
-    A pair or a single node has one ring. Otherwise a small CP-SAT model over every arc.
+    A ring costs its dearest hop, so the answer is the lowest price p at which the hops no
+    dearer than p hold a Hamiltonian cycle: each p tried in increasing order, most settled by
+    the graph's shape (too few neighbours, not biconnected, complete, or a cycle), the others by
+    a CP-SAT circuit model within the time left.
     """
     if len(ids) <= 2:
         return [start, *(n for n in ids if n != start)], True
-    k = len(ids)
+    k, proven = len(ids), True
+    deadline = time.perf_counter() + seconds
+    order = sorted(ids, key=lambda n: n != start)
+    for price in sorted({pricing.arc_ps(k, a, b) for a in ids for b in ids if a != b}):
+        g = nx.Graph()
+        g.add_nodes_from(order)
+        g.add_edges_from(
+            (a, b) for a in order for b in order if a < b and pricing.arc_ps(k, a, b) <= price
+        )
+        found, sure = _hamiltonian(g, start, max(deadline - time.perf_counter(), 0.01))
+        if found:
+            return found, proven
+        proven = proven and sure
+    raise RuntimeError(f"no ring over {k} nodes")  # unreachable: the dearest price is complete
+
+
+def _hamiltonian(g: nx.Graph, start: str, seconds: float) -> tuple[list[str] | None, bool]:
+    """A Hamiltonian cycle of g from `start`, or None, and whether that answer is certain."""
+    n = g.number_of_nodes()
+    if min(d for _, d in g.degree) < 2 or not nx.is_biconnected(g):
+        return None, True
+    nodes = list(g.nodes)
+    if g.number_of_edges() == n * (n - 1) // 2:
+        return nodes, True
+    if g.number_of_edges() == n:  # biconnected with n edges: one cycle through every node
+        ring = [start]
+        while len(ring) < n:
+            ring.append(next(v for v in g[ring[-1]] if v not in ring[-2:]))
+        return ring, True
     m = CpModel()
-    one = m.new_constant(1)
-    used = dict.fromkeys(sorted(ids), one)
-    prices = [pricing.arc_ps(k, a, b) for a in ids for b in ids if a != b]
-    arcs, c = add_ring(
-        m, used, lambda a, b: True, lambda a, b: pricing.arc_ps(k, a, b), (0, max(prices))
-    )
-    m.minimize(c)
+    directed = [*g.edges, *((b, a) for a, b in g.edges)]
+    arcs = {(a, b): m.new_bool_var(f"arc[{a},{b}]") for a, b in directed}
+    index = {v: i for i, v in enumerate(nodes)}
+    m.add_circuit([(index[a], index[b], lit) for (a, b), lit in arcs.items()])
     solver = new_solver(seconds)
     status = checked_solve(solver, m)
-    if status not in ("OPTIMAL", "FEASIBLE"):
-        raise RuntimeError(f"no ring over {k} nodes within {seconds:g}s")
-    return cycle(solver, arcs, start), status == "OPTIMAL"
+    if status in ("OPTIMAL", "FEASIBLE"):
+        return cycle(solver, arcs, start), True
+    return None, status == "INFEASIBLE"

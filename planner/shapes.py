@@ -25,30 +25,42 @@ class Shape:
     bound_ps: int
     """`lower_ps` plus the cheapest all-reduce of k ranks over a hop of `level`: no plan of
     this shape is faster."""
+    ring_ps: int | None = None
+    """The all-reduce of every ring of the shape, when all cost the same: every pair of the
+    pool joined within `level` and the hops of `level` all priced alike, the dearest (a ring
+    of cheaper hops only belongs to a lower level and is priced there). No circuit needed."""
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A biconnected block of the hops within a level: what its shapes need, for every k."""
+
+    pool: list[NodeInput]
+    cycle: bool
+    """The block is one cycle: it holds only rings of its own size."""
+    top: set[int]
+    """Distinct hops (`RingPricing.hop_id`) of the level itself inside the block."""
+    within: set[int]
+    """Distinct hops within the level inside the block."""
+    complete: bool
+    """Every pair of the block is joined within the level."""
 
 
 def shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
     """Every shape worth a model, in increasing lower bound. One node is a shape of its own
-    (alike ones once), a pair too (at its own level); for k ≥ 3 the pool at a level holds the
-    nodes with two neighbours within it, and the ring must take a hop of that level."""
+    (alike ones once), a pair too (at its own level); for k ≥ 3 each biconnected block of the
+    graph of hops within a level is a pool (a ring lies inside one block; a block that is just
+    a cycle holds only rings of its own size), and the ring must take a hop of that level."""
     out = _single_and_pair_shapes(p, able)
     present = sorted({p.pair_level[a.id, b.id] for a in able for b in able if a is not b})
-    blocks = {level: _blocks(p, able, level) for level in present}
     counts = range(3, len(able) + 1) if p.allow_unused else range(len(able), len(able) + 1)
-    for k in counts:
-        if k <= 2:
-            continue
-        for level in present:
-            fit = [b for b, cycle in blocks[level] if len(b) == k or (len(b) > k and not cycle)]
-            inside = set().union(*fit)
-            pool = [n for n in able if n.id in inside]
-            if len(pool) < k or not memory_allows(p, k, pool):
-                continue
-            cheapest = _cheapest_arc_ps(p, k, level, pool)
-            if cheapest is None:
-                continue
-            lower = fluid_time_ps(p, k, pool)
-            out.append(Shape(k, level, pool, lower, lower + cheapest))
+    for level in present:
+        for block in _blocks(p, able, level):
+            for k in counts:
+                if k > len(block.pool) or (block.cycle and k != len(block.pool)):
+                    continue
+                if k > 2 and block.top and memory_allows(p, k, block.pool):
+                    out.append(_block_shape(p, k, level, block))
     smallest = smallest_node(p).id
     return sorted(
         out,
@@ -56,9 +68,8 @@ def shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
     )
 
 
-def _blocks(p: Problem, able: list[NodeInput], level: int) -> list[tuple[set[str], bool]]:
-    """The biconnected blocks of the graph of hops within `level` (with whether each is just
-    a cycle): a ring lies inside one block, and a block that is a cycle holds only itself."""
+def _blocks(p: Problem, able: list[NodeInput], level: int) -> list[_Block]:
+    """The biconnected blocks of 3 nodes or more of the graph of hops within `level`."""
     g = nx.Graph()
     g.add_edges_from(
         (a.id, b.id)
@@ -67,17 +78,27 @@ def _blocks(p: Problem, able: list[NodeInput], level: int) -> list[tuple[set[str
         if p.pair_level[a.id, b.id] <= level
     )
     out = []
+    hop_id = p.ring.hop_id
     for block in nx.biconnected_components(g):
-        if len(block) >= 3:
-            out.append((set(block), g.subgraph(block).number_of_edges() == len(block)))
+        if len(block) < 3:
+            continue
+        edges = list(g.subgraph(block).edges)
+        pool = [n for n in able if n.id in block]
+        top = {hop_id[a, b] for a, b in edges if p.pair_level[a, b] == level}
+        within = {hop_id[a, b] for a, b in edges}
+        complete = len(edges) == len(pool) * (len(pool) - 1) // 2
+        out.append(_Block(pool, len(edges) == len(pool), top, within, complete))
     return out
 
 
-def _cheapest_arc_ps(p: Problem, k: int, level: int, pool: list[NodeInput]) -> int | None:
-    """The cheapest price for k ranks of a hop of exactly `level` inside `pool`."""
-    ids = [n.id for n in pool]
-    hops = {p.ring.hops[a, b] for a in ids for b in ids if a < b and p.pair_level[a, b] == level}
-    return min((p.ring.hops_ps([h] * k) for h in hops), default=None)
+def _block_shape(p: Problem, k: int, level: int, block: _Block) -> Shape:
+    """k nodes of the block with a ring whose dearest hop is of `level`."""
+    price = p.ring.table(k)
+    cheapest = min(price[h] for h in block.top)
+    dearest = max(price[h] for h in block.within)
+    uniform = cheapest if block.complete and dearest == cheapest else None
+    lower = fluid_time_ps(p, k, block.pool)
+    return Shape(k, level, block.pool, lower, lower + cheapest, uniform)
 
 
 def _single_and_pair_shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
@@ -111,5 +132,5 @@ def _single_and_pair_shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
                 continue
             seen.add(key)
             lower = fluid_time_ps(p, k, group)
-            out.append(Shape(k, level, group, lower, lower + comm))
+            out.append(Shape(k, level, group, lower, lower + comm, comm))
     return out

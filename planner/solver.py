@@ -70,7 +70,7 @@ from ortools.sat.python import cp_model
 
 from planner.cpsat import SEED, WORKERS
 from planner.model import SplitModel
-from planner.problem import Problem, Solution, able_nodes, first_rank
+from planner.problem import Problem, Solution, able_nodes
 from planner.shapes import shapes
 
 __all__ = ["FORMULATION", "SEED", "WORKERS", "solve"]
@@ -129,6 +129,7 @@ def solve(problem: Problem) -> Solution:
             shape.k > n_kv,
             lower_ps=shape.lower_ps,
             cutoff_ps=cutoff,
+            ring_ps=shape.ring_ps,
         )
         status, solver = model.solve(left)
         if status == "FEASIBLE":
@@ -136,7 +137,7 @@ def solve(problem: Problem) -> Solution:
         elif status == "UNKNOWN":
             open_bounds.append(shape.bound_ps)
         if status in ("OPTIMAL", "FEASIBLE"):
-            best = (model.objective_ps(solver), shape.k)
+            best = (model.outcome(solver, left)[1], shape.k)
             found = (model, solver)
     limited = bool(open_bounds)
     if best is None or found is None:
@@ -145,13 +146,11 @@ def solve(problem: Problem) -> Solution:
     model, solver = found
     left = max(problem.time_limit_s - (time.perf_counter() - started), 0.05)
     final = model.tie_break(best[0], solver, left)
-    shares = model.shares(final)
-    used = [n for n in model.nodes if final.boolean_value(model.used[n.id])]
-    objective = model.objective_ps(final)
+    ring, objective = model.outcome(final, left)
     return Solution(
         status="feasible" if limited else "optimal",
-        shares=shares,
-        ring=model.ring(final, first_rank(used)),
+        shares=model.shares(final),
+        ring=ring,
         objective_ps=objective,
         bound_ps=min([objective, *open_bounds]),
         wall_ms=(time.perf_counter() - started) * 1e3,
