@@ -169,7 +169,7 @@ def _cache_total(costs: UnitCosts) -> int:
 
 
 def _sharded_read(costs: UnitCosts) -> float:
-    return sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    return costs.sharded_read
 
 
 def _node_row(node_id: str, budget: int, weights: int, kv: int, overhead: int) -> dict[str, Any]:

@@ -46,7 +46,7 @@ GAP_TARGET_PCT = 3.0
 
 
 def _sharded_read(costs: UnitCosts) -> float:
-    return sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    return costs.sharded_read
 
 
 def fluid_used_ms(costs: UnitCosts, bandwidths: list[float]) -> float:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.context import PlanningContext
-from planner.costs import UNITS, unit_costs
+from planner.costs import UNITS, Unit, unit_costs
 from planner.problem import Solution
 from planner.solver import solve
 from protocol.model_spec import KV_CACHE_STEP
@@ -31,13 +31,13 @@ def equal_overflow(ranks: list[RankPlan], headroom: float) -> list[str]:
     ]
 
 
-def _unit_names() -> dict[str, str]:
+def _unit_names() -> dict[Unit, str]:
     return {
-        "q_head": "query head",
-        "kv_head": "KV head",
-        "ffn_block": "FFN block",
-        "expert": "expert",
-        "lin_k_head": "linear-attention head",
+        Unit.Q_HEAD: "query head",
+        Unit.KV_HEAD: "KV head",
+        Unit.FFN_BLOCK: "FFN block",
+        Unit.EXPERT: "expert",
+        Unit.LIN_K_HEAD: "linear-attention head",
     }
 
 
@@ -58,7 +58,7 @@ def infeasible(ctx: PlanningContext, solution: Solution) -> list[str]:
             f"rank holds whole ({gb(costs.replicated_weight)} of embeddings, norms and routers "
             f"+ {gb(c.overhead_bytes)} runtime overhead)"
         )
-    sharded = sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    sharded = costs.sharded_held
     cache = costs.cache_of(costs.total_units)
     k = max(len(able), 1)
     needed = sharded + k * fixed
@@ -74,12 +74,12 @@ def infeasible(ctx: PlanningContext, solution: Solution) -> list[str]:
         names = _unit_names()
         biggest = max(
             (u for u in UNITS if costs.total_units[u]),
-            key=lambda u: costs.weight[u] + costs.cache[u],
+            key=costs.held,
         )
         reasons.insert(
             0,
             f"the total fits ({gb(needed)} of {gb(offered)}) but no split into whole units "
-            f"does: one {names[biggest]} weighs {gb(costs.weight[biggest] + costs.cache[biggest])}",
+            f"does: one {names[biggest]} weighs {gb(costs.held(biggest))}",
         )
     largest = largest_context(ctx)
     if largest is not None and largest < c.context_tokens:

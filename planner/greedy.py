@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from planner.costs import UNITS
+from planner.costs import SHARDED, Unit
 from planner.problem import NodeInput, Problem, fixed_bytes, time_coefficient
 
-SHARDED = ("ffn_block", "expert", "lin_k_head")
 KV_GROUP = "kv_group"  # G query heads with their KV head: attention's whole unit
 GREEDY_MOVES = 200  # improving moves in the greedy split, at most
 
@@ -40,16 +39,17 @@ def greedy_split(p: Problem, nodes: list[NodeInput]) -> GreedySplit | None:
     node while that makes it faster without making another as slow. None when some unit fits
     nowhere."""
     c, g = p.costs, p.q_per_kv
-    held = {u: c.weight[u] + c.cache[u] for u in UNITS}
-    read = {u: c.read[u] + c.cache[u] for u in UNITS}
-    size = {KV_GROUP: g * held["q_head"] + held["kv_head"], **{u: held[u] for u in SHARDED}}
-    count = {KV_GROUP: c.total_units["kv_head"], **{u: c.total_units[u] for u in SHARDED}}
-    read[KV_GROUP] = g * read["q_head"] + read["kv_head"]
+    size: dict[str, int] = {KV_GROUP: g * c.held(Unit.Q_HEAD) + c.held(Unit.KV_HEAD)}
+    size.update({u: c.held(u) for u in SHARDED})
+    count: dict[str, int] = {KV_GROUP: c.total_units[Unit.KV_HEAD]}
+    count.update({u: c.total_units[u] for u in SHARDED})
+    read: dict[str, float] = {KV_GROUP: g * c.per_token(Unit.Q_HEAD) + c.per_token(Unit.KV_HEAD)}
+    read.update({u: c.per_token(u) for u in SHARDED})
     kinds = sorted((u for u in size if count[u]), key=lambda u: -read[u])
 
     def step(u: str, bw: float) -> int:
         if u == KV_GROUP:
-            return g * time_coefficient(read["q_head"], bw) + time_coefficient(read["kv_head"], bw)
+            return group_time_ps(p, bw)
         return time_coefficient(read[u], bw)
 
     s = _State(
@@ -66,6 +66,13 @@ def greedy_split(p: Problem, nodes: list[NodeInput]) -> GreedySplit | None:
         if not _improve(s, kinds):
             break
     return GreedySplit(max(s.t), s.x)
+
+
+def group_time_ps(p: Problem, bandwidth_gbps: float) -> int:
+    """A whole KV group's time coefficient on a node, as the CP-SAT model counts it."""
+    c = p.costs
+    q = time_coefficient(c.per_token(Unit.Q_HEAD), bandwidth_gbps)
+    return p.q_per_kv * q + time_coefficient(c.per_token(Unit.KV_HEAD), bandwidth_gbps)
 
 
 def _pour(s: _State, u: str, count: int) -> bool:

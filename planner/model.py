@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from ortools.sat.python import cp_model
 
-from planner.costs import UNITS
+from planner.costs import SHARDED, UNITS, Unit
 from planner.cpsat import CpModel, checked_solve, new_solver
 from planner.dominance import dominance
-from planner.greedy import KV_GROUP, SHARDED, greedy_split
+from planner.greedy import KV_GROUP, greedy_split
 from planner.problem import (
     NodeInput,
     NodeShare,
@@ -50,7 +50,7 @@ class SplitModel:
         self.level = level
         self.k = counts[0]
         self.totals = p.costs.total_units
-        self.n_kv = self.totals["kv_head"]
+        self.n_kv = self.totals[Unit.KV_HEAD]
         self.g = p.q_per_kv
         self.fixed = fixed_bytes(p)
         self.replicate_kv = replicate_kv and self.g > 1
@@ -96,8 +96,7 @@ class SplitModel:
 
     def _variables(self) -> None:
         m, t, c = self.m, self.totals, self.p.costs
-        per = {u: c.weight[u] + c.cache[u] for u in UNITS}
-        group = self.g * per["q_head"] + per["kv_head"]
+        group = self.g * c.held(Unit.Q_HEAD) + c.held(Unit.KV_HEAD)
         for node in self.nodes:
             n = node.id
             self.used[n] = m.new_bool_var(f"used[{n}]")
@@ -111,10 +110,10 @@ class SplitModel:
                     self.h[n, j] = m.new_int_var(0, self.g - 1, f"slot_q[{n},{j}]")
                 q = q + sum(self.h[n, j] for j in self.slots)
                 kv = kv + self.part[n]
-            self.x[n, "q_head"] = q
-            self.x[n, "kv_head"] = kv
+            self.x[n, Unit.Q_HEAD] = q
+            self.x[n, Unit.KV_HEAD] = kv
             for u in SHARDED:
-                self.x[n, u] = m.new_int_var(0, self._cap(node, per[u], t[u]), f"{u}[{n}]")
+                self.x[n, u] = m.new_int_var(0, self._cap(node, c.held(u), t[u]), f"{u}[{n}]")
         for j in self.slots:
             self.split[j] = m.new_bool_var(f"split[{j}]")
 
@@ -158,7 +157,7 @@ class SplitModel:
         c = self.p.costs
         for node in self.nodes:
             n = node.id
-            held = sum((c.weight[u] + c.cache[u]) * self.x[n, u] for u in UNITS)
+            held = sum(c.held(u) * self.x[n, u] for u in UNITS)
             self.mem[n] = self.fixed * self.used[n] + held
             self.m.add(self.mem[n] <= node.budget)
 
@@ -193,7 +192,7 @@ class SplitModel:
         for node in self.nodes:
             n, bw = node.id, node.bandwidth_gbps
             rho = time_coefficient(c.replicated_read, bw)
-            tau = {u: time_coefficient(c.read[u] + c.cache[u], bw) for u in UNITS}
+            tau = {u: time_coefficient(c.per_token(u), bw) for u in UNITS}
             self.t[n] = rho * self.used[n] + sum(tau[u] * self.x[n, u] for u in UNITS)
             horizon = max(horizon, rho + sum(tau[u] * self.totals[u] for u in UNITS))
         self.T = self.m.new_int_var(min(lower_ps, horizon), horizon, "slowest_rank_ps")
@@ -334,12 +333,10 @@ class SplitModel:
             shares.append(
                 NodeShare(
                     node_id=n,
-                    kv_whole=s.value(self.kvw[n]),
+                    kv_groups=s.value(self.kvw[n]),
                     partial_slot=slot,
                     partial_q=s.value(self.h[n, slot]) if slot is not None else 0,
-                    ffn_blocks=s.value(self.x[n, "ffn_block"]),
-                    experts=s.value(self.x[n, "expert"]),
-                    lin_k_heads=s.value(self.x[n, "lin_k_head"]),
+                    sharded={u: s.value(self.x[n, u]) for u in SHARDED},
                     q_per_kv=self.g,
                 )
             )

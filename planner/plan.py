@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from planner import diagnose
 from planner.context import SOLVER_VERSION, Cluster, PlanningContext, plan_id_for
-from planner.costs import UNITS, UnitCosts
+from planner.costs import UnitCosts
 from planner.equal import equal_shares
 from planner.layout import rank_plans
 from planner.problem import NodeShare, Solution
@@ -57,8 +57,8 @@ def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
 
 def fluid_used_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
     """The fluid bound over exactly these ranks: what `compute_ms` is measured against."""
-    sharded = sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
-    return (sharded + len(bandwidths) * costs.replicated_read) / sum(bandwidths) / 1e6
+    read = costs.sharded_read + len(bandwidths) * costs.replicated_read
+    return read / sum(bandwidths) / 1e6
 
 
 @dataclass
@@ -111,16 +111,10 @@ def beyond_model_range(
     """Reasons the request's sizes do not fit the CP-SAT model's 64-bit integers (bytes and
     picoseconds), e.g. a bandwidth typed in the wrong unit; empty when they fit."""
     reasons = []
-    held = (
-        costs.replicated_weight
-        + overhead_bytes
-        + sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
-    )
+    held = costs.replicated_weight + overhead_bytes + costs.sharded_held
     if held > MODEL_RANGE:
         reasons.append(f"the model needs {held / 1e9:.4g} GB: beyond what the planner can model")
-    read = costs.replicated_read + sum(
-        (costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS
-    )
+    read = costs.replicated_read + costs.sharded_read
     for n in sorted(cluster.nodes.values(), key=lambda n: n.id):
         ps = read * 1e3 / n.bandwidth_gbps
         if not ps <= MODEL_RANGE:

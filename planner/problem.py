@@ -7,10 +7,11 @@ CP-SAT model uses is computed here or in `planner.costs`, never inside the model
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from planner.costs import UNITS, UnitCosts
+from planner.costs import SHARDED, Unit, UnitCosts
 from planner.ring import RingPricing
 
 PS_PER_NS = 1000
@@ -41,46 +42,31 @@ class Problem:
 
     @cached_property
     def sharded_read(self) -> float:
-        """Bytes of sharded weights and cache read per token, over all ranks."""
-        c = self.costs
-        return sum((c.read[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
+        return self.costs.sharded_read
 
     @cached_property
     def sharded_held(self) -> int:
-        """Bytes of sharded weights and cache held, over all ranks."""
-        c = self.costs
-        return sum((c.weight[u] + c.cache[u]) * c.total_units[u] for u in UNITS)
+        return self.costs.sharded_held
 
 
 @dataclass(frozen=True)
 class NodeShare:
-    """What one node holds, in units; `partial_slot` is the split KV group it shares."""
+    """What one node holds: whole KV groups (G query heads with their KV head each), or part of
+    one (`partial_slot`, the split group it shares, with `partial_q` of its query heads and the
+    KV head copied), and any number of each SHARDED unit."""
 
     node_id: str
-    kv_whole: int = 0
+    kv_groups: int = 0
     partial_slot: int | None = None
     partial_q: int = 0
-    ffn_blocks: int = 0
-    experts: int = 0
-    lin_k_heads: int = 0
+    sharded: Mapping[Unit, int] = field(default_factory=dict)
     q_per_kv: int = 1
 
-    @property
-    def q_heads(self) -> int:
-        return self.q_per_kv * self.kv_whole + self.partial_q
-
-    @property
-    def kv_heads(self) -> int:
-        return self.kv_whole + (1 if self.partial_slot is not None else 0)
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "q_head": self.q_heads,
-            "kv_head": self.kv_heads,
-            "ffn_block": self.ffn_blocks,
-            "expert": self.experts,
-            "lin_k_head": self.lin_k_heads,
-        }
+    def counts(self) -> dict[Unit, int]:
+        """Units held, in the one vocabulary of costs and plans."""
+        q = self.q_per_kv * self.kv_groups + self.partial_q
+        kv = self.kv_groups + (1 if self.partial_slot is not None else 0)
+        return {Unit.Q_HEAD: q, Unit.KV_HEAD: kv, **{u: self.sharded.get(u, 0) for u in SHARDED}}
 
 
 @dataclass

@@ -68,6 +68,7 @@ import time
 
 from ortools.sat.python import cp_model
 
+from planner.costs import Unit
 from planner.cpsat import SEED, WORKERS
 from planner.model import SplitModel
 from planner.problem import Problem, Solution, able_nodes
@@ -81,7 +82,7 @@ FORMULATION = 3
 
 def _feasible(problem: Problem, started: float) -> Solution:
     """Any split at all: whole groups on any number of nodes, else with KV replication."""
-    nodes, n_kv = able_nodes(problem), problem.costs.total_units["kv_head"]
+    nodes, n_kv = able_nodes(problem), problem.costs.total_units[Unit.KV_HEAD]
     lo = 1 if problem.allow_unused else len(problem.nodes)
     limited = False
     for replicate in (False, True):
@@ -106,7 +107,7 @@ def solve(problem: Problem) -> Solution:
     started = time.perf_counter()
     if problem.feasibility_only:
         return _feasible(problem, started)
-    able, n_kv = able_nodes(problem), problem.costs.total_units["kv_head"]
+    able, n_kv = able_nodes(problem), problem.costs.total_units[Unit.KV_HEAD]
     if not problem.allow_unused and len(able) < len(problem.nodes):
         return Solution(status="infeasible", wall_ms=(time.perf_counter() - started) * 1e3)
     best: tuple[int, int] | None = None  # (T + C, k)

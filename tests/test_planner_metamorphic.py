@@ -21,8 +21,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from planner.context import PlanningContext
-from planner.costs import UNITS, unit_costs
-from planner.greedy import KV_GROUP, SHARDED
+from planner.costs import SHARDED, Unit, unit_costs
+from planner.greedy import KV_GROUP
 from planner.plan import make_plan
 from planner.problem import NodeInput, Problem, fixed_bytes, memory_allows, time_coefficient
 from protocol.model_spec import read_config
@@ -44,12 +44,12 @@ def _unit_steps(p: Problem) -> tuple[list[str], dict[str, int], dict[str, int], 
     """Unit kinds (a KV group is a query head with its KV head: q_per_kv is 1 here), their
     counts, bytes held and bytes read."""
     c = p.costs
-    held = {u: c.weight[u] + c.cache[u] for u in UNITS}
-    read = {u: c.read[u] + c.cache[u] for u in UNITS}
     kinds = [KV_GROUP, *SHARDED]
-    count = {KV_GROUP: c.total_units["kv_head"], **{u: c.total_units[u] for u in SHARDED}}
-    size = {KV_GROUP: held["q_head"] + held["kv_head"], **{u: held[u] for u in SHARDED}}
-    reads = {KV_GROUP: read["q_head"] + read["kv_head"], **{u: read[u] for u in SHARDED}}
+    count = {KV_GROUP: c.total_units[Unit.KV_HEAD], **{u: c.total_units[u] for u in SHARDED}}
+    size = {KV_GROUP: c.held(Unit.Q_HEAD) + c.held(Unit.KV_HEAD)}
+    size.update({u: c.held(u) for u in SHARDED})
+    reads = {KV_GROUP: c.per_token(Unit.Q_HEAD) + c.per_token(Unit.KV_HEAD)}
+    reads.update({u: c.per_token(u) for u in SHARDED})
     return kinds, count, size, reads
 
 
@@ -89,8 +89,8 @@ def best_split_ps(p: Problem, used: tuple[NodeInput, ...]) -> int | None:
 
 def _group_ps(p: Problem, bw: float) -> int:
     c = p.costs
-    q = time_coefficient(c.read["q_head"] + c.cache["q_head"], bw)
-    return q + time_coefficient(c.read["kv_head"] + c.cache["kv_head"], bw)
+    q = time_coefficient(c.per_token(Unit.Q_HEAD), bw)
+    return q + time_coefficient(c.per_token(Unit.KV_HEAD), bw)
 
 
 def cheapest_ring_ps(p: Problem, ids: list[str]) -> int:
@@ -153,7 +153,7 @@ def clusters(draw: st.DrawFn) -> PlanRequest:
         "intermediate_size": 64 * draw(st.integers(1, 3)),
     }
     costs = unit_costs(read_config(model), 256)
-    held = sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    held = costs.sharded_held
     count = draw(st.integers(5, 8))
     ids = [f"n{i}" for i in range(count)]
     nodes = [
