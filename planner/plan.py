@@ -123,12 +123,12 @@ def beyond_model_range(
                 f"{n.bandwidth_gbps:g} GB/s: beyond what the planner can model "
                 "(bandwidth_gbps is memory GB/s)"
             )
-    k = len(cluster.nodes)
-    price = cluster.pricing.table(k)
-    hop_id = cluster.pricing.hop_id
-    for (a, b), hop in sorted(hop_id.items()):
-        ps = price[hop]
-        if a < b and not ps <= MODEL_RANGE:
+    k, pricing = len(cluster.nodes), cluster.pricing
+    beyond = {h: pricing.exact_ps([h] * k) for h in pricing.distinct}
+    beyond = {h: ps for h, ps in beyond.items() if not ps <= MODEL_RANGE}
+    for (a, b), hop in sorted(pricing.hops.items()) if beyond else []:
+        ps = beyond.get(hop, 0.0)
+        if a < b and ps:
             reasons.append(
                 f"the link between {a} and {b} would take {ps / 1e12:.4g} s of all-reduce a "
                 "token: beyond what the planner can model (link bandwidth_gbps is network Gb/s)"

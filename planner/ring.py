@@ -49,8 +49,12 @@ class RingPricing:
         return self.hops_ps(ring_hops(order, self.hops))
 
     def hops_ps(self, hops: list[Hop]) -> int:
+        return round(self.exact_ps(hops))
+
+    def exact_ps(self, hops: list[Hop]) -> float:
+        """Unrounded (possibly beyond any integer, for absurd links)."""
         us = ring_allreduce_us(hops, self.message_bytes)
-        return round(us * self.allreduces_per_token * PS_PER_US)
+        return us * self.allreduces_per_token * PS_PER_US
 
     def table(self, k: int) -> list[int]:
         """What each distinct hop costs a ring of k ranks: a ring costs its dearest hop's."""

@@ -94,3 +94,25 @@ def test_switch_and_thunderbolt_ring_adding_rdma_never_slower() -> None:
     assert ms(after) <= ms(before) * SLACK
     parts = [set(ids[:k]) for k in range(3, 9)]
     assert_no_slower_than_parts(nodes, links, LLAMA_70B, parts)
+
+
+@pytest.mark.parametrize("sharding", ["auto", "asymmetric"])
+def test_a_time_limit_returns_the_best_plan_known_never_infeasible(sharding: str) -> None:
+    """64 Macs and a 0.001 s limit: the solver cannot prove anything, yet the even split fits,
+    so the answer is a plan, labelled `feasible` and `time_limited`."""
+    nodes = [node(f"m{i:02d}", 128, 800) for i in range(64)]
+    req = request(nodes, config(LLAMA_405B), sharding=sharding, time_limit_s=0.001)
+    plan = make_plan(req)
+    assert plan.feasible, plan.reasons
+    assert plan.solver.time_limited and plan.status == "feasible"
+    assert plan.warnings and "time limit" in plan.warnings[0]
+
+
+def test_auto_reports_the_status_of_the_plan_it_returns() -> None:
+    """Where the even split is the optimum, `auto` returns it as optimal only because the
+    solver proved that nothing is faster; its decode time is then the solver's bound."""
+    nodes = [node(f"e{i}", 128, 800) for i in range(2)]
+    plan = make_plan(request(nodes, config(LLAMA_70B), sharding="auto"))
+    assert plan.sharding == "equal" and plan.status == "optimal"
+    assert plan.solver.objective is None and plan.solver.bound is not None
+    assert ms(plan) == pytest.approx(plan.solver.bound, abs=2e-6)
