@@ -13,6 +13,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cached_property
 from typing import TypeVar
 
 from protocol.model_spec import KV_CACHE_STEP, ModelSpec, Quant
@@ -78,12 +79,12 @@ class UnitCosts:
         """Bytes read per decode token: weights, plus the KV cache/state it attends over."""
         return self.replicated_read + sum(self.per_token(u) * counts.get(u, 0) for u in UNITS)
 
-    @property
+    @cached_property
     def sharded_held(self) -> int:
         """Bytes of sharded weights and cache held, over all ranks."""
         return sum(self.held(u) * self.total_units[u] for u in UNITS)
 
-    @property
+    @cached_property
     def sharded_read(self) -> float:
         """Bytes of sharded weights and cache read per token, over all ranks."""
         return sum(self.per_token(u) * self.total_units[u] for u in UNITS)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from planner.costs import Unit, UnitCosts
-from planner.problem import NodeShare
+from planner.problem import NodeShare, budget_bytes
 from protocol.model_spec import ModelSpec
 from protocol.schema import MemoryBreakdown, Node, Range, RankPlan
 
@@ -39,10 +39,6 @@ def attention_ranges(shares: list[NodeShare], g: int) -> list[tuple[Range, Range
             offset[s.partial_slot] += s.partial_q
             out.append(((start, start + s.partial_q), (kv, kv + 1)))
     return out
-
-
-def budget_bytes(node: Node, headroom: float) -> int:
-    return int(node.usable_bytes * (1 - headroom))
 
 
 def rank_plans(
