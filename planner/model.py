@@ -8,6 +8,7 @@ from planner.costs import SHARDED, UNITS, Unit
 from planner.cpsat import CpModel, checked_solve, new_solver
 from planner.dominance import dominance
 from planner.greedy import KV_GROUP, greedy_split
+from planner.hamiltonian import cycle
 from planner.problem import (
     NodeInput,
     NodeShare,
@@ -17,7 +18,7 @@ from planner.problem import (
     smallest_node,
     time_coefficient,
 )
-from planner.ring import add_ring, best_ring, cycle
+from planner.ring import add_ring, best_ring
 
 TIE_BREAK_DETERMINISTIC_S = 0.05  # the tie-break only polishes an optimal plan: keep it short
 

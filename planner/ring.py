@@ -16,7 +16,7 @@ from functools import cached_property
 import networkx as nx
 from ortools.sat.python import cp_model
 
-from planner.cpsat import CpModel, checked_solve, new_solver
+from planner.hamiltonian import hamiltonian_cycle
 from planner.topology import Hop, ring_allreduce_us, ring_hops
 
 PS_PER_US = 1_000_000
@@ -96,63 +96,30 @@ def add_ring(
     return arcs, c
 
 
-def cycle(solver: cp_model.CpSolver, arcs: Arcs, start: str) -> list[str]:
-    """The circuit's nodes in order from `start` (just `start` when it has no arc out)."""
-    succ = {a: b for (a, b), lit in arcs.items() if solver.boolean_value(lit)}
-    order = [start]
-    while succ.get(order[-1], start) != start:
-        order.append(succ[order[-1]])
-    return order
-
-
 def best_ring(
     ids: list[str], pricing: RingPricing, start: str, seconds: float
 ) -> tuple[list[str], bool]:
     """The cheapest ring over all of `ids`, from `start`, and whether it is proven cheapest.
 
     A ring costs its dearest hop, so the answer is the lowest price p at which the hops no
-    dearer than p hold a Hamiltonian cycle: each p tried in increasing order, most settled by
-    the graph's shape (too few neighbours, not biconnected, complete, or a cycle), the others by
-    a CP-SAT circuit model within the time left.
+    dearer than p hold a Hamiltonian cycle (`planner.hamiltonian`), each p tried in increasing
+    order from the least that gives every node two hops.
     """
     if len(ids) <= 2:
         return [start, *(n for n in ids if n != start)], True
     k, proven = len(ids), True
     deadline = time.perf_counter() + seconds
-    order = sorted(ids, key=lambda n: n != start)
-    for price in sorted({pricing.arc_ps(k, a, b) for a in ids for b in ids if a != b}):
-        g = nx.Graph()
-        g.add_nodes_from(order)
-        g.add_edges_from(
-            (a, b) for a in order for b in order if a < b and pricing.arc_ps(k, a, b) <= price
-        )
-        found, sure = _hamiltonian(g, start, max(deadline - time.perf_counter(), 0.01))
+    pairs = sorted((pricing.arc_ps(k, a, b), a, b) for a in ids for b in ids if a < b)
+    second = {n: sorted(p for p, a, b in pairs if n in (a, b))[1] for n in ids}
+    least = max(second.values())
+    g = nx.Graph()
+    g.add_nodes_from(sorted(ids))
+    for i, (price, a, b) in enumerate(pairs):
+        g.add_edge(a, b)
+        if price < least or (i + 1 < len(pairs) and pairs[i + 1][0] == price):
+            continue  # all hops of this price first
+        found, sure = hamiltonian_cycle(g, start, max(deadline - time.perf_counter(), 0.01))
         if found:
             return found, proven
         proven = proven and sure
-    raise RuntimeError(f"no ring over {k} nodes")  # unreachable: the dearest price is complete
-
-
-def _hamiltonian(g: nx.Graph, start: str, seconds: float) -> tuple[list[str] | None, bool]:
-    """A Hamiltonian cycle of g from `start`, or None, and whether that answer is certain."""
-    n = g.number_of_nodes()
-    if min(d for _, d in g.degree) < 2 or not nx.is_biconnected(g):
-        return None, True
-    nodes = list(g.nodes)
-    if g.number_of_edges() == n * (n - 1) // 2:
-        return nodes, True
-    if g.number_of_edges() == n:  # biconnected with n edges: one cycle through every node
-        ring = [start]
-        while len(ring) < n:
-            ring.append(next(v for v in g[ring[-1]] if v not in ring[-2:]))
-        return ring, True
-    m = CpModel()
-    directed = [*g.edges, *((b, a) for a, b in g.edges)]
-    arcs = {(a, b): m.new_bool_var(f"arc[{a},{b}]") for a, b in directed}
-    index = {v: i for i, v in enumerate(nodes)}
-    m.add_circuit([(index[a], index[b], lit) for (a, b), lit in arcs.items()])
-    solver = new_solver(seconds)
-    status = checked_solve(solver, m)
-    if status in ("OPTIMAL", "FEASIBLE"):
-        return cycle(solver, arcs, start), True
-    return None, status == "INFEASIBLE"
+    raise RuntimeError(f"no ring over {k} nodes")  # unreachable: a complete graph has one
