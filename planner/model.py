@@ -208,7 +208,9 @@ class SplitModel:
         nodes, m = self.nodes, self.m
         smallest = smallest_node(self.p).id
         timed = self.level is not None
-        price = self.arc_ps if timed and self.k >= 2 else None
+        # With one price for every ring of the shape, the ring cannot tell nodes apart.
+        circuit = timed and self.k >= 2 and self.ring_ps is None
+        price = self.arc_ps if circuit else None
         for i, j, mutual in dominance(nodes, self.allowed, price):
             a, b = nodes[i].id, nodes[j].id
             if a == smallest:
@@ -238,6 +240,8 @@ class SplitModel:
             return
         arcs = set(zip(ring, ring[1:] + ring[:1])) if self.k > 1 else set()
         comm = max((self.arc_ps(a, b) for a, b in arcs), default=0)
+        if self.ring_ps is not None:
+            comm = self.ring_ps  # what the model counts for any ring of this shape
         self.m.add(split.slowest_ps + comm >= self.T + self.C)
         held = {n.id: x for n, x in zip(chosen, split.counts)}
         for n in self.used:

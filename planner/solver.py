@@ -3,9 +3,11 @@ r"""The CP-SAT model of an asymmetric tensor-parallel split, with its all-reduce
 A plan's shape, k used nodes from a pool P whose ring's dearest hop is of level L, is
 enumerated outside CP-SAT; for each shape a small model assigns whole units to nodes and picks
 the ring. Shapes: every single node and every pair that can hold the model (alike nodes and
-pairs once), and for k ≥ 3 each level L present among the nodes with the pool of nodes that
-have two neighbours within it. Levels bucket the effective hops (direct or routed) by price.
-The model of one shape (all coefficients precomputed integers; no products of variables)::
+pairs once), and for k ≥ 3, for each level L present among the nodes, each biconnected block
+of the graph of hops within L as a pool (a ring lies inside one block; a block that is one
+cycle holds only a ring of its own size). Levels bucket the effective hops (direct or routed)
+by price; every arc is still priced exactly. The model of one shape (all coefficients
+precomputed integers; no products of variables)::
 
     nodes n ∈ P_kL      (each holds the replicated bytes R_w + O)
     units u ∈ {q_head, kv_head, ffn_block, expert, lin_k_head}
@@ -34,15 +36,21 @@ The model of one shape (all coefficients precomputed integers; no products of va
                   slot j's first node precedes slot j + 1's: y_{n,j+1} ≤ Σ_{m before n} y_mj
     minimise      T + C                                   (the plan's decode time)
 
-`a_k(n,m)` is what hop n → m costs a ring of k ranks: `planner.topology.ring_allreduce_us`
-of a ring made of that hop alone, per token. That function prices every ring as its dearest
-hop's such price, so C at the optimum is exactly the chosen ring's all-reduce time, and the
-plan's `ring` is the circuit the solver chose (rank 0 the used node with the most memory).
-`F_kL` is the fluid bound, the k fastest pool nodes sharing the bytes read perfectly, and
-`G_kL` a greedy split over them (largest units first, each to the node that would finish it
-soonest, then units moved or traded off the slowest node while that helps) plus a
-nearest-neighbour ring through them, when both exist: bounds that spare the search most of its
-work (a G_kL ring of a lower level still bounds the best plan, which that level's shape holds).
+`a_k(n,m)` is what hop n → m costs a ring of k ranks: `planner.topology.ring_allreduce_us` of
+a ring made of that hop alone, per token. That function prices every ring as its dearest hop's
+such price, so C at the optimum is exactly the chosen ring's all-reduce time, and the plan's
+`ring` is the circuit the solver chose (rank 0 the used node with the most memory). When every
+pair of the pool is joined within L and the level-L hops all cost the same, the dearest, every
+ring of the shape costs that: C is that constant, with no circuit, and the ring over the used
+nodes is then the cheapest by `planner.ring.best_ring`, priced exactly (one of cheaper hops
+only is also a lower level's plan). The plan's decode time is the slowest rank plus its ring's
+price, which is the objective at the optimum. `F_kL` is the fluid bound, the k fastest pool
+nodes sharing the bytes read perfectly, and `G_kL` a greedy split (largest units first, each
+to the node that would finish it soonest, then units moved or traded off the slowest node while
+that helps) over k nodes grown from the fastest by cheapest insertion into a ring, plus that
+ring: an upper bound and the search's hint (a G_kL ring of a lower level still bounds the best
+plan, which that level's shape holds). Optimality is proven to within `planner.cpsat.GAP_PS`
+(under a nanosecond a token, below the plan's reported precision).
 
 Search: shapes are tried in increasing lower bound F_kL + min a_k over level-L hops. Each model
 must beat the best plan so far (`cutoff`; a shape with fewer nodes than the best may tie it),
@@ -58,7 +66,8 @@ then replicated.
 
 The pieces live beside this module: `planner.problem` (nodes, unit costs, the fluid bound),
 `planner.shapes` (the enumeration of shapes), `planner.model` (one shape's CP-SAT model),
-`planner.ring` (the circuit and its pricing) and `planner.greedy` (the greedy split G_kL).
+`planner.ring` (the circuit and its pricing), `planner.hamiltonian` (rings over a fixed set),
+`planner.dominance` (the symmetry) and `planner.greedy` (the greedy split G_kL).
 """
 
 from __future__ import annotations
