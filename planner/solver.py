@@ -81,7 +81,7 @@ from planner.costs import Unit
 from planner.cpsat import SEED, WORKERS
 from planner.model import SplitModel
 from planner.problem import Problem, Solution, able_nodes
-from planner.shapes import shapes
+from planner.shapes import Shape, shapes
 
 __all__ = ["FORMULATION", "SEED", "WORKERS", "solve"]
 
@@ -111,6 +111,30 @@ def _feasible(problem: Problem, started: float) -> Solution:
     )
 
 
+def _split_bound(problem: Problem, shape: Shape, cutoff: int | None, seconds: float) -> int | None:
+    """A lower bound on the slowest rank of any split over k nodes of the shape's pool, the
+    ring aside: that split's own optimum (as good a bound as the fluid one at worst, and exact
+    when the pool's nodes are alike, which a ring of them cannot tell apart). None when no
+    such split fits, or none leaves room to beat `cutoff` with the shape's cheapest ring."""
+    ring_floor = shape.bound_ps - shape.lower_ps
+    model = SplitModel(
+        problem,
+        shape.pool,
+        range(shape.k, shape.k + 1),
+        shape.level,
+        shape.k > problem.costs.total_units[Unit.KV_HEAD],
+        lower_ps=shape.lower_ps,
+        cutoff_ps=None if cutoff is None else cutoff - ring_floor,
+        ring_ps=0,
+    )
+    status, solver = model.solve(seconds)
+    if status == "INFEASIBLE":
+        return None
+    if status in ("OPTIMAL", "FEASIBLE"):
+        return math.ceil(solver.best_objective_bound)
+    return shape.lower_ps
+
+
 def solve(problem: Problem) -> Solution:
     """Try (k, level) shapes in order of their lower bound; each must beat the best so far."""
     started = time.perf_counter()
@@ -131,17 +155,21 @@ def solve(problem: Problem) -> Solution:
             continue
         # Beat the best plan so far; with fewer nodes, tying it is enough.
         cutoff = None if best is None else best[0] - (1 if shape.k >= best[1] else 0)
+        lower = _split_bound(problem, shape, cutoff, left) if shape.ring_ps is None else 0
+        if lower is None:
+            continue  # no k nodes of the pool hold the model, or none beats the best so far
+        left = problem.time_limit_s - (time.perf_counter() - started)
         model = SplitModel(
             problem,
             shape.pool,
             range(shape.k, shape.k + 1),
             shape.level,
             shape.k > n_kv,
-            lower_ps=shape.lower_ps,
+            lower_ps=max(shape.lower_ps, lower),
             cutoff_ps=cutoff,
             ring_ps=shape.ring_ps,
         )
-        status, solver = model.solve(left)
+        status, solver = model.solve(max(left, 0.001))
         if status == "FEASIBLE":
             open_bounds.append(max(shape.bound_ps, math.ceil(solver.best_objective_bound)))
         elif status == "UNKNOWN":
