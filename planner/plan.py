@@ -17,6 +17,8 @@ from planner.equal import equal_shares
 from planner.layout import rank_plans
 from planner.problem import NodeShare, Solution
 from planner.solver import SEED, WORKERS, solve
+from planner.sources import figure_sources
+from protocol.measurements import FigureSource
 from protocol.model_spec import ModelSpec
 from protocol.schema import Estimates, ModelSummary, Plan, PlanRequest, RankPlan, SolverInfo
 
@@ -139,14 +141,18 @@ def beyond_model_range(
 def make_plan(request: PlanRequest) -> Plan:
     started = time.perf_counter()
     ctx = PlanningContext.of(request)
-    return _Planning(ctx, started).run()
+    # Sources are keyed by the links as the user wrote them (the page looks them up so).
+    return _Planning(ctx, started, figure_sources(request.topology)).run()
 
 
 class _Planning:
     """One request's way through planning; each method one step, each returning the plan."""
 
-    def __init__(self, ctx: PlanningContext, started: float) -> None:
+    def __init__(
+        self, ctx: PlanningContext, started: float, sources: dict[str, FigureSource]
+    ) -> None:
         self.ctx = ctx
+        self.sources = sources
         self.c = ctx.request.constraints
         self.started = started
         self.model = summary(ctx.spec, ctx.costs)
@@ -159,6 +165,7 @@ class _Planning:
             model=self.model,
             reasons=reasons,
             solver=self._info(None, time_limited),
+            sources=self.sources,
         )
 
     def feasible(
@@ -180,6 +187,7 @@ class _Planning:
             estimates=chosen.estimates,
             warnings=warnings or [],
             solver=self._info(solution, time_limited, chosen.sharding != "equal"),
+            sources=self.sources,
         )
 
     def _info(self, solution: Solution | None, time_limited: bool, own: bool = True) -> SolverInfo:
