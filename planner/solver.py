@@ -111,22 +111,25 @@ def _feasible(problem: Problem, started: float) -> Solution:
     )
 
 
+def _model(
+    problem: Problem, shape: Shape, lower: int, cutoff: int | None, ring_ps: int | None
+) -> SplitModel:
+    """The shape's CP-SAT model (with a constant all-reduce `ring_ps`, or a circuit)."""
+    n_kv = problem.costs.total_units[Unit.KV_HEAD]
+    k = shape.k
+    return SplitModel(
+        problem, shape.pool, range(k, k + 1), shape.level, k > n_kv, lower, cutoff, ring_ps
+    )
+
+
 def _split_bound(problem: Problem, shape: Shape, cutoff: int | None, seconds: float) -> int | None:
     """A lower bound on the slowest rank of any split over k nodes of the shape's pool, the
     ring aside: that split's own optimum (as good a bound as the fluid one at worst, and exact
     when the pool's nodes are alike, which a ring of them cannot tell apart). None when no
     such split fits, or none leaves room to beat `cutoff` with the shape's cheapest ring."""
     ring_floor = shape.bound_ps - shape.lower_ps
-    model = SplitModel(
-        problem,
-        shape.pool,
-        range(shape.k, shape.k + 1),
-        shape.level,
-        shape.k > problem.costs.total_units[Unit.KV_HEAD],
-        lower_ps=shape.lower_ps,
-        cutoff_ps=None if cutoff is None else cutoff - ring_floor,
-        ring_ps=0,
-    )
+    floor_cutoff = None if cutoff is None else cutoff - ring_floor
+    model = _model(problem, shape, shape.lower_ps, floor_cutoff, ring_ps=0)
     status, solver = model.solve(seconds)
     if status == "INFEASIBLE":
         return None
@@ -140,7 +143,7 @@ def solve(problem: Problem) -> Solution:
     started = time.perf_counter()
     if problem.feasibility_only:
         return _feasible(problem, started)
-    able, n_kv = able_nodes(problem), problem.costs.total_units[Unit.KV_HEAD]
+    able = able_nodes(problem)
     if not problem.allow_unused and len(able) < len(problem.nodes):
         return Solution(status="infeasible", wall_ms=(time.perf_counter() - started) * 1e3)
     best: tuple[int, int] | None = None  # (T + C, k)
@@ -159,16 +162,7 @@ def solve(problem: Problem) -> Solution:
         if lower is None:
             continue  # no k nodes of the pool hold the model, or none beats the best so far
         left = problem.time_limit_s - (time.perf_counter() - started)
-        model = SplitModel(
-            problem,
-            shape.pool,
-            range(shape.k, shape.k + 1),
-            shape.level,
-            shape.k > n_kv,
-            lower_ps=max(shape.lower_ps, lower),
-            cutoff_ps=cutoff,
-            ring_ps=shape.ring_ps,
-        )
+        model = _model(problem, shape, max(shape.lower_ps, lower), cutoff, shape.ring_ps)
         status, solver = model.solve(max(left, 0.001))
         if status == "FEASIBLE":
             open_bounds.append(max(shape.bound_ps, math.ceil(solver.best_objective_bound)))
