@@ -8,7 +8,7 @@ with the status that candidate has earned.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from planner import diagnose
 from planner.context import SOLVER_VERSION, Cluster, PlanningContext, plan_id_for
@@ -209,7 +209,7 @@ class _Planning:
         shares, reasons = equal_shares(ctx.spec, ctx.costs, sorted(ctx.cluster.nodes))
         if not shares:
             return None, True, reasons
-        ring, proven = ctx.cluster.best_ring([s.node_id for s in shares], self.c.time_limit_s)
+        ring, proven = ctx.cluster.best_ring([s.node_id for s in shares], self.seconds_left())
         candidate = _candidate("equal", shares, ring, ctx)
         if not _fits(candidate):
             return None, True, diagnose.equal_overflow(candidate.ranks, self.c.headroom)
@@ -225,7 +225,7 @@ class _Planning:
             if equal is None:
                 return self.infeasible(eq_reasons)
             return self.feasible(equal, ring_proven, not ring_proven)
-        solution = solve(ctx.problem())
+        solution = solve(replace(ctx.problem(), time_limit_s=self.seconds_left()))
         if solution.status == "infeasible":
             if equal is not None and solution.time_limited:
                 return self.feasible(
@@ -250,6 +250,10 @@ class _Planning:
                 chosen = equal
             chosen = _with_equal(chosen, equal)
         return self.feasible(chosen, solution.status == "optimal", limited, solution, warnings)
+
+    def seconds_left(self) -> float:
+        """The request's time limit covers all of planning, not only the search."""
+        return max(self.c.time_limit_s - (time.perf_counter() - self.started), 0.001)
 
     def _limit_warning(self, solution: Solution | None = None) -> str:
         limit = self.c.time_limit_s

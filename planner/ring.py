@@ -17,7 +17,7 @@ import networkx as nx
 from ortools.sat.python import cp_model
 
 from planner.hamiltonian import hamiltonian_cycle
-from planner.topology import Hop, ring_allreduce_us, ring_hops
+from planner.topology import Hop, allreduce_us, ring_allreduce_us, ring_hops
 
 PS_PER_US = 1_000_000
 Arcs = dict[tuple[str, str], cp_model.IntVar]
@@ -57,9 +57,13 @@ class RingPricing:
         return us * self.allreduces_per_token * PS_PER_US
 
     def table(self, k: int) -> list[int]:
-        """What each distinct hop costs a ring of k ranks: a ring costs its dearest hop's."""
+        """What each distinct hop costs a ring of k ranks: a ring costs its dearest hop's.
+        (`allreduce_us` is `ring_allreduce_us` of k copies of the hop, without the list.)"""
         if k not in self._tables:
-            self._tables[k] = [self.hops_ps([h] * k) for h in self.distinct]
+            per_token = self.allreduces_per_token * PS_PER_US
+            self._tables[k] = [
+                round(allreduce_us(k, h, self.message_bytes) * per_token) for h in self.distinct
+            ]
         return self._tables[k]
 
     def arc_ps(self, k: int, a: str, b: str) -> int:

@@ -57,21 +57,15 @@ def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, st
             adj[link.b][link.a] = (hop, cost)
     hops: dict[tuple[str, str], Hop] = {}
     for source in adj:
-        for target, edges in _shortest_paths(adj, source).items():
-            slowest = min(edges, key=lambda h: h.bandwidth_gbps)
-            kind = max(edges, key=lambda h: h.cost_us(message_bytes)).kind
-            hops[(source, target)] = Hop(
-                latency_us=sum(h.latency_us for h in edges),
-                bandwidth_gbps=slowest.bandwidth_gbps,
-                kind=kind,
-            )
+        for target, hop in _shortest_paths(adj, source).items():
+            hops[(source, target)] = hop
     return hops
 
 
-def _shortest_paths(
-    adj: dict[str, dict[str, tuple[Hop, float]]], source: str
-) -> dict[str, list[Hop]]:
-    """The hops along the cheapest path from `source` to every other reachable node."""
+def _shortest_paths(adj: dict[str, dict[str, tuple[Hop, float]]], source: str) -> dict[str, Hop]:
+    """The effective hop along the cheapest path from `source` to every other reachable node:
+    latencies added in path order, the slowest link's bandwidth, the kind of the dearest link
+    (the first one along the path on ties), built along the shortest-path tree."""
     dist: dict[str, float] = {}
     seen = {source: 0.0}
     pred: dict[str, str] = {}
@@ -88,11 +82,24 @@ def _shortest_paths(
                 seen[u] = du
                 heapq.heappush(fringe, (du, next(order), u))
                 pred[u] = v
-    paths: dict[str, list[Hop]] = {}
+    paths: dict[str, Hop] = {}
+    dearest: dict[str, float] = {}
     for v in dist:  # in increasing distance: a node's predecessor comes first
-        if v != source:
-            p = pred[v]
-            paths[v] = [*paths.get(p, []), adj[p][v][0]]
+        if v == source:
+            continue
+        p = pred[v]
+        link, cost = adj[p][v]
+        if p == source:
+            paths[v], dearest[v] = link, cost
+            continue
+        up = paths[p]
+        worse = cost > dearest[p]
+        paths[v] = Hop(
+            latency_us=up.latency_us + link.latency_us,
+            bandwidth_gbps=min(up.bandwidth_gbps, link.bandwidth_gbps),
+            kind=link.kind if worse else up.kind,
+        )
+        dearest[v] = cost if worse else dearest[p]
     return paths
 
 
@@ -110,7 +117,8 @@ def ring_allreduce_us(hops: list[Hop], message_bytes: int) -> float:
     all call it. The solver relies on its shape: a ring costs the most that any of its hops
     would cost in a ring of the same size made of that hop alone, i.e.
     `ring_allreduce_us(hops) == max(ring_allreduce_us([h] * len(hops)) for h in hops)`,
-    which lets CP-SAT price each arc on its own and take the maximum over the chosen ones.
+    which lets CP-SAT price each arc on its own and take the maximum over the chosen ones;
+    `allreduce_us(k, h)` is that uniform ring's price (the solver's tables call it directly).
     """
     k = len(hops)
     return max((allreduce_us(k, h, message_bytes) for h in hops), default=0.0)
