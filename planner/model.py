@@ -283,11 +283,13 @@ class SplitModel:
         return [ids[i] for i in ring]
 
     # -- solving -------------------------------------------------------------------------
-    def solve(self, seconds: float) -> tuple[str, cp_model.CpSolver]:
+    def solve(
+        self, seconds: float, deterministic: float | None = None
+    ) -> tuple[str, cp_model.CpSolver]:
         """OPTIMAL, FEASIBLE, INFEASIBLE or UNKNOWN, and the solver holding the values."""
         if self.level is not None:
             self.m.minimize(self.T + self.C)
-        solver = new_solver(seconds)
+        solver = new_solver(seconds, deterministic)
         return checked_solve(solver, self.m), solver
 
     def tie_break(
