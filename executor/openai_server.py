@@ -47,10 +47,6 @@ class Engine(Protocol):
         ...
 
 
-class EngineError(RuntimeError):
-    """The group failed mid-generation (a peer lost): the request fails with 503."""
-
-
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str | None = None
@@ -247,7 +243,8 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": not server.draining, "in_flight": server.in_flight, **(status or {})}
+        ok = not server.draining and server.broken is None
+        return {"ok": ok, "in_flight": server.in_flight, **(status or {})}
 
     async def respond(prompt: list[int], body: _Body, kind: str) -> Any:
         created, rid = (

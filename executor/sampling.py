@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from typing import cast
 
 import mlx.core as mx
 from mlx_lm.sample_utils import apply_top_p, greedy_sampler, make_logits_processors
@@ -75,9 +76,8 @@ class SequenceSampler:
         if k > 0:
             order = mx.argsort(-logprobs)[:k]
             values = logprobs[order]
-            ids = [int(i) for i in order.tolist()]  # type: ignore[union-attr]
-            top = list(zip(ids, [float(v) for v in values.tolist()]))  # type: ignore[union-attr]
-        return TokenEvent(token, float(logprobs[token].item()), top)
+            top = list(zip(cast(list[int], order.tolist()), cast(list[float], values.tolist())))
+        return TokenEvent(token, cast(float, logprobs[token].item()), top)
 
 
 def choose(samplers: list[SequenceSampler], logits: mx.array) -> tuple[list[int], list[Pick]]:
@@ -85,4 +85,4 @@ def choose(samplers: list[SequenceSampler], logits: mx.array) -> tuple[list[int]
     picks = [s.pick(logits[i : i + 1]) for i, s in enumerate(samplers)]
     tokens = mx.concatenate([p.token for p in picks])
     mx.eval(tokens, *[p.logprobs for p in picks if p.logprobs is not None])
-    return [int(t) for t in tokens.tolist()], picks  # type: ignore[union-attr]
+    return cast(list[int], tokens.tolist()), picks
