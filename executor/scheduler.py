@@ -6,8 +6,8 @@ decides the prefix-cache hit and evictions, then runs one step across the group
 (`Lockstep.step`) and hands each sequence its token. Admission is bounded by tokens: each
 running sequence reserves its prompt plus its `max_tokens` (at most the plan's
 `context_tokens`) out of `context_tokens × batch_size`, what the plan reserved KV cache for;
-the prefix cache lives in what the running sequences leave free. Beyond `max_queue` waiting
-generations, `submit` raises `EngineBusy`.
+the prefix cache lives in what the running sequences leave free. Beyond `max_queue`
+generations waiting for room, `submit` raises `EngineBusy`.
 """
 
 from __future__ import annotations
@@ -117,16 +117,22 @@ class Scheduler:
         with self.lock:
             if self.broken is not None or self.closing:
                 raise GroupBroken(self.broken or "rank 0 is shutting down")
-            if len(self.waiting) >= self.max_queue:
+            if self._queued_beyond_budget(live_reserve := len(prompt) + sampling.max_tokens):
                 raise EngineBusy(RETRY_AFTER_S)
-            live = Live(
-                self.next_id, prompt, SequenceSampler(sampling), handle,
-                len(prompt) + sampling.max_tokens,
-            )  # fmt: skip
+            live = Live(self.next_id, prompt, SequenceSampler(sampling), handle, live_reserve)
             self.next_id += 1
             self.waiting.append(live)
         self.wake.set()
         return handle
+
+    def _queued_beyond_budget(self, reserve: int) -> bool:
+        """Whether a sequence reserving `reserve` tokens would wait for room behind
+        `max_queue` others that do (those the budget holds are admitted within a few steps)."""
+        total, beyond = self.reserved, 0
+        for w in self.waiting:
+            total += w.reserve
+            beyond += total > self.budget
+        return total + reserve > self.budget and beyond >= self.max_queue
 
     def ping(self, timeout_s: float = 30.0) -> None:
         """A round trip through the group (or a step, which is one); raises if it is broken."""
