@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -126,23 +127,26 @@ class LivenessPort:
             conn.close()
 
 
-def _heartbeat(peer: Peer, timeout: float) -> str | None:
+class Silence(StrEnum):
+    GONE = "its process is gone"
+    STOPPED = "its process does not answer (stopped or hung)"
+
+
+def _heartbeat(peer: Peer, timeout: float) -> Silence | None:
     """None while the peer answers; else why not."""
     try:
         with socket.create_connection((peer.host, liveness_port(peer)), timeout=timeout) as s:
             s.settimeout(timeout)
-            if s.recv(len(HEARTBEAT)) == HEARTBEAT:
-                return None
-            return "its process is gone"
+            return None if s.recv(len(HEARTBEAT)) == HEARTBEAT else Silence.GONE
     except TimeoutError:
-        return f"its process does not answer (stopped or hung) for {timeout:g}s"
+        return Silence.STOPPED
     except OSError:
-        return "its process is gone"
+        return Silence.GONE
 
 
 def silent_peers(
     peers: list[Peer], me: int, timeout: float = HEARTBEAT_TIMEOUT_S
-) -> list[tuple[Peer, str]]:
+) -> list[tuple[Peer, Silence]]:
     """Peers whose heartbeat does not come, with why."""
     out = []
     for p in peers:
@@ -160,10 +164,8 @@ def _named(peers: list[Peer]) -> str:
     return ", ".join(f"{p.rank} ({p.node_id})" for p in peers)
 
 
-def probe_peers(peers: list[Peer], me: int) -> str | None:
-    """A failure reason naming the peers that do not answer, or None while all do."""
-    silent = silent_peers(peers, me)
-    return "; ".join(f"peer {_named([p])} lost: {why}" for p, why in silent) or None
+def _reason(silent: list[tuple[Peer, Silence]]) -> str:
+    return "; ".join(f"peer {_named([p])} lost: {why}" for p, why in silent)
 
 
 def describe_loss(message: str, peers: list[Peer], me: int) -> str:
@@ -178,9 +180,12 @@ class Watchdog:
 
     A dead or stopped peer does not always make a collective fail (a rank can sit in a receive
     that never completes), so once a wait has lasted `probe_after_s` the watchdog asks every
-    peer's heartbeat each second and fails at once, naming the peer, when one does not answer;
-    a wait that outlasts its limit fails too (peers alive but stuck).
+    peer's heartbeat each second and fails, naming the peer, when one is gone or has not
+    answered `STRIKES` times in a row (one late answer on a loaded machine is not a stop); a
+    wait that outlasts its limit fails too (peers alive but stuck).
     """
+
+    STRIKES = 2
 
     def __init__(
         self,
@@ -213,13 +218,27 @@ class Watchdog:
             with self.lock:
                 self.started = None
 
+    def _probe(self, strikes: dict[int, int]) -> str | None:
+        silent = silent_peers(self.peers, self.rank)
+        for rank in list(strikes):
+            if all(p.rank != rank for p, _ in silent):
+                del strikes[rank]
+        for p, _ in silent:
+            strikes[p.rank] = strikes.get(p.rank, 0) + 1
+        caught = [
+            (p, why) for p, why in silent if why == Silence.GONE or strikes[p.rank] >= self.STRIKES
+        ]
+        return _reason(caught) if caught else None
+
     def _watch(self) -> None:
         next_probe = 0.0
+        strikes: dict[int, int] = {}
         while True:
             time.sleep(0.25)
             with self.lock:
                 started, limit, what = self.started, self.limit, self.what
             if started is None:
+                strikes.clear()
                 continue
             now = time.monotonic()
             if now - started > limit:
@@ -232,6 +251,6 @@ class Watchdog:
                 return
             if self.peers and now - started > self.probe_after_s and now >= next_probe:
                 next_probe = now + 1.0
-                if (lost := probe_peers(self.peers, self.rank)) is not None:
+                if (lost := self._probe(strikes)) is not None:
                     self.on_stall(lost)
                     return

@@ -159,8 +159,11 @@ def main() -> int:
     out.write_text(json.dumps(results))
     print(json.dumps({"event": "done"}), flush=True)
     if scenario == "slow":
-        while engine.broken is None:  # idle, pinging: the test stops a peer meanwhile
-            time.sleep(0.1)
+        # A prefill whose bound is minutes long: the test stops the peer during it.
+        handle = engine.submit(Generation(list(range(3, 203)), Sampling(1)))
+        print(json.dumps({"event": "prefilling"}), flush=True)
+        for _ in handle:
+            pass
         return 1
     engine.close()
     return 0
