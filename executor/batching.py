@@ -140,8 +140,11 @@ class Batch:
         rest = mx.array(plan.prompt[:-1], dtype=mx.int32)
         while rest.size > 0:
             chunk = rest[: self.prefill_step]
-            self.model(chunk[None], cache=cache)
-            self.evaluate(int(chunk.size), [c.state for c in cache])
+            # Evaluate the chunk's output, not just the caches: a rank holding no heads of a
+            # layer keeps a cache that does not depend on its input, and would skip all-sums
+            # the other ranks wait in.
+            out = self.model(chunk[None], cache=cache)[:, -1, :]
+            self.evaluate(int(chunk.size), out, [c.state for c in cache])
             rest = rest[self.prefill_step :]
         merged = [c.merge([c]) for c in cache]
         if self.cache:

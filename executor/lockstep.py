@@ -32,7 +32,7 @@ PREFILL_STEP = 512
 STEP_TIMEOUT_S = 60.0
 """The bound of a wait on the group with no tokens in flight (a command, a broadcast)."""
 WORK_S_PER_TOKEN = 1.0
-"""Added to the bound per token of the forward pass in flight: ~2 s/token is far slower than
+"""Added to the bound per token of the forward pass in flight: 1 s/token is far slower than
 any machine that can hold the model; a stopped peer is caught by heartbeats long before."""
 IDLE_PING_S = 2.0
 """An idle rank 0 pings the group this often."""
@@ -129,8 +129,8 @@ class Lockstep:
         cache = make_prompt_cache(self.model)
         tokens = mx.array(prompt, dtype=mx.int32)
         while tokens.size > PREFILL_STEP:
-            self.model(tokens[:PREFILL_STEP][None], cache=cache)
-            self._eval(PREFILL_STEP, [c.state for c in cache])
+            out = self.model(tokens[:PREFILL_STEP][None], cache=cache)[:, -1, :]
+            self._eval(PREFILL_STEP, out, [c.state for c in cache])  # see Batch._admit
             tokens = tokens[PREFILL_STEP:]
         logits = self.model(tokens[None], cache=cache)[:, -1, :]
         for produced in range(1, max_tokens + 1):

@@ -22,7 +22,7 @@ from executor import rank_process
 from executor.engine import MlxEngine
 from executor.engine_api import Done, EngineBusy, Generation, Sampling, TokenEvent
 
-TOKENS = 8
+TOKENS = 6
 
 
 def collect(handle: Any) -> dict[str, Any]:
@@ -119,10 +119,16 @@ def busy(engine: MlxEngine) -> dict[str, Any]:
 
 def sampling(engine: MlxEngine) -> dict[str, Any]:
     p = [4, 5, 6, 7]
-    seeded = [run(engine, p, temperature=1.0, seed=42, max_tokens=12) for _ in range(2)]
-    fresh = [run(engine, p, temperature=1.0, max_tokens=12) for _ in range(2)]
-    logprobs = run(engine, p, top_logprobs=3, max_tokens=3)
-    penalised = run(engine, p, frequency_penalty=1.5, presence_penalty=1.0, max_tokens=12)
+    handles = [
+        engine.submit(Generation(p, Sampling(12, temperature=1.0, seed=42))),
+        engine.submit(Generation(p, Sampling(12, temperature=1.0, seed=42))),
+        engine.submit(Generation(p, Sampling(12, temperature=1.0))),
+        engine.submit(Generation(p, Sampling(12, temperature=1.0))),
+        engine.submit(Generation(p, Sampling(3, top_logprobs=3))),
+        engine.submit(Generation(p, Sampling(12, frequency_penalty=1.5, presence_penalty=1.0))),
+    ]
+    seeded_a, seeded_b, fresh_a, fresh_b, logprobs, penalised = [collect(h) for h in handles]
+    seeded, fresh = [seeded_a, seeded_b], [fresh_a, fresh_b]
     return {"seeded": seeded, "fresh": fresh, "logprobs": logprobs, "penalised": penalised}
 
 

@@ -27,16 +27,30 @@ DRIVER = Path(__file__).with_name("engine_driver.py")
 ROOT = DRIVER.parent.parent
 
 
+SHARES = {2: [0.6, 0.4], 3: [0.5, 0.3, 0.2]}
+
+
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return build_model(tmp_path_factory.mktemp("models") / "qwen3", "qwen3", "none", seed=3)
+    # On three ranks the planner gives the smallest no heads of some layers: its caches there
+    # do not depend on its input, the case where ranks could evaluate different all-sums.
+    return build_model(
+        tmp_path_factory.mktemp("models") / "qwen3",
+        "qwen3",
+        "none",
+        seed=3,
+        hidden_size=256,
+        num_hidden_layers=4,
+        intermediate_size=1024,
+        head_dim=32,
+    )
 
 
 class Group:
     """Rank 0 (the driver) and followers, as processes on 127.0.0.1."""
 
     def __init__(self, work: Path, model_dir: Path, scenario: str, ranks: list[list[str]]):
-        plan = plan_for_split(read_json(model_dir / "config.json"), [0.6, 0.4][: len(ranks)])
+        plan = plan_for_split(read_json(model_dir / "config.json"), SHARES[len(ranks)])
         (work / "plan.json").write_text(plan_json(plan))
         hosts = [[f"127.0.0.1:{p}"] for p in free_ports(len(ranks))]
         (work / "hosts.json").write_text(json.dumps(hosts))
@@ -78,11 +92,12 @@ class Group:
 @pytest.fixture(scope="module")
 def batching(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[dict]:
     budget = ["--context-tokens", "128", "--batch-size", "8", "--max-queue", "4"]
-    group = Group(tmp_path_factory.mktemp("batching"), model_dir, "batching", [budget, budget])
+    work = tmp_path_factory.mktemp("batching")
+    group = Group(work, model_dir, "batching", [budget] * 3)
     try:
         yield group.result()
-        assert group.procs[0].wait(timeout=60) == 0
-        assert group.procs[1].wait(timeout=60) == 0  # released by rank 0's shutdown
+        for p in group.procs:  # the followers are released by rank 0's shutdown
+            assert p.wait(timeout=60) == 0
     finally:
         group.close()
 
@@ -117,7 +132,7 @@ def test_prefix_cache_hit_gives_identical_tokens(batching: dict[str, Any]) -> No
     assert warm["tokens"] == cold["tokens"]
     stats = batching["stats"]
     assert stats["prefix_cache_hits"] >= 1 and stats["prefix_cache_misses"] >= 1
-    assert stats["prefix_cache_bytes"] > 0
+    assert stats["prefix_cache_tokens"] > 0  # (bytes are rank 0's: none if it holds no KV heads)
 
 
 def test_cancellation_frees_the_slot_at_the_next_step(batching: dict[str, Any]) -> None:
