@@ -170,6 +170,8 @@ class Server:
             if len(final) > len(emitted) and not final.endswith("\ufffd"):
                 out.put(("text", final[len(emitted) :]))
             out.put(("done", (finish, len(tokens))))
+        except ValueError as e:  # the request itself (a prompt beyond the plan's context)
+            out.put(("error", f"generation refused: {e}"))
         except Exception as e:  # the group failed; the client gets a clear 503
             out.put(("error", f"generation failed: {e}"))
             self._fatal(str(e))
