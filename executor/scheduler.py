@@ -4,10 +4,11 @@ One thread (the only one that touches MLX on rank 0) runs the loop: between two 
 ends cancelled sequences, admits the next waiting one when the plan's KV budget has room,
 decides the prefix-cache hit and evictions, then runs one step across the group
 (`Lockstep.step`) and hands each sequence its token. Admission is bounded by tokens: each
-running sequence reserves its prompt plus its `max_tokens` (at most the plan's
-`context_tokens`) out of `context_tokens × batch_size`, what the plan reserved KV cache for;
-the prefix cache lives in what the running sequences leave free. Beyond `max_queue`
-generations waiting for room, `submit` raises `EngineBusy`.
+sequence reserves its prompt plus its `max_tokens` (at most the plan's `context_tokens`), and
+the batch's caches, padded to its longest sequence, may reach (sequences × largest
+reservation) tokens, which must stay within `context_tokens × batch_size`, what the plan
+reserved KV cache for; the prefix cache lives in what the batch leaves free. Beyond
+`max_queue` generations waiting for room, `submit` raises `EngineBusy`.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ from executor.sampling import Pick, SequenceSampler, choose
 
 DEFAULT_MAX_QUEUE = 32
 RETRY_AFTER_S = 2.0
+
+
+def _footprint(reserves: list[int]) -> int:
+    """Tokens of KV cache a batch may come to hold: every row is padded to the longest."""
+    return len(reserves) * max(reserves, default=0)
 
 
 class SequenceHandle:
@@ -93,7 +99,6 @@ class Scheduler:
         self.waiting: deque[Live] = deque()
         self.running: dict[int, Live] = {}
         self.leaving: list[Live] = []
-        self.reserved = 0
         self.next_id = 0
         self.steps = 0
         self.round_trips = 0
@@ -128,11 +133,12 @@ class Scheduler:
     def _queued_beyond_budget(self, reserve: int) -> bool:
         """Whether a sequence reserving `reserve` tokens would wait for room behind
         `max_queue` others that do (those the budget holds are admitted within a few steps)."""
-        total, beyond = self.reserved, 0
+        reserves = [live.reserve for live in self.running.values()]
+        beyond = 0
         for w in self.waiting:
-            total += w.reserve
-            beyond += total > self.budget
-        return total + reserve > self.budget and beyond >= self.max_queue
+            reserves.append(w.reserve)
+            beyond += _footprint(reserves) > self.budget
+        return _footprint([*reserves, reserve]) > self.budget and beyond >= self.max_queue
 
     def ping(self, timeout_s: float = 30.0) -> None:
         """A round trip through the group (or a step, which is one); raises if it is broken."""
@@ -203,7 +209,6 @@ class Scheduler:
         drops = []
         for live in self.leaving:
             del self.running[live.id]
-            self.reserved -= live.reserve
             if self.index.enabled:
                 # The cache holds the prompt and every token picked but the last (not fed).
                 self.index.add(live.id, [*live.prompt, *live.tokens[:-1]])
@@ -214,18 +219,18 @@ class Scheduler:
         plan = StepPlan(drops=drops)
         with self.lock:
             head = self.waiting[0] if self.waiting else None
-            if head is not None and self.reserved + head.reserve <= self.budget:
+            if head is not None and self._fits(head.reserve):
                 self.waiting.popleft()
             else:
                 head = None
         if head is not None:
             plan = self._admit(plan, head)
-        evicts = self.index.evict(self.budget - self.reserved)
+        footprint = _footprint([live.reserve for live in self.running.values()])
+        evicts = self.index.evict(self.budget - footprint)
         return dataclasses.replace(plan, evicts=evicts)
 
     def _admit(self, plan: StepPlan, live: Live) -> StepPlan:
         self.running[live.id] = live
-        self.reserved += live.reserve
         hit = self.index.lookup(live.prompt)
         if hit is None:
             return dataclasses.replace(plan, admit=live.id, prompt=live.prompt)
@@ -237,6 +242,11 @@ class Scheduler:
             hit=hit.entry,
             hit_tokens=hit.tokens,
             hit_move=hit.move,
+        )
+
+    def _fits(self, reserve: int) -> bool:
+        return _footprint([*(live.reserve for live in self.running.values()), reserve]) <= (
+            self.budget
         )
 
     def _end_cancelled(self) -> None:
