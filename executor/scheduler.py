@@ -208,7 +208,8 @@ class Scheduler:
         self._end_cancelled()
         drops = []
         for live in self.leaving:
-            del self.running[live.id]
+            with self.lock:  # `abort` reads `running` from the watchdog's thread
+                del self.running[live.id]
             if self.index.enabled:
                 # The cache holds the prompt and every token picked but the last (not fed).
                 self.index.add(live.id, [*live.prompt, *live.tokens[:-1]])
@@ -230,7 +231,8 @@ class Scheduler:
         return dataclasses.replace(plan, evicts=evicts)
 
     def _admit(self, plan: StepPlan, live: Live) -> StepPlan:
-        self.running[live.id] = live
+        with self.lock:
+            self.running[live.id] = live
         hit = self.index.lookup(live.prompt)
         if hit is None:
             return dataclasses.replace(plan, admit=live.id, prompt=live.prompt)
