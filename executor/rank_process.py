@@ -209,6 +209,12 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="with --plan")
     p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE)
     p.add_argument(
+        "--heartbeats",
+        action="store_true",
+        help="with --plan and a ring hostfile: answer and ask heartbeats on each rank's ring "
+        "port + LIVENESS_OFFSET (an assignment always does)",
+    )
+    p.add_argument(
         "--step-timeout", type=float, default=STEP_TIMEOUT_S, help="bound of a wait, no work"
     )
     p.add_argument(
@@ -221,6 +227,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if (args.assignment is None) == (args.plan is None):
         p.error("give --assignment or --plan")
+    if args.heartbeats and (args.backend != "ring" or args.hostfile is None):
+        p.error("--heartbeats needs a ring hostfile")
     return args
 
 
@@ -243,7 +251,7 @@ def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
         args.backend,
         args.hostfile,
         None,
-        _hostfile_peers(args.hostfile) if args.backend == "ring" and args.hostfile else [],
+        _hostfile_peers(args.hostfile) if args.heartbeats else [],
         host,
         int(port),
         plan.plan_id,

@@ -59,6 +59,7 @@ class Group:
         for rank, extra in enumerate(ranks):
             common = ["--model", str(model_dir), "--plan", str(work / "plan.json")]
             common += ["--rank", str(rank), "--hostfile", str(work / "hosts.json"), *extra]
+            common += ["--heartbeats"]
             head = [str(DRIVER), scenario, str(self.out), "--"] if rank == 0 else []
             cmd = [sys.executable, *head, *(["-m", "executor.rank_process"] if rank else [])]
             self.procs.append(
