@@ -5,9 +5,10 @@ batches and prefix-cache entries of all ranks stay identical in shape:
 
 1. sequences leaving (finished or cancelled) are filtered out of the batch; each one's cache
    becomes a prefix-cache entry named by the sequence's id, or is discarded;
-2. at most one sequence joins: it starts from an entry (moved, or copied then trimmed to the
-   tokens it shares), prefills the rest of its prompt but the last token alone, in chunks, and
-   is merged into the batch with that last token as its next input;
+2. one chunk of the joining sequence's prompt is prefilled, alone, so a long prompt does not
+   stall the batch: the first chunk starts from a prefix-cache entry (moved, or copied then
+   trimmed to the tokens it shares); with the last chunk (all but its last token prefilled)
+   the sequence is merged into the batch with that last token as its next input;
 3. evicted entries are dropped;
 4. one forward pass of the whole batch; rank 0 picks a token per sequence, broadcast to all,
    which becomes each sequence's next input.
@@ -41,10 +42,11 @@ class StepPlan:
     evicts: list[int] = field(default_factory=list)
     admit: int = -1
     prompt: list[int] = field(default_factory=list)
-    """The joining sequence's tokens after the prefix-cache hit (at least one)."""
+    """This step's chunk of the joining sequence's prompt (after the prefix-cache hit)."""
     hit: int = -1
     hit_tokens: int = 0
     hit_move: bool = False
+    join: bool = True
 
     def header(self) -> Header:
         return Header(
@@ -55,6 +57,7 @@ class StepPlan:
             hit=self.hit,
             hit_tokens=self.hit_tokens,
             hit_move=int(self.hit_move),
+            join=int(self.join),
         )
 
     def payload(self) -> list[int]:
@@ -71,6 +74,7 @@ class StepPlan:
             h.hit,
             h.hit_tokens,
             bool(h.hit_move),
+            bool(h.join),
         )
 
 
@@ -91,10 +95,11 @@ class Batch:
     """One rank's batch: sequence ids in batch order, their merged caches, next inputs, and
     the prefix-cache entries (id → single-sequence cache)."""
 
-    def __init__(self, model: nn.Module, evaluate: Evaluate, prefill_step: int) -> None:
+    def __init__(self, model: nn.Module, evaluate: Evaluate) -> None:
         self.model = model
         self.evaluate = evaluate
-        self.prefill_step = prefill_step
+        self.joining: tuple[int, list[Any]] | None = None
+        """The sequence being prefilled, chunk by chunk, and its cache so far."""
         self.ids: list[int] = []
         self.cache: list[Any] = []
         self.inputs: list[int] = []
@@ -111,6 +116,8 @@ class Batch:
         if not drops:
             return
         leaving = {d if d >= 0 else -d - 1: d >= 0 for d in drops}
+        if self.joining is not None and self.joining[0] in leaving:
+            self.joining = None  # cancelled before it joined: nothing worth keeping
         for i, seq in enumerate(self.ids):
             if leaving.get(seq):
                 self.entries[seq] = [c.extract(i) for c in self.cache]
@@ -136,16 +143,19 @@ class Batch:
         return entry
 
     def _admit(self, plan: StepPlan) -> None:
-        cache = self._start(plan)
-        rest = mx.array(plan.prompt[:-1], dtype=mx.int32)
-        while rest.size > 0:
-            chunk = rest[: self.prefill_step]
+        if self.joining is None or self.joining[0] != plan.admit:
+            self.joining = (plan.admit, self._start(plan))
+        cache = self.joining[1]
+        chunk = plan.prompt[:-1] if plan.join else plan.prompt
+        if chunk:
             # Evaluate the chunk's output, not just the caches: a rank holding no heads of a
             # layer keeps a cache that does not depend on its input, and would skip all-sums
             # the other ranks wait in.
-            out = self.model(chunk[None], cache=cache)[:, -1, :]
-            self.evaluate(int(chunk.size), out, [c.state for c in cache])
-            rest = rest[self.prefill_step :]
+            out = self.model(mx.array(chunk, dtype=mx.int32)[None], cache=cache)[:, -1, :]
+            self.evaluate(len(chunk), out, [c.state for c in cache])
+        if not plan.join:
+            return
+        self.joining = None
         merged = [c.merge([c]) for c in cache]
         if self.cache:
             for mine, theirs in zip(self.cache, merged):

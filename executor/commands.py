@@ -38,6 +38,9 @@ class Header:
     hit_tokens: int = 0
     hit_move: int = 0
     """1: the entry moves into the sequence; 0: the sequence starts from a copy."""
+    join: int = 0
+    """STEP: 1 when the payload's prompt chunk is the joining sequence's last: it joins the
+    batch this step; 0 while more chunks follow in later steps."""
 
     def ints(self) -> list[int]:
         return [int(getattr(self, f.name)) for f in dataclasses.fields(self)]

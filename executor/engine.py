@@ -8,6 +8,7 @@ from dataclasses import asdict
 from typing import Any
 
 from executor.engine_api import Done, Generation, Sampling
+from executor.lockstep import PREFILL_STEP
 from executor.scheduler import DEFAULT_MAX_QUEUE, Scheduler, SequenceHandle
 
 
@@ -22,6 +23,7 @@ class MlxEngine:
         max_queue: int = DEFAULT_MAX_QUEUE,
         prefix_cache: bool = True,
         on_fatal: Any = None,
+        prefill_step: int = PREFILL_STEP,
     ) -> None:
         self.tokenizer = tokenizer
         self.model_id = model_id
@@ -29,7 +31,7 @@ class MlxEngine:
         # Rank 0 alone decides where a sequence ends: the tokenizer's end-of-turn tokens too.
         lockstep.eos |= set(getattr(tokenizer, "eos_token_ids", None) or ())
         self.scheduler = Scheduler(
-            lockstep, context_tokens, batch_size, max_queue, prefix_cache, on_fatal
+            lockstep, context_tokens, batch_size, max_queue, prefix_cache, on_fatal, prefill_step
         )
 
     def encode(self, text: str) -> list[int]:

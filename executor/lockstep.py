@@ -59,7 +59,7 @@ class Lockstep:
         self.eos = set(eos_ids)
         self.watchdog = watchdog
         self.step_timeout_s = step_timeout_s
-        self.batch = Batch(model, self._eval, PREFILL_STEP)
+        self.batch = Batch(model, self._eval)
 
     def _guard(self, what: str, tokens: int = 0, extra_s: float = 0.0) -> Any:
         if self.watchdog is None or self.size == 1:

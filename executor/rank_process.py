@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from executor.events import Failed, Joining, Loaded, Progress, Ready, emit
-from executor.lockstep import STEP_TIMEOUT_S
+from executor.lockstep import PREFILL_STEP, STEP_TIMEOUT_S
 from executor.scheduler import DEFAULT_MAX_QUEUE
 from protocol.deployment import Assignment, Peer
 
@@ -113,6 +113,7 @@ def serve(lockstep: Any, args: argparse.Namespace, model_id: str, role: Role, de
         role.batch_size,
         args.max_queue,
         on_fatal=on_fatal,
+        prefill_step=args.prefill_step,
     )
     host, port = role.serve_host, role.serve_port
     status = {"plan_id": role.plan_id, "revision": role.revision, "world_size": role.world}
@@ -208,6 +209,9 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--context-tokens", type=int, default=8192, help="with --plan")
     p.add_argument("--batch-size", type=int, default=1, help="with --plan")
     p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE)
+    p.add_argument(
+        "--prefill-step", type=int, default=PREFILL_STEP, help="prompt tokens per step (rank 0)"
+    )
     p.add_argument(
         "--heartbeats",
         action="store_true",

@@ -27,7 +27,7 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from executor.batching import StepPlan, cache_bytes, trimmable
 from executor.engine_api import Done, EngineBusy, Finish, Generation, GroupBroken, TokenEvent
-from executor.lockstep import IDLE_PING_S
+from executor.lockstep import IDLE_PING_S, PREFILL_STEP
 from executor.prefix_cache import PrefixIndex
 from executor.sampling import Pick, SequenceSampler, choose
 
@@ -73,6 +73,8 @@ class Live:
     """Tokens picked so far (an end-of-sequence token included)."""
     produced: int = 0
     cached: int = 0
+    fed: int = 0
+    """Prompt tokens sent to the group so far (cached ones included)."""
 
     def end(self, finish: Finish) -> None:
         self.handle.events.put(Done(finish, len(self.prompt), self.produced, self.cached))
@@ -87,8 +89,10 @@ class Scheduler:
         max_queue: int = DEFAULT_MAX_QUEUE,
         prefix_cache: bool = True,
         on_fatal: Callable[[str], None] | None = None,
+        prefill_step: int = PREFILL_STEP,
     ) -> None:
         self.lockstep = lockstep
+        self.prefill_step = prefill_step
         self.context_tokens = context_tokens
         self.budget = context_tokens * batch_size
         self.max_queue = max_queue
@@ -99,6 +103,8 @@ class Scheduler:
         self.waiting: deque[Live] = deque()
         self.running: dict[int, Live] = {}
         self.leaving: list[Live] = []
+        self.joining: Live | None = None
+        """Admitted, its prompt still being prefilled chunk by chunk between decode steps."""
         self.next_id = 0
         self.steps = 0
         self.round_trips = 0
@@ -206,45 +212,58 @@ class Scheduler:
 
     def _plan(self) -> StepPlan:
         self._end_cancelled()
+        plan = StepPlan(drops=self._leave())
+        if self.joining is None:
+            with self.lock:
+                head = self.waiting[0] if self.waiting else None
+                if head is not None and self._fits(head.reserve):
+                    self.waiting.popleft()
+                else:
+                    head = None
+            if head is not None:
+                plan = self._admit(plan, head)
+        if self.joining is not None:
+            plan = self._chunk(plan, self.joining)
+        footprint = _footprint([live.reserve for live in self.running.values()])
+        evicts = self.index.evict(self.budget - footprint)
+        return dataclasses.replace(plan, evicts=evicts)
+
+    def _leave(self) -> list[int]:
+        """Drop codes for the sequences leaving; their caches become prefix-cache entries."""
         drops = []
         for live in self.leaving:
             with self.lock:  # `abort` reads `running` from the watchdog's thread
                 del self.running[live.id]
-            if self.index.enabled:
+            if live is self.joining:
+                self.joining = None
+                drops.append(-live.id - 1)  # cancelled mid-prefill: nothing worth keeping
+            elif self.index.enabled:
                 # The cache holds the prompt and every token picked but the last (not fed).
                 self.index.add(live.id, [*live.prompt, *live.tokens[:-1]])
                 drops.append(live.id)
             else:
                 drops.append(-live.id - 1)
         self.leaving = []
-        plan = StepPlan(drops=drops)
-        with self.lock:
-            head = self.waiting[0] if self.waiting else None
-            if head is not None and self._fits(head.reserve):
-                self.waiting.popleft()
-            else:
-                head = None
-        if head is not None:
-            plan = self._admit(plan, head)
-        footprint = _footprint([live.reserve for live in self.running.values()])
-        evicts = self.index.evict(self.budget - footprint)
-        return dataclasses.replace(plan, evicts=evicts)
+        return drops
 
     def _admit(self, plan: StepPlan, live: Live) -> StepPlan:
         with self.lock:
             self.running[live.id] = live
+        self.joining = live
         hit = self.index.lookup(live.prompt)
         if hit is None:
-            return dataclasses.replace(plan, admit=live.id, prompt=live.prompt)
-        live.cached = hit.tokens
-        return dataclasses.replace(
-            plan,
-            admit=live.id,
-            prompt=live.prompt[hit.tokens :],
-            hit=hit.entry,
-            hit_tokens=hit.tokens,
-            hit_move=hit.move,
-        )
+            return plan
+        live.cached = live.fed = hit.tokens
+        return dataclasses.replace(plan, hit=hit.entry, hit_tokens=hit.tokens, hit_move=hit.move)
+
+    def _chunk(self, plan: StepPlan, live: Live) -> StepPlan:
+        """The next chunk of the joining sequence's prompt; with the last, it joins."""
+        end = min(live.fed + self.prefill_step, len(live.prompt))
+        chunk, live.fed = live.prompt[live.fed : end], end
+        join = end == len(live.prompt)
+        if join:
+            self.joining = None
+        return dataclasses.replace(plan, admit=live.id, prompt=chunk, join=join)
 
     def _fits(self, reserve: int) -> bool:
         return _footprint([*(live.reserve for live in self.running.values()), reserve]) <= (

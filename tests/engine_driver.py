@@ -149,7 +149,7 @@ def main() -> int:
     role = started.role
     engine = MlxEngine(
         started.lockstep, load_tokenizer(args.model), started.model_id,
-        role.context_tokens, role.batch_size, args.max_queue,
+        role.context_tokens, role.batch_size, args.max_queue, prefill_step=args.prefill_step,
     )  # fmt: skip
     rank_process.ABORT_HOOKS.append(engine.abort)
     vocab = int(json.loads((args.model / "config.json").read_text())["vocab_size"])

@@ -93,6 +93,7 @@ class Group:
 @pytest.fixture(scope="module")
 def batching(tmp_path_factory: pytest.TempPathFactory, model_dir: Path) -> Iterator[dict]:
     budget = ["--context-tokens", "128", "--batch-size", "8", "--max-queue", "4"]
+    budget += ["--prefill-step", "8"]  # prompts join over several steps, between decode steps
     work = tmp_path_factory.mktemp("batching")
     group = Group(work, model_dir, "batching", [budget] * 3)
     try:
