@@ -228,7 +228,7 @@ def beyond_model_range(
     picoseconds), e.g. a bandwidth typed in the wrong unit; empty when they fit."""
     reasons = []
     held = (
-        costs.replicated_weight
+        costs.replicated_held
         + overhead_bytes
         + sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
     )

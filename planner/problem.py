@@ -102,7 +102,7 @@ def time_coefficient(bytes_per_token: float, bandwidth_gbps: float) -> int:
 
 
 def fixed_bytes(p: Problem) -> int:
-    return p.costs.replicated_weight + p.overhead_bytes
+    return p.costs.replicated_held + p.overhead_bytes
 
 
 def able_nodes(p: Problem) -> list[NodeInput]:
