@@ -51,8 +51,9 @@ class Zeros(nn.Module):
                 # Zero KV heads: the cache only advances its offset, which the masks read.
                 empty = mx.zeros((b, 0, length, 1), dtype=x.dtype)
                 cache.update_and_fetch(empty, empty)
-        # Chained, so they run in the order the other ranks' blocks issue them.
-        link = mx.zeros((b, length, 1), dtype=mx.float32)
+        # Collectives run in the order MLX schedules them, which follows data dependencies
+        # only: seeded from x, these cannot run before the previous blocks' all-sums.
+        link = (x[..., :1] * 0).astype(mx.float32)
         for _ in range(self.norm_sums):
             link = mx.distributed.all_sum(link * 0, group=self.group)
         out = mx.zeros((b, length, self.hidden), dtype=x.dtype) + (link * 0).astype(x.dtype)
@@ -88,33 +89,32 @@ class ZeroMLP(nn.Module):
 class FullWidthRMSNorm(nn.Module):
     """RMSNorm over all heads when each rank holds some (MiniMax's q/k norm): the squared sums
     are all-summed, as mlx-lm's `ShardedRMSNorm` does, but divided by the full width (ranks
-    hold unequal widths) and counting a copied KV head once (`owned` marks this rank's)."""
+    hold unequal widths) and counting a copied KV head once: the rank holding the head's
+    first query counts it, the others skip their first `skip` columns."""
 
-    def __init__(self, norm: nn.Module, full_width: int, owned: mx.array, group: Any) -> None:
+    def __init__(self, norm: nn.Module, full_width: int, skip: int, group: Any) -> None:
         super().__init__()
         self.weight = norm.weight
         self.eps = norm.eps
         self.full_width = full_width
-        self.owned = owned
+        self.skip = skip
         self.group = group
 
     def __call__(self, x: mx.array) -> mx.array:
         xf = x.astype(mx.float32)
-        norm2 = (xf.square() * self.owned).sum(-1, keepdims=True)
+        norm2 = xf[..., self.skip :].square().sum(-1, keepdims=True)
         norm2 = mx.distributed.all_sum(norm2, group=self.group)
         scale = mx.rsqrt(norm2 / self.full_width + self.eps)
         return (xf * scale * self.weight).astype(x.dtype)
 
 
 def _full_width_norms(attn: nn.Module, spec: ModelSpec, ranges: Ranges, group: Any) -> None:
-    hd, g = spec.head_dim, spec.q_per_kv
-    (q0, q1), (k0, k1) = ranges.q_heads, ranges.kv_heads
-    # A KV head copied onto several ranks counts on the one holding its group's first query.
-    owned_kv = [1.0 if q0 <= h * g < q1 else 0.0 for h in range(k0, k1)]
-    q_owned = mx.ones((size(ranges.q_heads) * hd,))
-    k_owned = mx.repeat(mx.array(owned_kv), hd)
-    attn.q_norm = FullWidthRMSNorm(attn.q_norm, spec.q_heads * hd, q_owned, group)
-    attn.k_norm = FullWidthRMSNorm(attn.k_norm, spec.kv_heads * hd, k_owned, group)
+    hd = spec.head_dim
+    q0, k0 = ranges.q_heads[0], ranges.kv_heads[0]
+    # Only a rank whose queries start inside a group holds a copy: of its first KV head.
+    copied = q0 > k0 * spec.q_per_kv
+    attn.q_norm = FullWidthRMSNorm(attn.q_norm, spec.q_heads * hd, 0, group)
+    attn.k_norm = FullWidthRMSNorm(attn.k_norm, spec.kv_heads * hd, hd if copied else 0, group)
 
 
 def set_attention_heads(attn: nn.Module, q: int, kv: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import mlx.core as mx
@@ -106,3 +108,33 @@ def test_kv_cache_bytes_equal_mlx_cache(family: str) -> None:
         real += sum(a.nbytes for a in arrays if a is not None)
     costs = unit_costs(read_config(cfg), context_tokens=tokens)
     assert costs.cache_of(costs.total_units) == real
+
+
+# Safetensors totals of the published checkpoints (decimal GB, as the Hugging Face pages list
+# them; MTP layers, which mlx-lm drops on load, excluded): mlx-community/DeepSeek-V3.1-4bit
+# 378 GB, mlx-community/Kimi-K2-Instruct-4bit 578 GB, mlx-community/GLM-4.6-4bit 199 GB,
+# openai/gpt-oss-120b 65.3 GB (60.8 GiB: MXFP4 experts, the rest bf16), and
+# mlx-community/MiniMax-M2-4bit 129 GB.
+PUBLISHED_GB = {
+    "deepseek-v3.1-4bit": 378,
+    "kimi-k2-instruct-4bit": 578,
+    "glm-4.6-4bit": 199,
+    "gpt-oss-120b": 65.3,
+    "minimax-m2-4bit": 129,
+}
+CONFIGS = Path(__file__).resolve().parents[1] / "planner" / "examples" / "configs"
+
+
+@pytest.mark.parametrize("name", list(PUBLISHED_GB))
+def test_planner_total_matches_the_published_checkpoint(name: str) -> None:
+    spec = read_config(json.loads((CONFIGS / f"{name}.json").read_text()))
+    total_gb = unit_costs(spec, context_tokens=256).total_weight / 1e9
+    assert abs(total_gb / PUBLISHED_GB[name] - 1) <= 0.02, f"{name}: {total_gb:.1f} GB"
+
+
+def test_mla_latent_cache_is_held_whole_by_every_rank() -> None:
+    spec = read_config(json.loads((CONFIGS / "kimi-k2-instruct-4bit.json").read_text()))
+    costs = unit_costs(spec, context_tokens=131072)
+    # 61 layers x (512 latent + 64 rope) x 2 bytes a token, whatever the heads on a rank
+    assert costs.replicated_cache == 61 * 576 * 2 * 131072
+    assert costs.cache["kv_head"] == 0 and costs.cache["q_head"] == 0
