@@ -37,7 +37,8 @@ from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
 from planner.plan import Cluster, make_plan
-from protocol.model_spec import ModelSpec, read_config
+from protocol.config_reader import read_config
+from protocol.model_spec import ModelSpec
 from protocol.schema import PlanRequest
 
 CONTEXT = 8192

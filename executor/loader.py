@@ -23,7 +23,8 @@ from mlx_lm.utils import _get_classes
 from executor.families import Ranges, split_layer_name
 from executor.layer_patch import patch_layer
 from executor.shard import slice_weights
-from protocol.model_spec import ModelSpec, read_config
+from protocol.config_reader import read_config
+from protocol.model_spec import ModelSpec
 from protocol.schema import RankPlan
 
 Progress = Callable[[int, int], None]

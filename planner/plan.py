@@ -15,7 +15,8 @@ from planner.layout import budget_bytes, rank_plans
 from planner.problem import NodeInput, NodeShare, Problem, Solution
 from planner.solver import FORMULATION, SEED, WORKERS, solve
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
-from protocol.model_spec import ModelSpec, read_config
+from protocol.config_reader import read_config
+from protocol.model_spec import ModelSpec
 from protocol.schema import (
     Estimates,
     ModelSummary,

@@ -12,14 +12,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from protocol.quantization import ModelConfigError, Quant, Quantization
 
 KV_CACHE_STEP = 256  # mlx-lm's KVCache grows in steps of 256 tokens
 MAX_LAYERS = 1024  # the largest published models have under 200; more is a typo
 MAX_CONFIG_NESTING = 32
-__all__ = ["KV_CACHE_STEP", "ModelConfigError", "ModelSpec", "Quant", "read_config"]
+__all__ = ["KV_CACHE_STEP", "ModelConfigError", "ModelSpec", "Quant"]
 
 
 class Attention(StrEnum):
@@ -173,16 +172,8 @@ class ModelSpec:
         """Shared-expert columns per FFN unit."""
         return self.shared_intermediate // self.ffn_blocks if self.ffn_blocks else 0
 
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> ModelSpec:
-        return read_config(config)
-
 
 def _alignment(dim: int, quant: Quant | None) -> int:
     if quant is not None and dim % quant.group_size == 0:
         return quant.group_size
     return next(b for b in (64, 32, 16, 8, 4, 2, 1) if dim % b == 0)
-
-
-# Re-exported here, where every caller has always found it; the readers need ModelSpec first.
-from protocol.config_reader import read_config  # noqa: E402

@@ -15,7 +15,7 @@ from mlx_lm.utils import _get_classes
 
 from executor.tiny_models import MIXED_OVERRIDES, QUANTIZATIONS, config_for, quantize_like_convert
 from planner.costs import unit_costs
-from protocol.model_spec import read_config
+from protocol.config_reader import read_config
 
 BASE: dict[str, Any] = dict(
     hidden_size=128,

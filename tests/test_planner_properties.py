@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from planner.costs import UNITS, unit_costs
 from planner.plan import Cluster, make_plan, problem_for
 from planner.problem import Problem, time_coefficient
-from protocol.model_spec import read_config
+from protocol.config_reader import read_config
 from protocol.schema import PlanRequest
 from tests.test_planner import assert_valid
 
