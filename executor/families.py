@@ -2,10 +2,16 @@
 
 A rule names the axis a weight is cut along and the index segments this rank keeps:
 
-- `out`:    column-parallel (output rows), e.g. q_proj rows of this rank's heads;
+- `out`:    column-parallel (output rows, axis 0), e.g. q_proj rows of this rank's heads,
+            and per-head stacks such as MLA's `embed_q` or gpt-oss's attention sinks;
 - `in`:     row-parallel (input columns), the layer's output is all-summed across ranks;
-- `expert`: whole experts (axis 0 of the stacked SwitchGLU weights);
-- anything not listed is replicated (embeddings, lm_head, norms, routers).
+- `expert`: whole experts (axis 0 of the stacked SwitchGLU weights and biases);
+- anything not listed is replicated (embeddings, lm_head, norms, routers, MLA's latent
+  projections).
+
+A family is an entry of `FAMILY_RULES`; the planner's side of the same facts is
+`planner.layer_bytes`. Slicing needs nothing else; running the slices needs
+`executor.layer_patch`, which is family-agnostic.
 
 Segments come from the rank's ranges (`Ranges`); a fused matrix such as Qwen3.5's
 `in_proj_qkv` ([q | k | v] sections) or the conv1d channels keeps one segment per section.

@@ -138,3 +138,18 @@ def test_mla_latent_cache_is_held_whole_by_every_rank() -> None:
     # 61 layers x (512 latent + 64 rope) x 2 bytes a token, whatever the heads on a rank
     assert costs.replicated_cache == 61 * 576 * 2 * 131072
     assert costs.cache["kv_head"] == 0 and costs.cache["q_head"] == 0
+
+
+@pytest.mark.parametrize("model_type", ["deepseek_v32", "glm_moe_dsa", "mistral3", "ministral3"])
+def test_families_not_sliced_are_refused_with_the_reason(model_type: str) -> None:
+    with pytest.raises(ValueError, match=f"model.model_type '{model_type}' is not supported: "):
+        read_config(dict(config_for("deepseek_v3"), model_type=model_type))
+
+
+def test_hugging_face_mxfp4_block_keeps_listed_modules_unquantized() -> None:
+    spec = read_config(json.loads((CONFIGS / "gpt-oss-120b.json").read_text()))
+    assert spec.quant_at("model.layers.3.self_attn.q_proj") is None
+    assert spec.quant_at("model.layers.3.mlp.router") is None
+    assert spec.quant_at("lm_head") is None
+    expert = spec.quant_at("model.layers.3.mlp.experts.gate_proj")
+    assert expert is not None and (expert.bits, expert.group_size) == (4, 32)
