@@ -302,8 +302,8 @@ def check_shardable(spec: ModelSpec) -> None:
             f"model.linear_num_value_heads ({spec.lin_v_heads}) must be a positive "
             f"multiple of linear_num_key_heads ({spec.lin_k_heads})"
         )
-    if spec.quant is not None:
-        g = spec.quant.group_size
+    if spec.quantization is not None:
+        g = spec.quantization.group_size
         # o_proj / out_proj take their input columns per head: a head must be whole groups.
         if spec.full_layers and spec.o_head_cols % g:
             raise ModelConfigError(

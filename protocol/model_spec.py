@@ -160,7 +160,7 @@ class ModelSpec:
         dims = [d for d in (dense, self.shared_intermediate if self.n_moe_layers else 0) if d]
         if not dims:
             return 0
-        return math.gcd(*(d // _alignment(d, self.quant) for d in dims))
+        return math.gcd(*(d // _alignment(d, self.quantization) for d in dims))
 
     @property
     def ffn_block(self) -> int:
@@ -173,7 +173,7 @@ class ModelSpec:
         return self.shared_intermediate // self.ffn_blocks if self.ffn_blocks else 0
 
 
-def _alignment(dim: int, quant: Quant | None) -> int:
+def _alignment(dim: int, quant: Quantization | None) -> int:
     if quant is not None and dim % quant.group_size == 0:
         return quant.group_size
     return next(b for b in (64, 32, 16, 8, 4, 2, 1) if dim % b == 0)

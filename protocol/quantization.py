@@ -10,6 +10,7 @@ own MXFP4 checkpoints (gpt-oss) write `quantization_config` with `quant_method` 
 from __future__ import annotations
 
 import fnmatch
+import math
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -93,8 +94,11 @@ class Quantization:
                 return None
         return self.default
 
-    def as_dict(self) -> dict[str, Quant | None]:
-        return dict(self.overrides)
+    @property
+    def group_size(self) -> int:
+        """A column count that is whole groups of every module's quantization: where a split
+        must fall so that each module's row-parallel slice keeps whole groups."""
+        return math.lcm(self.default.group_size, *(q.group_size for _, q in self.overrides if q))
 
 
 def read_quantization(cfg: dict[str, Any]) -> Quantization | None:
