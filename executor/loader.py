@@ -20,6 +20,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import _get_classes
 
+from executor.checkpoint_forms import absorbed_sources, read_absorbed
 from executor.families import Ranges, split_layer_name
 from executor.layer_patch import patch_layer
 from executor.shard import slice_weights
@@ -115,9 +116,10 @@ def load_shard(
     except ValueError as e:
         raise LoadError(f"{model_dir / 'config.json'}: {e}") from None
     files = weight_files(model_dir)
-    model = skeleton(config, set(files))
+    absorbed = absorbed_sources(files)
+    model = skeleton(config, set(files) | set(absorbed))
     expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(files))
+    missing = sorted(set(expected) - set(files) - set(absorbed))
     if missing:
         raise LoadError(
             f"{model_dir}: the checkpoint lacks {len(missing)} tensors, e.g. {missing[0]}"
@@ -131,7 +133,9 @@ def load_shard(
     steps = [None, *range(len(layers))]
     for done, layer_index in enumerate(steps, start=1):
         names = by_layer.get(layer_index, [])
-        loaded = _read(names, files)
+        loaded = _read([n for n in names if n in files], files)
+        if made := [n for n in names if n not in files]:
+            loaded.update(read_absorbed(model, made, absorbed, files, _read))
         if ranges is not None:
             loaded = slice_weights(loaded, spec, ranges, rank_plan.rank if rank_plan else 0)
         for name in names:
