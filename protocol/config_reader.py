@@ -44,8 +44,8 @@ ALIASES = {
 REFUSED = {
     "deepseek_v32": "its sparse-attention indexer (a top-k over an index cache) is not sliced",
     "glm_moe_dsa": "GLM-5 runs DeepSeek-V3.2's sparse-attention indexer, which is not sliced",
-    "mistral3": "the multimodal wrapper (vision tower) is not supported; use a text-only "
-    "conversion with model_type mistral or ministral3",
+    "mistral3": "the multimodal wrapper (vision tower) is not supported; a text-only "
+    "conversion with model_type mistral runs as llama",
     "ministral3": "its interleaved sliding-window layers and llama-4 scaling are not modelled",
 }
 
@@ -74,13 +74,13 @@ def _qwen3_moe(cfg: dict[str, Any], layers: int) -> Fields:
 
 def _qwen3_next(cfg: dict[str, Any], layers: int) -> Fields:
     experts = read_int(cfg, "num_experts", 0, minimum=0)
-    if experts == 0:
-        raise ModelConfigError(f"model.num_experts must be >= 1 for {cfg['model_type']}")
+    if experts == 0 and cfg["model_type"] == "qwen3_next":
+        raise ModelConfigError("model.num_experts must be >= 1 for qwen3_next")
     interval = read_int(cfg, "full_attention_interval", 4)
     if cfg["model_type"] == "qwen3_next":
         moe = _qwen3_moe(cfg, layers)["moe_layers"]
     else:
-        moe = tuple(True for _ in range(layers))
+        moe = tuple(experts > 0 for _ in range(layers))  # Qwen3.5: dense or all MoE
     return {
         **_experts(cfg, experts, moe),
         "qk_norm": QKNorm.PER_HEAD,
