@@ -201,6 +201,7 @@ FAMILY_RULES: dict[str, Rules] = {
     "gpt_oss": {**ATTENTION, **SINKS, **experts("mlp.experts")},
     "minimax": {**ATTENTION, **FULL_WIDTH_QK_NORM, **experts("block_sparse_moe.switch_mlp")},
     "mixtral": {**ATTENTION, **experts("block_sparse_moe.switch_mlp")},
+    "ministral3": _DENSE,
 }
 
 # Module attributes that carry the local sizes after slicing, per kind of module.

@@ -42,7 +42,9 @@ class Zeros(nn.Module):
         self.linear = linear
         self.norm_sums = norm_sums
 
-    def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
+    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
+        # Blocks take (x, mask, cache) or, in Ministral 3, (x, attn_scale, mask, cache).
+        cache = kwargs["cache"] if "cache" in kwargs else args[-1] if len(args) >= 2 else None
         b, length = x.shape[0], x.shape[1]
         if cache is not None:
             if self.linear:

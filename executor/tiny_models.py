@@ -26,6 +26,7 @@ FAMILIES = (
     "gpt_oss",
     "minimax",
     "mixtral",
+    "ministral3",
 )
 QUANTIZATIONS: dict[str, dict[str, Any] | None] = {
     "none": None,
@@ -144,6 +145,16 @@ _FAMILY_EXTRAS: dict[str, dict[str, Any]] = {
         "scoring_func": "sigmoid",
     },
     # Mixtral's head_dim is hidden / heads: 64 here, a whole quantization group
+    "ministral3": {
+        "layer_types": ["sliding_attention", "full_attention"],
+        "sliding_window": 16,
+        "rope_parameters": {
+            "rope_theta": 10000.0,
+            "rope_type": "default",
+            "llama_4_scaling_beta": 0.1,
+            "original_max_position_embeddings": 4096,
+        },
+    },
     "mixtral": {
         **_LOCAL_EXPERTS,
         "hidden_size": 256,

@@ -46,7 +46,6 @@ REFUSED = {
     "glm_moe_dsa": "GLM-5 runs DeepSeek-V3.2's sparse-attention indexer, which is not sliced",
     "mistral3": "the multimodal wrapper (vision tower) is not supported; a text-only "
     "conversion with model_type mistral runs as llama",
-    "ministral3": "its interleaved sliding-window layers and llama-4 scaling are not modelled",
 }
 
 
@@ -184,6 +183,19 @@ def _minimax(cfg: dict[str, Any], layers: int) -> Fields:
     }
 
 
+def _ministral3(cfg: dict[str, Any], layers: int) -> Fields:
+    window = read_int(cfg, "sliding_window", 0, minimum=0)
+    kinds = ("sliding_attention", "full_attention")
+    # Without layer_types every layer attends in full (mlx-lm's default here).
+    types = layer_kinds(cfg, layers, kinds) if "layer_types" in cfg else [kinds[1]] * layers
+    return {
+        "qk_norm": QKNorm.NONE,
+        "tie_embeddings": read_bool(cfg, "tie_word_embeddings", True),
+        "sliding_layers": tuple(k == kinds[0] for k in types),
+        "sliding_window": window,
+    }
+
+
 def _mixtral(cfg: dict[str, Any], layers: int) -> Fields:
     experts = read_int(cfg, "num_local_experts")
     fields = _experts(cfg, experts, tuple(True for _ in range(layers)), "intermediate_size")
@@ -206,6 +218,7 @@ READERS: dict[str, Reader] = {
     "gpt_oss": _gpt_oss,
     "minimax": _minimax,
     "mixtral": _mixtral,
+    "ministral3": _ministral3,
 }
 SUPPORTED_MODEL_TYPES = (
     "llama",
@@ -222,6 +235,7 @@ SUPPORTED_MODEL_TYPES = (
     "minimax_m2",
     "mixtral",
     "mistral",
+    "ministral3",
 )
 
 

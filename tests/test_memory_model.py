@@ -65,6 +65,7 @@ FAMILIES: dict[str, dict[str, Any]] = {
     "gpt_oss": config_for("gpt_oss"),
     "minimax": config_for("minimax"),
     "mixtral": config_for("mixtral"),
+    "ministral3": config_for("ministral3"),
 }
 QUANTS = ["none", "4bit", "8bit", "mixed"]
 
@@ -93,7 +94,7 @@ def test_weight_bytes_equal_mlx_nbytes(family: str, quant: str) -> None:
     assert costs.weights_of(costs.total_units) == real
 
 
-@pytest.mark.parametrize("family", ["llama", "qwen3_next", "deepseek_v3", "gpt_oss"])
+@pytest.mark.parametrize("family", ["llama", "qwen3_next", "deepseek_v3", "gpt_oss", "ministral3"])
 def test_kv_cache_bytes_equal_mlx_cache(family: str) -> None:
     model, cfg = build(FAMILIES[family], "none")
     cache = model.make_cache() if hasattr(model, "make_cache") else make_prompt_cache(model)
@@ -140,7 +141,7 @@ def test_mla_latent_cache_is_held_whole_by_every_rank() -> None:
     assert costs.cache["kv_head"] == 0 and costs.cache["q_head"] == 0
 
 
-@pytest.mark.parametrize("model_type", ["deepseek_v32", "glm_moe_dsa", "mistral3", "ministral3"])
+@pytest.mark.parametrize("model_type", ["deepseek_v32", "glm_moe_dsa", "mistral3"])
 def test_families_not_sliced_are_refused_with_the_reason(model_type: str) -> None:
     with pytest.raises(ValueError, match=f"model.model_type '{model_type}' is not supported: "):
         read_config(dict(config_for("deepseek_v3"), model_type=model_type))

@@ -105,7 +105,7 @@ FAMILY_CASES = [
         (quant4, [0.7, 0.3]),
         ("none", [0.4, 0.3, 0.2, 0.1]),
     ]
-] + [("mixtral", "8bit", [0.5, 0.3, 0.2])]
+] + [("mixtral", "8bit", [0.5, 0.3, 0.2]), ("ministral3", "4bit", [0.5, 0.3, 0.2])]
 
 
 @pytest.mark.parametrize(
