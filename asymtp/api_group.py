@@ -56,15 +56,20 @@ def serving_group(
     context_tokens: int | None = None,
     api_token: str | None = None,
     sharding: str = "asymmetric",
+    batch_size: int = 8,
+    max_queue: int | None = None,
     timeout: float = READY_TIMEOUT_S,
 ) -> Iterator[Group]:
-    """A group serving `model_dir` split by `shares`; ends its processes on exit."""
+    """A group serving `model_dir` split by `shares`, up to `batch_size` sequences decoding
+    together (the plan's KV budget is `context_tokens × batch_size`); ends it on exit."""
     plan = plan_for_split(read_json(model_dir / "config.json"), shares, sharding=sharding)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "plan.json").write_text(plan_json(plan))
     *ring, serve = free_ports(len(shares) + 1)
     (workdir / "hosts.json").write_text(json.dumps([[f"127.0.0.1:{p}"] for p in ring]))
-    extra = ["--context-tokens", str(context_tokens)] if context_tokens else []
+    extra = ["--batch-size", str(batch_size)]
+    extra += ["--context-tokens", str(context_tokens)] if context_tokens else []
+    extra += ["--max-queue", str(max_queue)] if max_queue is not None else []
     env = {**os.environ, **({"ASYMTP_API_TOKEN": api_token} if api_token else {})}
     procs = [
         subprocess.Popen(

@@ -91,6 +91,8 @@ class Serving:
         except GroupBroken as e:
             self._fatal(str(e))
             raise APIError(503, f"the group is broken ({e}); it will re-form") from None
+        except ValueError as e:  # the engine's own bound on this request (its context)
+            raise APIError(400, str(e)) from None
 
     async def run(
         self,
