@@ -1,6 +1,6 @@
 """Benchmarks: `python -m bench [--quick] [--only SECTION ...]` (`make bench`).
 
-Sections run in a fixed order — planner, methods, service, executor — each one a module of
+Sections run in a fixed order — planner, methods, service, executor, reality — each one a module of
 this package with::
 
     def run(results_dir: Path, quick: bool = False) -> dict
@@ -56,6 +56,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),
+    ("reality", "reality"),
 )
 
 Section = dict[str, Any]

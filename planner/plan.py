@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 from planner import diagnose
+from planner.calibration import effective_bandwidth_gbps, fixed_us
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
@@ -46,6 +47,8 @@ class Cluster:
     hops: dict[tuple[str, str], Hop]
     message_bytes: int
     allreduces_per_token: int
+    fixed_us: float
+    """Per token, every rank alike, whatever its share (`planner.calibration.fixed_us`)."""
 
     @classmethod
     def of(cls, request: PlanRequest, spec: ModelSpec) -> Cluster:
@@ -59,6 +62,7 @@ class Cluster:
             message_bytes=message,
             # One all-reduce after attention and one after the MLP / MoE block, every layer.
             allreduces_per_token=2 * spec.num_layers,
+            fixed_us=fixed_us(spec.num_layers),
         )
 
     def allreduce_ms(self, order: list[str]) -> float:
@@ -111,7 +115,10 @@ def problem_for(
     )
     comm = [
         [
-            round(allreduce_us(k, h, cluster.message_bytes) * cluster.allreduces_per_token * 1e6)
+            round(
+                (allreduce_us(k, h, cluster.message_bytes) * cluster.allreduces_per_token) * 1e6
+                + cluster.fixed_us * 1e6
+            )
             for h in level_hops
         ]
         for k in range(1, len(order) + 1)
@@ -158,17 +165,18 @@ def summary(spec: ModelSpec, costs: UnitCosts) -> ModelSummary:
     )
 
 
-def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
+def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float], fixed_ms: float = 0.0) -> float:
     """Best case ignoring memory, granularity and the network: k ranks each read the
     replicated bytes, and the sharded bytes spread over their bandwidth in proportion."""
     fastest = sorted(bandwidths, reverse=True)
-    return min(fluid_used_ms(costs, fastest[:k]) for k in range(1, len(fastest) + 1))
+    return min(fluid_used_ms(costs, fastest[:k], fixed_ms) for k in range(1, len(fastest) + 1))
 
 
-def fluid_used_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
+def fluid_used_ms(costs: UnitCosts, bandwidths: list[float], fixed_ms: float = 0.0) -> float:
     """The fluid bound over exactly these ranks: what `compute_ms` is measured against."""
     sharded = sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
-    return (sharded + len(bandwidths) * costs.replicated_read) / sum(bandwidths) / 1e6
+    read = sharded + len(bandwidths) * costs.replicated_read
+    return read / effective_bandwidth_gbps(sum(bandwidths)) / 1e6 + fixed_ms
 
 
 @dataclass
@@ -208,10 +216,18 @@ def _candidate(
             compute_ms=round(compute, 6),
             allreduce_ms=round(comm, 6),
             fluid_bound_ms=round(
-                fluid_bound_ms(costs, [n.bandwidth_gbps for n in cluster.nodes.values()]), 6
+                fluid_bound_ms(
+                    costs,
+                    [n.bandwidth_gbps for n in cluster.nodes.values()],
+                    cluster.fixed_us / 1e3,
+                ),
+                6,
             ),
             fluid_bound_used_ms=round(
-                fluid_used_ms(costs, [cluster.nodes[n].bandwidth_gbps for n in ring]), 6
+                fluid_used_ms(
+                    costs, [cluster.nodes[n].bandwidth_gbps for n in ring], cluster.fixed_us / 1e3
+                ),
+                6,
             ),
         ),
     )
@@ -238,7 +254,7 @@ def beyond_model_range(
         (costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS
     )
     for n in sorted(cluster.nodes.values(), key=lambda n: n.id):
-        ps = read * 1e3 / n.bandwidth_gbps
+        ps = read * 1e3 / effective_bandwidth_gbps(n.bandwidth_gbps)
         if not ps <= MODEL_RANGE:
             reasons.append(
                 f"node {n.id}: one decode token would take {ps / 1e12:.4g} s at "

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from functools import cached_property
 
+from planner.calibration import effective_bandwidth_gbps
 from planner.costs import UNITS, UnitCosts
 
 PS_PER_NS = 1000
@@ -31,7 +32,8 @@ class Problem:
     q_per_kv: int
     overhead_bytes: int
     comm_ps: list[list[int]]
-    """comm_ps[k - 1][level]: all-reduce time per token (ps) for k ranks at a hop level."""
+    """comm_ps[k - 1][level]: what a token costs beyond the slowest rank's reads (ps) for k ranks
+    at a hop level: its all-reduces and the fixed per-layer time every rank pays alike."""
     pair_level: dict[tuple[str, str], int]
     """Hop level between two nodes (both orders), levels ascending in cost."""
     allow_unused: bool = True
@@ -97,8 +99,9 @@ class Solution:
 
 
 def time_coefficient(bytes_per_token: float, bandwidth_gbps: float) -> int:
-    """Picoseconds to read `bytes_per_token` at `bandwidth_gbps` GB/s (rounded up)."""
-    return math.ceil(bytes_per_token * PS_PER_NS / bandwidth_gbps)
+    """Picoseconds to read `bytes_per_token` on a node of peak bandwidth `bandwidth_gbps` GB/s, at
+    the share of it decode achieves (`planner.calibration`; rounded up)."""
+    return math.ceil(bytes_per_token * PS_PER_NS / effective_bandwidth_gbps(bandwidth_gbps))
 
 
 def fixed_bytes(p: Problem) -> int:
@@ -114,7 +117,9 @@ def fluid_time_ps(p: Problem, k: int, nodes: list[NodeInput] | None = None) -> i
     """No plan on k of `nodes` reads its bytes faster than the k fastest sharing them perfectly
     (rounded down, and one picosecond less against floating-point error)."""
     pool = p.nodes if nodes is None else nodes
-    bandwidth = sum(sorted((n.bandwidth_gbps for n in pool), reverse=True)[:k])
+    bandwidth = effective_bandwidth_gbps(
+        sum(sorted((n.bandwidth_gbps for n in pool), reverse=True)[:k])
+    )
     read = p.sharded_read + k * p.costs.replicated_read
     return max(math.floor(read * PS_PER_NS / bandwidth) - 1, 0)
 

@@ -13,15 +13,9 @@ from dataclasses import dataclass
 
 import networkx as nx
 
+from planner.calibration import LINK_DEFAULTS, LinkKind, ring_allreduce_us
 from protocol.schema import Link, Topology
 
-# Per-kind defaults, used where a link leaves latency or bandwidth out.
-LINK_DEFAULTS: dict[str, tuple[float, float]] = {
-    # kind: (latency_us, bandwidth Gb/s)
-    "rdma": (5.0, 80.0),
-    "thunderbolt": (50.0, 40.0),
-    "ethernet": (100.0, 10.0),
-}
 EXACT_RING_MAX_NODES = 8  # brute-force the ring below this; 7! orders are cheap
 
 
@@ -30,6 +24,8 @@ class Hop:
     latency_us: float
     bandwidth_gbps: float
     kind: str
+    routed: bool = False
+    """Over more than one link: JACCL cannot use it, whatever the links' kinds."""
 
     def cost_us(self, message_bytes: int) -> float:
         """Time for one message over this hop."""
@@ -37,11 +33,16 @@ class Hop:
 
 
 def link_latency(link: Link) -> float:
-    return link.latency_us if link.latency_us is not None else LINK_DEFAULTS[link.kind][0]
+    """The link's own figure, else its kind's default (`planner.calibration.LINK_DEFAULTS`)."""
+    if link.latency_us is not None:
+        return link.latency_us
+    return LINK_DEFAULTS[LinkKind(link.kind)].latency_us
 
 
 def link_bandwidth(link: Link) -> float:
-    return link.bandwidth_gbps if link.bandwidth_gbps is not None else LINK_DEFAULTS[link.kind][1]
+    if link.bandwidth_gbps is not None:
+        return link.bandwidth_gbps
+    return LINK_DEFAULTS[LinkKind(link.kind)].bandwidth_gbps
 
 
 def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:
@@ -67,6 +68,7 @@ def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, st
                 latency_us=sum(h.latency_us for h in edges),
                 bandwidth_gbps=slowest.bandwidth_gbps,
                 kind=kind,
+                routed=len(edges) > 1,
             )
     return hops
 
@@ -175,11 +177,8 @@ def ring_hops(order: list[str], hops: dict[tuple[str, str], Hop]) -> list[Hop]:
 
 
 def allreduce_us(k: int, hop: Hop, message_bytes: int) -> float:
-    """One ring all-reduce of `message_bytes` over k ranks whose slowest hop is `hop`.
-
-    Reduce-scatter then all-gather: 2(k-1) steps, each moving a 1/k chunk.
-    """
+    """One all-reduce of `message_bytes` over k ranks whose every ring hop is like `hop` (the
+    ring's slowest): `planner.calibration.ring_allreduce_us` of that ring."""
     if k < 2:
         return 0.0
-    chunk = -(-message_bytes // k)
-    return 2 * (k - 1) * hop.cost_us(chunk)
+    return ring_allreduce_us([hop] * (1 if k == 2 else k), message_bytes)

@@ -1,0 +1,301 @@
+"""Reality: the planner's decode estimate against every public measurement we can cite.
+
+Each row is a measured cluster (nodes, links, model, backend, context) with its source, whether
+its figure was used to fit `planner.calibration` (`fit`) or only checks it (`held out`), and the
+planner's estimate for the same cluster: an *equal* split over exactly those nodes, as exo and
+mlx-lm shard. Rows the planner cannot estimate say why instead of being dropped: a model family
+it cannot read yet ("pending: family not supported"), or a layer split it does not model
+("not modelled: pipeline"). A pending row becomes an estimate as soon as its family lands.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from bench import REPO_ROOT, Section, write_section
+from planner.calibration import (
+    DECODE_BANDWIDTH_EFFICIENCY,
+    LAYER_FIXED_US,
+    SYNC_US,
+    Collective,
+)
+from planner.plan import make_plan
+from protocol.model_spec import ModelConfigError, read_config
+from protocol.schema import PlanRequest
+
+CONFIGS = REPO_ROOT / "planner" / "examples" / "configs"
+TARGET = 0.25  # every estimable row within ±25 % of its measurement
+UNPUBLISHED_CONTEXT = 1024  # tokens, where a source does not say: a short chat prompt
+
+GEERLING = "https://www.jeffgeerling.com/blog/2025/15-tb-vram-on-mac-studio-rdma-over-thunderbolt-5"
+POKGAK = "https://pokgak.xyz/experiments/mlx-inference-throughput-gap"
+SHARED = "shared/README.md 'Facts gathered since' (original source not found)"
+
+
+class Role(StrEnum):
+    FIT = "fit"
+    HELD_OUT = "held out"
+
+
+class Split(StrEnum):
+    TENSOR = "tensor"
+    PIPELINE = "pipeline"
+
+
+@dataclass(frozen=True)
+class Machine:
+    chip: str
+    memory_gb: int
+    bandwidth_gbps: float
+
+
+M3_ULTRA_512 = Machine("M3 Ultra", 512, 819)
+M3_ULTRA_256 = Machine("M3 Ultra", 256, 819)
+# Geerling's cluster: two 512 GB and two 256 GB Mac Studios; 1 and 2 nodes use the 512 GB ones.
+GEERLING_MACS = (M3_ULTRA_512, M3_ULTRA_512, M3_ULTRA_256, M3_ULTRA_256)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    model: str
+    config: str
+    nodes: int
+    backend: str
+    tokens_per_s: float
+    source: str
+    role: Role
+    context: int | None = None
+    split: Split = Split.TENSOR
+    note: str = ""
+
+    @property
+    def context_tokens(self) -> int:
+        return self.context or UNPUBLISHED_CONTEXT
+
+
+def _exo(model: str, config: str, figures: dict[int, float], role: Role, note: str = "") -> list:
+    return [
+        Measurement(model, config, n, "JACCL (RDMA, TB5)", t, GEERLING, role, note=note)
+        for n, t in figures.items()
+    ]
+
+
+QWEN = "Qwen3-235B-A22B 8-bit"
+DEEPSEEK = "DeepSeek-V3.1 671B 4-bit"
+KIMI = "Kimi-K2 Thinking 4-bit"
+MEASUREMENTS: tuple[Measurement, ...] = (
+    *_exo(QWEN, "qwen3-235b-a22b-8bit.json", {1: 19.5, 2: 26.2, 4: 31.9}, Role.FIT),
+    *_exo(
+        DEEPSEEK,
+        "deepseek-v3.1-4bit.json",
+        {1: 21.1, 2: 27.8, 4: 32.5},
+        Role.FIT,
+        "quantization not published; 671B runs on one 512 GB node, so at most ~5 bits: "
+        "modelled as mlx-community's 4-bit",
+    ),
+    *_exo(
+        KIMI,
+        "kimi-k2-instruct-4bit.json",
+        {2: 21.6, 4: 28.3},
+        Role.HELD_OUT,
+        "measured on K2 Thinking, estimated with K2 Instruct's config (same architecture)",
+    ),
+    Measurement(
+        QWEN,
+        "qwen3-235b-a22b-8bit.json",
+        1,
+        "single node (mlx)",
+        round(19.5 * (1 - 0.23), 2),
+        f"{GEERLING} × (1 − 23 %): {SHARED}",
+        Role.HELD_OUT,
+        context=32768,
+        note="derived: the 1-node figure slowed by the published −23 % at 32k context",
+    ),
+    Measurement(
+        "Mistral-7B 4-bit",
+        "mistral-7b-v0.3-4bit.json",
+        1,
+        "single node (mlx-lm 0.31.1)",
+        115.0,
+        POKGAK,
+        Role.HELD_OUT,
+        note="measured 110-120 tok/s; version not stated, modelled as v0.3 (read as llama, "
+        "as mlx-lm maps mistral → llama)",
+    ),
+    *(
+        Measurement(
+            QWEN,
+            "qwen3-235b-a22b-8bit.json",
+            n,
+            "llama.cpp RPC (TCP)",
+            t,
+            GEERLING,
+            Role.HELD_OUT,
+            split=Split.PIPELINE,
+        )
+        for n, t in {1: 20.4, 2: 17.2, 4: 15.2}.items()
+    ),
+)
+
+
+def request_for(m: Measurement, config: dict[str, Any]) -> PlanRequest:
+    """The measured cluster as a plan request: a full RDMA mesh, an equal split over all."""
+    macs = GEERLING_MACS[: m.nodes]
+    nodes = [
+        {"id": f"mac{i}", "memory_gb": mac.memory_gb, "bandwidth_gbps": mac.bandwidth_gbps}
+        for i, mac in enumerate(macs)
+    ]
+    links = [
+        {"a": a["id"], "b": b["id"], "kind": "rdma"}
+        for i, a in enumerate(nodes)
+        for b in nodes[i + 1 :]
+    ]
+    return PlanRequest.model_validate(
+        {
+            "topology": {"nodes": nodes, "links": links},
+            "model": config,
+            "constraints": {
+                "context_tokens": m.context_tokens,
+                "sharding": "equal",
+                "allow_unused_nodes": False,
+            },
+        }
+    )
+
+
+@dataclass(frozen=True)
+class Row:
+    m: Measurement
+    estimate: float | None
+    status: str
+
+    @property
+    def ratio(self) -> float | None:
+        return None if self.estimate is None else self.estimate / self.m.tokens_per_s
+
+    @property
+    def within_target(self) -> bool | None:
+        r = self.ratio
+        return None if r is None else abs(r - 1) <= TARGET
+
+
+def estimate(m: Measurement) -> Row:
+    if m.split is Split.PIPELINE:
+        return Row(m, None, "not modelled: pipeline")
+    path = CONFIGS / m.config
+    if not path.exists():
+        return Row(m, None, f"pending: family not supported (no {m.config} yet)")
+    config = json.loads(path.read_text())
+    try:
+        read_config(config)
+    except ModelConfigError as e:
+        return Row(m, None, f"pending: family not supported ({e})")
+    plan = make_plan(request_for(m, config))
+    if not plan.feasible or plan.estimates is None:
+        return Row(m, None, "does not fit: " + "; ".join(plan.reasons))
+    return Row(m, plan.estimates.tokens_per_s, "estimate")
+
+
+def rows() -> list[Row]:
+    return [estimate(m) for m in MEASUREMENTS]
+
+
+def _table_row(r: Row) -> list[Any]:
+    m = r.m
+    ctx = f"{m.context:,}" if m.context else f"not published ({UNPUBLISHED_CONTEXT:,})"
+    ratio = None if r.ratio is None else round(r.ratio, 3)
+    return [
+        f"{m.nodes} × M3 Ultra" if "Mistral" not in m.model else "1 × M3 Ultra",
+        m.model,
+        m.backend,
+        m.split.value,
+        ctx,
+        m.tokens_per_s,
+        r.estimate if r.estimate is not None else r.status,
+        ratio,
+        m.role.value,
+        m.source + (f" — {m.note}" if m.note else ""),
+    ]
+
+
+def run(results_dir: Path, quick: bool = False) -> Section:
+    done = rows()
+    estimated = [r for r in done if r.ratio is not None]
+    worst = max((abs(r.ratio - 1) for r in estimated if r.ratio is not None), default=None)
+    inside = sum(1 for r in estimated if r.within_target)
+    result: Section = {
+        "section": "reality",
+        "title": "Reality: estimates against measured clusters",
+        "headline": [
+            {"metric": "rows estimated", "value": len(estimated), "unit": f"of {len(done)}"},
+            {"metric": f"estimated rows within ±{TARGET:.0%}", "value": inside, "unit": ""},
+            {
+                "metric": "worst |estimate / measured − 1|",
+                "value": None if worst is None else round(100 * worst, 1),
+                "unit": "%",
+            },
+        ],
+        "tables": [
+            {
+                "title": "Public measurements and the planner's estimate (equal split, as run)",
+                "columns": [
+                    "cluster",
+                    "model",
+                    "backend",
+                    "split",
+                    "context tokens",
+                    "measured tok/s",
+                    "estimate tok/s",
+                    "estimate / measured",
+                    "role",
+                    "source",
+                ],
+                "rows": [_table_row(r) for r in done],
+            }
+        ],
+        "figures": [],
+        "notes": _notes(),
+        "data": {
+            "constants": {
+                "decode_bandwidth_efficiency": DECODE_BANDWIDTH_EFFICIENCY,
+                "layer_fixed_us": LAYER_FIXED_US,
+                "sync_us": {c.value: SYNC_US[c] for c in Collective},
+            },
+            "rows": [
+                {
+                    "model": r.m.model,
+                    "nodes": r.m.nodes,
+                    "measured": r.m.tokens_per_s,
+                    "estimate": r.estimate,
+                    "status": r.status,
+                    "role": r.m.role.value,
+                }
+                for r in done
+            ],
+        },
+    }
+    write_section(results_dir, result)
+    return result
+
+
+def _notes() -> list[str]:
+    return [
+        "Method: each row is planned with `sharding: equal` over exactly the measured nodes "
+        "(a full Thunderbolt 5 RDMA mesh with the default link figures, Apple's 819 GB/s peak "
+        "per M3 Ultra), and the estimate is the plan's `tokens_per_s`. The constants all live "
+        "in `planner/calibration.py` with their sources: decode reads at "
+        f"{DECODE_BANDWIDTH_EFFICIENCY:.0%} of peak bandwidth, every layer costs "
+        f"{LAYER_FIXED_US:g} µs whatever the share, and every all-reduce pays "
+        f"{SYNC_US[Collective.JACCL]:g} µs of synchronisation on top of its ring's hops.",
+        "Fit and held out: the constants minimise the worst relative error over the `fit` rows "
+        "(Qwen3-235B and DeepSeek-V3.1 on 1 / 2 / 4 nodes; DeepSeek's bytes were counted by hand "
+        "while the planner could not read its family). The `held out` rows only check them: "
+        "Kimi-K2, the single-node Mistral-7B run, and the 32k-context row.",
+        "Not modelled: llama.cpp's TCP rows split the model by layers (pipeline), which the "
+        "planner does not plan; they are listed, not estimated. Rows whose model family the "
+        "planner cannot read yet say so and become estimates once the family lands.",
+    ]

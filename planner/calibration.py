@@ -1,0 +1,152 @@
+"""Every constant of the decode-time model, each with its source, and the functions that use them.
+
+A decode token on a tensor-parallel group costs::
+
+    slowest rank:  bytes it reads / (peak bandwidth × DECODE_BANDWIDTH_EFFICIENCY)
+                   + LAYER_FIXED_US × layers
+    all-reduces:   2 × layers × ring_allreduce_us(the ring's hops, message bytes)
+
+where the bytes a rank reads include the KV cache it attends over, so decode slows as the
+context grows (`planner.costs` counts them; they are read at the same efficiency as weights).
+
+**Peak bandwidth.** A node's `bandwidth_gbps` is a peak figure, like Apple's specifications
+(`planner.chips`), whether the user typed it or an agent filled it in: the efficiency factor
+applies to it always, so a user-given figure and a looked-up one mean the same thing. A user who
+measured what MLX decode really achieves should divide it by DECODE_BANDWIDTH_EFFICIENCY.
+
+**Links.** A link's own `latency_us` / `bandwidth_gbps` override LINK_DEFAULTS for its kind.
+The all-reduce backend is JACCL (RDMA) when every hop of the ring is a direct RDMA link, else
+MLX's TCP ring, whose hops over RDMA-capable cables run at Thunderbolt TCP latency.
+
+**How the constants were fitted.** DECODE_BANDWIDTH_EFFICIENCY, LAYER_FIXED_US and
+SYNC_US[jaccl] minimise the worst relative error over the *fit* rows of `bench/reality.py`
+(Qwen3-235B-A22B 8-bit and DeepSeek-V3.1 4-bit on 1 / 2 / 4 M3 Ultras over Thunderbolt 5 RDMA,
+exo's published runs; the DeepSeek bytes were counted by hand from its config while the planner
+could not read the `deepseek_v3` family: 19.7 GB sharded + 1.05 GB replicated per token, 61
+layers); a grid search over the three gave a worst error of 13 %. The other rows of that table are held out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
+
+
+class LinkKind(StrEnum):
+    RDMA = "rdma"
+    THUNDERBOLT = "thunderbolt"
+    ETHERNET = "ethernet"
+
+
+class Collective(StrEnum):
+    """The all-reduce backend of a group, as `service.assignments.backend_for` chooses it."""
+
+    JACCL = "jaccl"
+    RING = "ring"
+
+
+@dataclass(frozen=True)
+class LinkDefault:
+    latency_us: float
+    bandwidth_gbps: float
+    source: str
+
+
+LINK_DEFAULTS: dict[LinkKind, LinkDefault] = {
+    LinkKind.RDMA: LinkDefault(
+        5.0,
+        80.0,
+        "RDMA over Thunderbolt 5: send latency ~4-5 µs, 69-75 Gb/s measured, 80 Gb/s nominal "
+        "(shared/README.md 'Links', from Jeff Geerling's and exo's Thunderbolt 5 RDMA tests)",
+    ),
+    LinkKind.THUNDERBOLT: LinkDefault(
+        170.0,
+        40.0,
+        "TCP over Thunderbolt: round trip 0.34-0.6 ms on Thunderbolt 5 (shared/README.md "
+        "'Links'), so half the best round trip one way; 40 Gb/s is Thunderbolt 4's line rate, "
+        "the lower of the two generations the kind covers",
+    ),
+    LinkKind.ETHERNET: LinkDefault(
+        250.0,
+        10.0,
+        "10 GbE (the Mac Studio port) through a switch; the latency is an assumption, no public "
+        "measurement found: the same TCP stack as Thunderbolt plus a switch hop",
+    ),
+}
+
+DECODE_BANDWIDTH_EFFICIENCY = 0.58
+"""Share of the peak memory bandwidth that MLX decode achieves on the bytes it must read.
+Fitted (module docstring). Independent check: mlx-lm 0.31.1 decodes Mistral-7B 4-bit on an
+M3 Ultra at 62-81 % of the bandwidth-limited rate (https://pokgak.xyz/experiments/
+mlx-inference-throughput-gap), the MoE fit rows gather experts and land a little lower."""
+
+LAYER_FIXED_US = 10.0
+"""Per layer and token, paid by every rank whatever its share: kernel launches, norms, routing
+and the graph evaluation that no byte count sees. Fitted (module docstring)."""
+
+SYNC_US: dict[Collective, float] = {
+    Collective.JACCL: 84.0,
+    Collective.RING: 84.0,
+}
+"""Per all-reduce, once, on top of the hops' wire time: each `all_sum` ends the GPU's command
+buffer, hands the buffer to the collective and waits for it. JACCL: fitted (module docstring);
+it is what makes exo's runs look like ~100 µs per synchronisation against ~5 µs of raw RDMA
+latency. TCP ring: no public tensor-parallel decode over TCP was found (llama.cpp's TCP rows
+split layers, not tensors), so it is taken equal to JACCL's: the hand-off is the same, the
+ring's slower wire is priced by its hops."""
+
+
+class HopLike(Protocol):
+    @property
+    def latency_us(self) -> float: ...
+    @property
+    def bandwidth_gbps(self) -> float: ...
+    @property
+    def kind(self) -> str: ...
+    @property
+    def routed(self) -> bool: ...
+
+
+def effective_bandwidth_gbps(peak_gbps: float) -> float:
+    """What decode reads at on a node whose peak memory bandwidth is `peak_gbps` (GB/s)."""
+    return peak_gbps * DECODE_BANDWIDTH_EFFICIENCY
+
+
+def read_ms(bytes_per_token: float, peak_gbps: float) -> float:
+    """Milliseconds to read `bytes_per_token` on a node of peak bandwidth `peak_gbps`."""
+    return bytes_per_token / effective_bandwidth_gbps(peak_gbps) / 1e6
+
+
+def fixed_us(num_layers: int) -> float:
+    """Per-token time every rank pays whatever its share (microseconds)."""
+    return LAYER_FIXED_US * num_layers
+
+
+def collective_of(hops: Sequence[HopLike]) -> Collective:
+    """JACCL when every hop is a direct RDMA link, else the TCP ring."""
+    direct_rdma = all(h.kind == LinkKind.RDMA and not h.routed for h in hops)
+    return Collective.JACCL if hops and direct_rdma else Collective.RING
+
+
+def hop_step_us(hop: HopLike, chunk_bytes: float, collective: Collective) -> float:
+    """One ring step over `hop`: its latency, then `chunk_bytes` at its bandwidth. Over the TCP
+    ring an RDMA-capable cable carries TCP, at Thunderbolt TCP latency."""
+    latency = hop.latency_us
+    if collective is Collective.RING and hop.kind == LinkKind.RDMA:
+        latency = max(latency, LINK_DEFAULTS[LinkKind.THUNDERBOLT].latency_us)
+    return latency + chunk_bytes * 8 / (hop.bandwidth_gbps * 1e3)
+
+
+def ring_allreduce_us(hops: Sequence[HopLike], message_bytes: int) -> float:
+    """One all-reduce of `message_bytes` over a ring whose hops are `hops` (k hops, k ranks;
+    one hop for a pair): the backend's synchronisation, then reduce-scatter and all-gather,
+    2(k-1) steps of a 1/k chunk, each as slow as the slowest hop."""
+    k = max(len(hops), 2) if hops else 1
+    if k < 2:
+        return 0.0
+    collective = collective_of(hops)
+    chunk = -(-message_bytes // k)
+    slowest = max(hop_step_us(h, chunk, collective) for h in hops)
+    return SYNC_US[collective] + 2 * (k - 1) * slowest
