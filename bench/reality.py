@@ -209,7 +209,7 @@ def _table_row(r: Row) -> list[Any]:
     ctx = f"{m.context:,}" if m.context else f"not published ({UNPUBLISHED_CONTEXT:,})"
     ratio = None if r.ratio is None else round(r.ratio, 3)
     return [
-        f"{m.nodes} × M3 Ultra" if "Mistral" not in m.model else "1 × M3 Ultra",
+        f"{m.nodes} × M3 Ultra",
         m.model,
         m.backend,
         m.split.value,
