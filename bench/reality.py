@@ -71,15 +71,34 @@ class Measurement:
     context: int | None = None
     split: Split = Split.TENSOR
     note: str = ""
+    known_miss: str = ""
+    """Why this row is expected outside the target: a documented gap, shown in the table."""
 
     @property
     def context_tokens(self) -> int:
         return self.context or UNPUBLISHED_CONTEXT
 
 
-def _exo(model: str, config: str, figures: dict[int, float], role: Role, note: str = "") -> list:
+def _exo(
+    model: str,
+    config: str,
+    figures: dict[int, float],
+    role: Role,
+    note: str = "",
+    known_miss: str = "",
+) -> list[Measurement]:
     return [
-        Measurement(model, config, n, "JACCL (RDMA, TB5)", t, GEERLING, role, note=note)
+        Measurement(
+            model,
+            config,
+            n,
+            "JACCL (RDMA, TB5)",
+            t,
+            GEERLING,
+            role,
+            note=note,
+            known_miss=known_miss,
+        )
         for n, t in figures.items()
     ]
 
@@ -103,6 +122,10 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         {2: 21.6, 4: 28.3},
         Role.HELD_OUT,
         "measured on K2 Thinking, estimated with K2 Instruct's config (same architecture)",
+        "a hand count of its config predicts 30.5 / 38.5 tok/s (+41 % / +36 %): Kimi-K2 reads "
+        "fewer bytes per token than DeepSeek-V3.1 (16.6 + 1.3 GB against 19.7 + 1.05) with "
+        "the same 61 layers and hidden size, yet was measured slower; nothing the model "
+        "counts (bytes, layers, all-reduces) explains it",
     ),
     Measurement(
         QWEN,
@@ -206,6 +229,7 @@ def rows() -> list[Row]:
 
 def _table_row(r: Row) -> list[Any]:
     m = r.m
+    role = m.role.value + (f" (expected miss: {m.known_miss})" if m.known_miss else "")
     ctx = f"{m.context:,}" if m.context else f"not published ({UNPUBLISHED_CONTEXT:,})"
     ratio = None if r.ratio is None else round(r.ratio, 3)
     return [
@@ -217,7 +241,7 @@ def _table_row(r: Row) -> list[Any]:
         m.tokens_per_s,
         r.estimate if r.estimate is not None else r.status,
         ratio,
-        m.role.value,
+        role,
         m.source + (f" — {m.note}" if m.note else ""),
     ]
 
@@ -291,10 +315,12 @@ def _notes() -> list[str]:
         f"{DECODE_BANDWIDTH_EFFICIENCY:.0%} of peak bandwidth, every layer costs "
         f"{LAYER_FIXED_US:g} µs whatever the share, and every all-reduce pays "
         f"{SYNC_US[Collective.JACCL]:g} µs of synchronisation on top of its ring's hops.",
-        "Fit and held out: the constants minimise the worst relative error over the `fit` rows "
-        "(Qwen3-235B and DeepSeek-V3.1 on 1 / 2 / 4 nodes; DeepSeek's bytes were counted by hand "
-        "while the planner could not read its family). The `held out` rows only check them: "
-        "Kimi-K2, the single-node Mistral-7B run, and the 32k-context row.",
+        "Fit and held out (`python -m bench.reality_fit` re-derives the fit): the `fit` rows are "
+        "Qwen3-235B and DeepSeek-V3.1 on 1 / 2 / 4 nodes (DeepSeek's bytes counted by hand while "
+        "the planner cannot read its family). Their single-node rows fit the bandwidth share "
+        "and the per-layer time, their multi-node rows then the synchronisation, each step "
+        "minimising the worst relative error. The `held out` rows only check them: the "
+        "single-node Mistral-7B run, the 32k-context row and Kimi-K2.",
         "Not modelled: llama.cpp's TCP rows split the model by layers (pipeline), which the "
         "planner does not plan; they are listed, not estimated. Rows whose model family the "
         "planner cannot read yet say so and become estimates once the family lands.",

@@ -18,12 +18,15 @@ measured what MLX decode really achieves should divide it by DECODE_BANDWIDTH_EF
 The all-reduce backend is JACCL (RDMA) when every hop of the ring is a direct RDMA link, else
 MLX's TCP ring, whose hops over RDMA-capable cables run at Thunderbolt TCP latency.
 
-**How the constants were fitted.** DECODE_BANDWIDTH_EFFICIENCY, LAYER_FIXED_US and
-SYNC_US[jaccl] minimise the worst relative error over the *fit* rows of `bench/reality.py`
-(Qwen3-235B-A22B 8-bit and DeepSeek-V3.1 4-bit on 1 / 2 / 4 M3 Ultras over Thunderbolt 5 RDMA,
-exo's published runs; the DeepSeek bytes were counted by hand from its config while the planner
-could not read the `deepseek_v3` family: 19.7 GB sharded + 1.05 GB replicated per token, 61
-layers); a grid search over the three gave a worst error of 13 %. The other rows of that table are held out.
+**How the constants were fitted** (`python -m bench.reality_fit` re-derives them). The *fit*
+rows of `bench/reality.py` are exo's published runs of Qwen3-235B-A22B 8-bit and DeepSeek-V3.1
+4-bit on 1 / 2 / 4 M3 Ultras over Thunderbolt 5 RDMA (DeepSeek's bytes counted by hand from its
+config while the planner cannot read the `deepseek_v3` family: `bench.reality_fit.HAND_COUNTS`).
+The single-node rows, which have no all-reduce, fit DECODE_BANDWIDTH_EFFICIENCY and
+LAYER_FIXED_US (they differ in layers per byte read, which separates the two); the multi-node
+rows then fit SYNC_US[jaccl]; each step minimises the worst relative error. Worst fit error:
+13.4 %. The other rows of that table (Mistral-7B on one Mac, the 32k-context row, Kimi-K2) are
+held out.
 """
 
 from __future__ import annotations
@@ -76,19 +79,21 @@ LINK_DEFAULTS: dict[LinkKind, LinkDefault] = {
     ),
 }
 
-DECODE_BANDWIDTH_EFFICIENCY = 0.58
+DECODE_BANDWIDTH_EFFICIENCY = 0.545
 """Share of the peak memory bandwidth that MLX decode achieves on the bytes it must read.
-Fitted (module docstring). Independent check: mlx-lm 0.31.1 decodes Mistral-7B 4-bit on an
-M3 Ultra at 62-81 % of the bandwidth-limited rate (https://pokgak.xyz/experiments/
-mlx-inference-throughput-gap), the MoE fit rows gather experts and land a little lower."""
+Fitted (module docstring). Independent check, held out: mlx-lm 0.31.1 decodes Mistral-7B 4-bit
+on an M3 Ultra at 110-120 tok/s, 62-81 % of the bandwidth-limited rate by that author's count
+(https://pokgak.xyz/experiments/mlx-inference-throughput-gap); this model estimates it 7 % low.
+The same page measures 4-bit quantized mat-vec products at 22 % of peak on their own."""
 
-LAYER_FIXED_US = 10.0
-"""Per layer and token, paid by every rank whatever its share: kernel launches, norms, routing
-and the graph evaluation that no byte count sees. Fitted (module docstring)."""
+LAYER_FIXED_US = 3.0
+"""Per layer and token, paid by every rank whatever its share: kernel launches and the work no
+byte count sees. Fitted (module docstring): the single-node rows leave almost nothing to it
+once the bandwidth share is fitted, so it is small, and it matters only for small models."""
 
 SYNC_US: dict[Collective, float] = {
-    Collective.JACCL: 84.0,
-    Collective.RING: 84.0,
+    Collective.JACCL: 80.0,
+    Collective.RING: 80.0,
 }
 """Per all-reduce, once, on top of the hops' wire time: each `all_sum` ends the GPU's command
 buffer, hands the buffer to the collective and waits for it. JACCL: fitted (module docstring);

@@ -36,10 +36,11 @@ def test_every_estimable_public_measurement_is_within_target(reality: list[Row])
     # Qwen3-235B on 1 / 2 / 4 nodes, its 32k row and Mistral-7B, at least; more as families land.
     assert len(estimated) >= 5
     assert {r.m.role for r in estimated} == {Role.FIT, Role.HELD_OUT}
+    # A row may miss only with its documented reason in the table (Kimi-K2, once estimable).
     off = [
         f"{r.m.model} on {r.m.nodes}: {r.estimate} vs {r.m.tokens_per_s}"
         for r in estimated
-        if not r.within_target
+        if not r.within_target and not r.m.known_miss
     ]
     assert not off, f"outside ±{TARGET:.0%}: {off}"
 
