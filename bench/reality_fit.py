@@ -28,7 +28,7 @@ from bench.reality import (
     request_for,
 )
 from planner import calibration as cal
-from planner.calibration import Collective, LinkKind
+from planner.calibration import Collective, LinkType
 from planner.plan import Cluster, make_plan
 from planner.topology import Hop, allreduce_us
 from protocol.model_spec import read_config
@@ -90,8 +90,8 @@ def _from_plan(m: Measurement) -> Parts | None:
 def _from_hand_count(m: Measurement, h: HandCount) -> Parts:
     peak = GEERLING_MACS[0].bandwidth_gbps
     read = (h.sharded_bytes / m.nodes + h.replicated_bytes) / peak / 1e6
-    rdma = cal.LINK_DEFAULTS[LinkKind.RDMA]
-    hop = Hop(rdma.latency_us, rdma.bandwidth_gbps, LinkKind.RDMA.value)
+    rdma = cal.LINK_DEFAULTS[LinkType.RDMA]
+    hop = Hop(rdma.latency_us, rdma.bandwidth_gbps, LinkType.RDMA.value)
     message = h.hidden * 2  # bf16 activations, one token
     wire = allreduce_us(m.nodes, hop, message) - cal.SYNC_US[Collective.JACCL]
     allreduces = 2 * h.layers if m.nodes > 1 else 0

@@ -37,7 +37,9 @@ from enum import StrEnum
 from typing import Protocol
 
 
-class LinkKind(StrEnum):
+class LinkType(StrEnum):
+    """`protocol.schema.LinkKind` as an enum: the kinds the defaults are for."""
+
     RDMA = "rdma"
     THUNDERBOLT = "thunderbolt"
     ETHERNET = "ethernet"
@@ -57,21 +59,21 @@ class LinkDefault:
     source: str
 
 
-LINK_DEFAULTS: dict[LinkKind, LinkDefault] = {
-    LinkKind.RDMA: LinkDefault(
+LINK_DEFAULTS: dict[LinkType, LinkDefault] = {
+    LinkType.RDMA: LinkDefault(
         5.0,
         80.0,
         "RDMA over Thunderbolt 5: send latency ~4-5 µs, 69-75 Gb/s measured, 80 Gb/s nominal "
         "(shared/README.md 'Links', from Jeff Geerling's and exo's Thunderbolt 5 RDMA tests)",
     ),
-    LinkKind.THUNDERBOLT: LinkDefault(
+    LinkType.THUNDERBOLT: LinkDefault(
         170.0,
         40.0,
         "TCP over Thunderbolt: round trip 0.34-0.6 ms on Thunderbolt 5 (shared/README.md "
         "'Links'), so half the best round trip one way; 40 Gb/s is Thunderbolt 4's line rate, "
         "the lower of the two generations the kind covers",
     ),
-    LinkKind.ETHERNET: LinkDefault(
+    LinkType.ETHERNET: LinkDefault(
         250.0,
         10.0,
         "10 GbE (the Mac Studio port) through a switch; the latency is an assumption, no public "
@@ -131,7 +133,7 @@ def fixed_us(num_layers: int) -> float:
 
 def collective_of(hops: Sequence[HopLike]) -> Collective:
     """JACCL when every hop is a direct RDMA link, else the TCP ring."""
-    direct_rdma = all(h.kind == LinkKind.RDMA and not h.routed for h in hops)
+    direct_rdma = all(h.kind == LinkType.RDMA and not h.routed for h in hops)
     return Collective.JACCL if hops and direct_rdma else Collective.RING
 
 
@@ -139,8 +141,8 @@ def hop_step_us(hop: HopLike, chunk_bytes: float, collective: Collective) -> flo
     """One ring step over `hop`: its latency, then `chunk_bytes` at its bandwidth. Over the TCP
     ring an RDMA-capable cable carries TCP, at Thunderbolt TCP latency."""
     latency = hop.latency_us
-    if collective is Collective.RING and hop.kind == LinkKind.RDMA:
-        latency = max(latency, LINK_DEFAULTS[LinkKind.THUNDERBOLT].latency_us)
+    if collective is Collective.RING and hop.kind == LinkType.RDMA:
+        latency = max(latency, LINK_DEFAULTS[LinkType.THUNDERBOLT].latency_us)
     return latency + chunk_bytes * 8 / (hop.bandwidth_gbps * 1e3)
 
 

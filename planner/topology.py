@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from planner.calibration import LINK_DEFAULTS, LinkKind, ring_allreduce_us
+from planner.calibration import LINK_DEFAULTS, LinkType, ring_allreduce_us
 from protocol.schema import Link, Topology
 
 EXACT_RING_MAX_NODES = 8  # brute-force the ring below this; 7! orders are cheap
@@ -36,13 +36,13 @@ def link_latency(link: Link) -> float:
     """The link's own figure, else its kind's default (`planner.calibration.LINK_DEFAULTS`)."""
     if link.latency_us is not None:
         return link.latency_us
-    return LINK_DEFAULTS[LinkKind(link.kind)].latency_us
+    return LINK_DEFAULTS[LinkType(link.kind)].latency_us
 
 
 def link_bandwidth(link: Link) -> float:
     if link.bandwidth_gbps is not None:
         return link.bandwidth_gbps
-    return LINK_DEFAULTS[LinkKind(link.kind)].bandwidth_gbps
+    return LINK_DEFAULTS[LinkType(link.kind)].bandwidth_gbps
 
 
 def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:

@@ -10,7 +10,7 @@ from planner.calibration import (
     LINK_DEFAULTS,
     SYNC_US,
     Collective,
-    LinkKind,
+    LinkType,
     collective_of,
     fixed_us,
     ring_allreduce_us,
@@ -68,7 +68,7 @@ def test_user_link_figures_override_the_defaults() -> None:
     expected = (SYNC_US[Collective.JACCL] + 2 * (40 + chunk_us)) * per_token / 1e3
     assert given.estimates is not None and default.estimates is not None
     assert given.estimates.allreduce_ms == pytest.approx(expected, abs=1e-5)
-    rdma = LINK_DEFAULTS[LinkKind.RDMA]
+    rdma = LINK_DEFAULTS[LinkType.RDMA]
     chunk_us = (MESSAGE // 2) * 8 / (rdma.bandwidth_gbps * 1e3)
     expected = (SYNC_US[Collective.JACCL] + 2 * (rdma.latency_us + chunk_us)) * per_token / 1e3
     assert default.estimates.allreduce_ms == pytest.approx(expected, abs=1e-5)
