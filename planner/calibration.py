@@ -16,7 +16,13 @@ measured what MLX decode really achieves should divide it by DECODE_BANDWIDTH_EF
 
 **Links.** A link's own `latency_us` / `bandwidth_gbps` override LINK_DEFAULTS for its kind.
 The all-reduce backend is JACCL (RDMA) when every hop of the ring is a direct RDMA link, else
-MLX's TCP ring, whose hops over RDMA-capable cables run at Thunderbolt TCP latency.
+MLX's TCP ring. A ring costs what its dearest hop would cost in a ring of the same size made of
+that hop alone (`ring_allreduce_us`): each hop is priced on its own, at its own backend, so the
+solver can price each arc separately and take the maximum over the chosen ones. A ring that
+mixes RDMA and slower links is thereby priced at its slower links' backend and latency, which
+is what the TCP ring it falls back to runs at. Not priced: JACCL needs a *full* mesh of RDMA
+cables (`service.assignments.backend_for`), so a ring of four or more nodes whose hops are all
+RDMA but which lacks some diagonal runs over TCP while it is priced as JACCL here.
 
 **How the constants were fitted** (`python -m bench.reality_fit` re-derives them). The *fit*
 rows of `bench/reality.py` are exo's published runs of Qwen3-235B-A22B 8-bit and DeepSeek-V3.1
@@ -131,29 +137,33 @@ def fixed_us(num_layers: int) -> float:
     return LAYER_FIXED_US * num_layers
 
 
-def collective_of(hops: Sequence[HopLike]) -> Collective:
-    """JACCL when every hop is a direct RDMA link, else the TCP ring."""
-    direct_rdma = all(h.kind == LinkType.RDMA and not h.routed for h in hops)
-    return Collective.JACCL if hops and direct_rdma else Collective.RING
+def collective_of(hop: HopLike) -> Collective:
+    """The backend a ring made of this hop alone runs: JACCL over a direct RDMA link, else the
+    TCP ring (a routed path goes through another Mac's network stack)."""
+    return Collective.JACCL if hop.kind == LinkType.RDMA and not hop.routed else Collective.RING
 
 
-def hop_step_us(hop: HopLike, chunk_bytes: float, collective: Collective) -> float:
-    """One ring step over `hop`: its latency, then `chunk_bytes` at its bandwidth. Over the TCP
-    ring an RDMA-capable cable carries TCP, at Thunderbolt TCP latency."""
+def hop_step_us(hop: HopLike, chunk_bytes: float) -> float:
+    """One ring step over `hop`: its latency, then `chunk_bytes` at its bandwidth. A routed path
+    of RDMA links carries TCP, at no less than Thunderbolt TCP latency."""
     latency = hop.latency_us
-    if collective is Collective.RING and hop.kind == LinkType.RDMA:
+    if collective_of(hop) is Collective.RING and hop.kind == LinkType.RDMA:
         latency = max(latency, LINK_DEFAULTS[LinkType.THUNDERBOLT].latency_us)
     return latency + chunk_bytes * 8 / (hop.bandwidth_gbps * 1e3)
 
 
-def ring_allreduce_us(hops: Sequence[HopLike], message_bytes: int) -> float:
-    """One all-reduce of `message_bytes` over a ring whose hops are `hops` (k hops, k ranks;
-    one hop for a pair): the backend's synchronisation, then reduce-scatter and all-gather,
-    2(k-1) steps of a 1/k chunk, each as slow as the slowest hop."""
-    k = max(len(hops), 2) if hops else 1
+def uniform_ring_allreduce_us(k: int, hop: HopLike, message_bytes: int) -> float:
+    """One all-reduce of `message_bytes` over a ring of k ranks whose every hop is `hop`: the
+    backend's synchronisation, then reduce-scatter and all-gather, 2(k-1) steps of a 1/k chunk."""
     if k < 2:
         return 0.0
-    collective = collective_of(hops)
     chunk = -(-message_bytes // k)
-    slowest = max(hop_step_us(h, chunk, collective) for h in hops)
-    return SYNC_US[collective] + 2 * (k - 1) * slowest
+    return SYNC_US[collective_of(hop)] + 2 * (k - 1) * hop_step_us(hop, chunk)
+
+
+def ring_allreduce_us(hops: Sequence[HopLike], message_bytes: int) -> float:
+    """One all-reduce over the ring whose hops are `hops` (k hops for k ranks; a pair may be
+    given as its one hop or as there and back): the dearest of its hops, each priced as a
+    ring of k of itself."""
+    k = max(len(hops), 2)
+    return max((uniform_ring_allreduce_us(k, h, message_bytes) for h in hops), default=0.0)

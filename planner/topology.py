@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import networkx as nx
 
-from planner.calibration import LINK_DEFAULTS, LinkType, ring_allreduce_us
+from planner.calibration import LINK_DEFAULTS, LinkType, uniform_ring_allreduce_us
 from protocol.schema import Link, Topology
 
 EXACT_RING_MAX_NODES = 8  # brute-force the ring below this; 7! orders are cheap
@@ -178,7 +178,5 @@ def ring_hops(order: list[str], hops: dict[tuple[str, str], Hop]) -> list[Hop]:
 
 def allreduce_us(k: int, hop: Hop, message_bytes: int) -> float:
     """One all-reduce of `message_bytes` over k ranks whose every ring hop is like `hop` (the
-    ring's slowest): `planner.calibration.ring_allreduce_us` of that ring."""
-    if k < 2:
-        return 0.0
-    return ring_allreduce_us([hop] * (1 if k == 2 else k), message_bytes)
+    ring's dearest); `planner.calibration.ring_allreduce_us` prices a ring of mixed hops."""
+    return uniform_ring_allreduce_us(k, hop, message_bytes)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from bench.reality import TARGET, Role, Row, rows
@@ -92,11 +94,31 @@ def test_user_node_bandwidth_is_a_peak_figure_read_at_the_calibrated_share() -> 
 def test_backend_follows_the_ring_hops() -> None:
     rdma = Hop(5.0, 80.0, "rdma")
     tb = Hop(170.0, 40.0, "thunderbolt")
-    assert collective_of([rdma, rdma, rdma]) is Collective.JACCL
-    assert collective_of([rdma, rdma, tb]) is Collective.RING
-    assert collective_of([Hop(10.0, 80.0, "rdma", routed=True)]) is Collective.RING
-    # Over the TCP ring, an RDMA cable carries TCP: its hop is as slow as Thunderbolt's.
+    routed = Hop(10.0, 40.0, "rdma", routed=True)
+    assert collective_of(rdma) is Collective.JACCL
+    assert collective_of(tb) is Collective.RING
+    assert collective_of(routed) is Collective.RING
+    # A ring with a Thunderbolt hop falls back to the TCP ring: priced as Thunderbolt's ring.
     mixed = ring_allreduce_us([rdma, rdma, tb], MESSAGE)
     assert mixed == ring_allreduce_us([tb, tb, tb], MESSAGE)
     assert ring_allreduce_us([rdma, rdma, rdma], MESSAGE) < mixed
+    # A routed RDMA path carries TCP through another Mac: no faster than Thunderbolt TCP.
+    assert ring_allreduce_us([routed, routed], MESSAGE) >= ring_allreduce_us([tb, tb], MESSAGE)
     assert ring_allreduce_us([], MESSAGE) == 0.0
+
+
+def test_a_ring_costs_its_dearest_hop_alone() -> None:
+    """The shape the solver prices arcs by: each hop on its own, the ring the maximum."""
+    hops = [
+        Hop(5.0, 80.0, "rdma"),
+        Hop(40.0, 20.0, "rdma"),
+        Hop(30.0, 40.0, "thunderbolt"),
+        Hop(12.0, 80.0, "rdma", routed=True),
+        Hop(300.0, 10.0, "ethernet"),
+    ]
+    for k in range(2, 6):
+        for ring in itertools.permutations(hops, k):
+            alone = max(ring_allreduce_us([h] * k, MESSAGE) for h in ring)
+            assert ring_allreduce_us(list(ring), MESSAGE) == alone
+    # a pair's ring may be given as its one hop or as there and back
+    assert ring_allreduce_us(hops[:1], MESSAGE) == ring_allreduce_us(hops[:1] * 2, MESSAGE)
