@@ -24,6 +24,14 @@ is what the TCP ring it falls back to runs at. Not priced: JACCL needs a *full* 
 cables (`service.assignments.backend_for`), so a ring of four or more nodes whose hops are all
 RDMA but which lacks some diagonal runs over TCP while it is priced as JACCL here.
 
+**Where it is wired** (every price goes through these functions): `problem.time_coefficient`
+and `problem.fluid_time_ps` read at `effective_bandwidth_gbps`; `topology.allreduce_us` is
+`uniform_ring_allreduce_us`; `layout.rank_plans` adds `fixed_us` to each rank's `decode_ms`,
+and `plan.Cluster.fixed_us` adds it to the solver's per-plan constant, so that the reported
+decode time stays the solver's objective (every used rank pays it alike: it adds to the
+slowest rank's time exactly once); `plan.fluid_bound_ms` / `fluid_used_ms` and
+`plan.beyond_model_range` use the same effective bandwidth and fixed time.
+
 **How the constants were fitted** (`python -m bench.reality_fit` re-derives them). The *fit*
 rows of `bench/reality.py` are exo's published runs of Qwen3-235B-A22B 8-bit and DeepSeek-V3.1
 4-bit on 1 / 2 / 4 M3 Ultras over Thunderbolt 5 RDMA (DeepSeek's bytes counted by hand from its
