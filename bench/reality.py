@@ -41,6 +41,13 @@ class Role(StrEnum):
     HELD_OUT = "held out"
 
 
+class Status(StrEnum):
+    ESTIMATE = "estimate"
+    PENDING = "pending: family not supported"
+    NOT_MODELLED = "not modelled"
+    DOES_NOT_FIT = "does not fit"
+
+
 class Split(StrEnum):
     TENSOR = "tensor"
     PIPELINE = "pipeline"
@@ -194,7 +201,12 @@ def request_for(m: Measurement, config: dict[str, Any]) -> PlanRequest:
 class Row:
     m: Measurement
     estimate: float | None
-    status: str
+    status: Status
+    detail: str = ""
+
+    @property
+    def text(self) -> str:
+        return f"{self.status.value}: {self.detail}" if self.detail else self.status.value
 
     @property
     def ratio(self) -> float | None:
@@ -208,19 +220,19 @@ class Row:
 
 def estimate(m: Measurement) -> Row:
     if m.split is Split.PIPELINE:
-        return Row(m, None, "not modelled: pipeline")
+        return Row(m, None, Status.NOT_MODELLED, Split.PIPELINE.value)
     path = CONFIGS / m.config
     if not path.exists():
-        return Row(m, None, f"pending: family not supported (no {m.config} yet)")
+        return Row(m, None, Status.PENDING, f"no {m.config} yet")
     config = json.loads(path.read_text())
     try:
         read_config(config)
     except ModelConfigError as e:
-        return Row(m, None, f"pending: family not supported ({e})")
+        return Row(m, None, Status.PENDING, str(e))
     plan = make_plan(request_for(m, config))
     if not plan.feasible or plan.estimates is None:
-        return Row(m, None, "does not fit: " + "; ".join(plan.reasons))
-    return Row(m, plan.estimates.tokens_per_s, "estimate")
+        return Row(m, None, Status.DOES_NOT_FIT, "; ".join(plan.reasons))
+    return Row(m, plan.estimates.tokens_per_s, Status.ESTIMATE)
 
 
 def rows() -> list[Row]:
@@ -239,7 +251,7 @@ def _table_row(r: Row) -> list[Any]:
         m.split.value,
         ctx,
         m.tokens_per_s,
-        r.estimate if r.estimate is not None else r.status,
+        r.estimate if r.estimate is not None else r.text,
         ratio,
         role,
         m.source + (f" — {m.note}" if m.note else ""),
@@ -295,7 +307,7 @@ def run(results_dir: Path, quick: bool = False) -> Section:
                     "nodes": r.m.nodes,
                     "measured": r.m.tokens_per_s,
                     "estimate": r.estimate,
-                    "status": r.status,
+                    "status": r.text,
                     "role": r.m.role.value,
                 }
                 for r in done
