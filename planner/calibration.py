@@ -12,7 +12,9 @@ context grows (`planner.costs` counts them; they are read at the same efficiency
 **Peak bandwidth.** A node's `bandwidth_gbps` is a peak figure, like Apple's specifications
 (`planner.chips`), whether the user typed it or an agent filled it in: the efficiency factor
 applies to it always, so a user-given figure and a looked-up one mean the same thing. A user who
-measured what MLX decode really achieves should divide it by DECODE_BANDWIDTH_EFFICIENCY.
+measured what MLX decode really achieves gives `peak_equivalent_gbps` of it; a memory-copy
+benchmark measures neither (copies reach ~82 % of peak on an M3 Ultra, per the page cited at
+DECODE_BANDWIDTH_EFFICIENCY), so where the chip is known its published peak is the figure.
 
 **Links.** A link's own `latency_us` / `bandwidth_gbps` override LINK_DEFAULTS for its kind.
 The all-reduce backend is JACCL (RDMA) when every hop of the ring is a direct RDMA link, else
@@ -133,6 +135,12 @@ class HopLike(Protocol):
 def effective_bandwidth_gbps(peak_gbps: float) -> float:
     """What decode reads at on a node whose peak memory bandwidth is `peak_gbps` (GB/s)."""
     return peak_gbps * DECODE_BANDWIDTH_EFFICIENCY
+
+
+def peak_equivalent_gbps(decode_gbps: float) -> float:
+    """The `bandwidth_gbps` to give a node whose MLX decode was measured to read `decode_gbps`
+    (bytes read per token × tokens/s): the peak figure the planner scales back down."""
+    return decode_gbps / DECODE_BANDWIDTH_EFFICIENCY
 
 
 def read_ms(bytes_per_token: float, peak_gbps: float) -> float:

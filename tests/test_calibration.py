@@ -15,6 +15,7 @@ from planner.calibration import (
     LinkType,
     collective_of,
     fixed_us,
+    peak_equivalent_gbps,
     ring_allreduce_us,
 )
 from planner.costs import unit_costs
@@ -89,6 +90,10 @@ def test_user_node_bandwidth_is_a_peak_figure_read_at_the_calibrated_share() -> 
     costs = unit_costs(read_config(config(LLAMA_70B)), 1024)
     read = costs.read_of(costs.total_units) / (800 * DECODE_BANDWIDTH_EFFICIENCY) / 1e6
     assert alone.ranks[0].decode_ms == pytest.approx(read + fixed_ms, abs=1e-5)
+    # A measured decode bandwidth goes in as its peak equivalent and comes back out unchanged.
+    measured = costs.read_of(costs.total_units) / (read * 1e6)  # GB/s this node decodes at
+    again = _plan([], [node("a", 192, peak_equivalent_gbps(measured))])
+    assert again.ranks[0].decode_ms == pytest.approx(alone.ranks[0].decode_ms, abs=1e-5)
 
 
 def test_backend_follows_the_ring_hops() -> None:
