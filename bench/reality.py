@@ -16,7 +16,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from bench import REPO_ROOT, Section, write_section
+from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+from bench import REPO_ROOT, Section, figure_file, write_section
+from bench.plotting import MODEL_COLORS, new_figure, save
 from planner.calibration import (
     DECODE_BANDWIDTH_EFFICIENCY,
     LAYER_FIXED_US,
@@ -293,7 +296,7 @@ def run(results_dir: Path, quick: bool = False) -> Section:
                 "rows": [_table_row(r) for r in done],
             }
         ],
-        "figures": [],
+        "figures": [_plot(results_dir, estimated)],
         "notes": _notes(),
         "data": {
             "constants": {
@@ -316,6 +319,60 @@ def run(results_dir: Path, quick: bool = False) -> Section:
     }
     write_section(results_dir, result)
     return result
+
+
+def _plot(results_dir: Path, estimated: list[Row]) -> dict[str, str]:
+    """Estimate against measurement, log-log, with the ±25 % band; filled = fit."""
+    path, recorded = figure_file(results_dir, "reality.png")
+    fig = new_figure(6.0, 5.0)
+    ax = fig.add_subplot()
+    values = [v for r in estimated for v in (r.m.tokens_per_s, r.estimate or 0.0)]
+    lo, hi = min(values) / 1.5, max(values) * 1.5
+    ax.plot([lo, hi], [lo, hi], color="black", linewidth=0.8)
+    ax.fill_between(
+        [lo, hi],
+        [lo * (1 - TARGET), hi * (1 - TARGET)],
+        [lo * (1 + TARGET), hi * (1 + TARGET)],
+        color="0.9",
+    )
+    models = sorted({r.m.model for r in estimated})
+    labelled: set[str] = set()
+    for r in estimated:
+        color = MODEL_COLORS[models.index(r.m.model) % len(MODEL_COLORS)]
+        label = f"{r.m.model}, {r.m.role.value}"
+        ax.scatter(
+            [r.m.tokens_per_s],
+            [r.estimate],
+            s=40,
+            color=color if r.m.role is Role.FIT else "white",
+            edgecolors=color,
+            label=None if label in labelled else label,
+        )
+        labelled.add(label)
+        ctx = f", {r.m.context // 1024}k ctx" if r.m.context else ""
+        ax.annotate(
+            f"{r.m.nodes}×{ctx}",
+            (r.m.tokens_per_s, r.estimate or 0.0),
+            fontsize=7,
+            xytext=(5, -9),
+            textcoords="offset points",
+        )
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi))
+    ticks = [t for t in (10, 15, 20, 30, 50, 70, 100, 150, 200, 300) if lo <= t <= hi]
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_ticks(ticks)
+        axis.set_major_formatter(ScalarFormatter())
+        axis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("measured tok/s")
+    ax.set_ylabel("planner's estimate tok/s")
+    ax.set_title(f"Estimates against public measurements (band: ±{TARGET:.0%})")
+    ax.legend(fontsize=7, loc="upper left")
+    save(fig, path)
+    return {
+        "file": recorded,
+        "caption": "Each estimable row of the table: filled markers were fitted, open ones held "
+        "out; the grey band is the ±25 % target.",
+    }
 
 
 def _notes() -> list[str]:
