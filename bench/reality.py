@@ -342,7 +342,7 @@ def _plot(results_dir: Path, estimated: list[Row]) -> dict[str, str]:
         label = f"{r.m.model}, {r.m.role.value}"
         ax.scatter(
             [r.m.tokens_per_s],
-            [r.estimate],
+            [r.estimate or 0.0],
             s=40,
             color=color if r.m.role is Role.FIT else "white",
             edgecolors=color,
