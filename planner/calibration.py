@@ -10,11 +10,11 @@ where the bytes a rank reads include the KV cache it attends over, so decode slo
 context grows (`planner.costs` counts them; they are read at the same efficiency as weights).
 
 **Peak bandwidth.** A node's `bandwidth_gbps` is a peak figure, like Apple's specifications
-(`planner.chips`), whether the user typed it or an agent filled it in: the efficiency factor
-applies to it always, so a user-given figure and a looked-up one mean the same thing. A user who
-measured what MLX decode really achieves gives `peak_equivalent_gbps` of it; a memory-copy
-benchmark measures neither (copies reach ~82 % of peak on an M3 Ultra, per the page cited at
-DECODE_BANDWIDTH_EFFICIENCY), so where the chip is known its published peak is the figure.
+(`planner.chips`), whether the user typed it or the chip table filled it in: the efficiency
+factor applies to it always, so a user-given figure and a looked-up one mean the same thing. A
+node whose figure is `source: measured` (`executor.measure_memory`: a streaming read with MLX)
+has it read as STREAM_READ_EFFICIENCY of its peak first (`peak_bandwidth_gbps`). A user who
+measured what MLX decode itself achieves gives `peak_equivalent_gbps` of it.
 
 **Links.** A link's own `latency_us` / `bandwidth_gbps` override LINK_DEFAULTS for its kind.
 The all-reduce backend is JACCL (RDMA) when every hop of the ring is a direct RDMA link, else
@@ -104,6 +104,12 @@ on an M3 Ultra at 110-120 tok/s, 62-81 % of the bandwidth-limited rate by that a
 (https://pokgak.xyz/experiments/mlx-inference-throughput-gap); this model estimates it 7 % low.
 The same page measures 4-bit quantized mat-vec products at 22 % of peak on their own."""
 
+STREAM_READ_EFFICIENCY = 0.82
+"""Share of the peak memory bandwidth a plain streaming pass over a large array reaches: a 2 GB
+copy ran at 669 of 819 GB/s on an M3 Ultra (https://pokgak.xyz/experiments/
+mlx-inference-throughput-gap, 'Raw Memory Bandwidth Baseline'). A measured node figure is such a
+pass, so it is this share of the peak the rest of the model scales."""
+
 LAYER_FIXED_US = 3.0
 """Per layer and token, paid by every rank whatever its share: kernel launches and the work no
 byte count sees. Fitted (module docstring): the single-node rows leave almost nothing to it
@@ -135,6 +141,12 @@ class HopLike(Protocol):
 def effective_bandwidth_gbps(peak_gbps: float) -> float:
     """What decode reads at on a node whose peak memory bandwidth is `peak_gbps` (GB/s)."""
     return peak_gbps * DECODE_BANDWIDTH_EFFICIENCY
+
+
+def peak_bandwidth_gbps(bandwidth_gbps: float, measured: bool) -> float:
+    """The peak figure behind a node's `bandwidth_gbps`: as given, or, for a measured streaming
+    read, scaled up by STREAM_READ_EFFICIENCY."""
+    return bandwidth_gbps / STREAM_READ_EFFICIENCY if measured else bandwidth_gbps
 
 
 def peak_equivalent_gbps(decode_gbps: float) -> float:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib.metadata import version
 
 from planner import diagnose
-from planner.calibration import effective_bandwidth_gbps, fixed_us
+from planner.calibration import effective_bandwidth_gbps, fixed_us, peak_bandwidth_gbps
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
@@ -17,6 +17,7 @@ from planner.problem import NodeInput, NodeShare, Problem, Solution
 from planner.solver import FORMULATION, SEED, WORKERS, solve
 from planner.sources import figure_sources
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
+from protocol.measurements import FigureSource
 from protocol.model_spec import ModelSpec, read_config
 from protocol.schema import (
     Estimates,
@@ -55,7 +56,7 @@ class Cluster:
     def of(cls, request: PlanRequest, spec: ModelSpec) -> Cluster:
         c = request.constraints
         message = spec.hidden * spec.dtype_bytes * c.batch_size
-        nodes = {n.id: n for n in request.topology.nodes}
+        nodes = {n.id: _at_peak(n) for n in request.topology.nodes}
         return cls(
             nodes=nodes,
             budgets={n.id: budget_bytes(n, c.headroom) for n in nodes.values()},
@@ -79,6 +80,15 @@ class Cluster:
         first = max(used, key=lambda n: (self.budgets[n], self.nodes[n].bandwidth_gbps, n))
         rest = sorted(n for n in used if n != first)
         return ring_order([first, *rest], self.hops, self.message_bytes)
+
+
+def _at_peak(node: Node) -> Node:
+    """The node with its peak bandwidth, which every price scales (`planner.calibration`)."""
+    measured = node.source == FigureSource.MEASURED
+    if not measured:
+        return node
+    peak = peak_bandwidth_gbps(node.bandwidth_gbps, measured)
+    return node.model_copy(update={"bandwidth_gbps": peak})
 
 
 def hop_levels(cluster: Cluster, ids: list[str]) -> tuple[list[Hop], dict[tuple[str, str], int]]:

@@ -10,6 +10,7 @@ from bench.reality import TARGET, Role, Row, Status, rows
 from planner.calibration import (
     DECODE_BANDWIDTH_EFFICIENCY,
     LINK_DEFAULTS,
+    STREAM_READ_EFFICIENCY,
     SYNC_US,
     Collective,
     LinkType,
@@ -94,6 +95,14 @@ def test_user_node_bandwidth_is_a_peak_figure_read_at_the_calibrated_share() -> 
     measured = costs.read_of(costs.total_units) / (read * 1e6)  # GB/s this node decodes at
     again = _plan([], [node("a", 192, peak_equivalent_gbps(measured))])
     assert again.ranks[0].decode_ms == pytest.approx(alone.ranks[0].decode_ms, abs=1e-5)
+
+
+def test_a_measured_node_figure_is_a_streaming_read_below_its_peak() -> None:
+    measured = {**node("a", 192, 656.0), "source": "measured"}
+    given = node("a", 192, 656.0 / STREAM_READ_EFFICIENCY)
+    a, b = _plan([], [measured]), _plan([], [given])
+    assert a.ranks[0].decode_ms == pytest.approx(b.ranks[0].decode_ms, abs=1e-5)
+    assert a.sources["node:a"] == "measured"
 
 
 def test_backend_follows_the_ring_hops() -> None:
