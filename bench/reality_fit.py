@@ -29,9 +29,8 @@ from bench.reality import (
 )
 from planner import calibration as cal
 from planner.calibration import Collective, LinkType
-from planner.plan import Cluster, make_plan
+from planner.plan import make_plan
 from planner.topology import Hop, allreduce_us
-from protocol.model_spec import read_config
 
 
 @dataclass(frozen=True)
@@ -66,14 +65,12 @@ class Parts:
 def _from_plan(m: Measurement) -> Parts | None:
     if estimate(m).estimate is None:
         return None
-    config = json.loads((CONFIGS / m.config).read_text())
-    spec = read_config(config)
-    req = request_for(m, config)  # the same request the reality table plans
-    cluster = Cluster.of(req, spec)
-    plan = make_plan(req)
-    fixed_ms = cluster.fixed_us / 1e3
-    slowest = max(r.decode_ms for r in plan.ranks) - fixed_ms
-    allreduces = cluster.allreduces_per_token if m.nodes > 1 else 0
+    # the same request the reality table plans
+    plan = make_plan(request_for(m, json.loads((CONFIGS / m.config).read_text())))
+    assert plan.model is not None
+    layers = plan.model.num_layers
+    slowest = max(r.decode_ms for r in plan.ranks) - cal.fixed_us(layers) / 1e3
+    allreduces = 2 * layers if m.nodes > 1 else 0  # after attention and after the MLP
     wire = 0.0
     if allreduces:
         assert plan.estimates is not None
@@ -81,7 +78,7 @@ def _from_plan(m: Measurement) -> Parts | None:
     return Parts(
         1e3 / m.tokens_per_s,
         slowest * cal.DECODE_BANDWIDTH_EFFICIENCY,
-        spec.num_layers,
+        layers,
         allreduces,
         wire,
     )

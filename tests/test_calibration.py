@@ -7,6 +7,7 @@ import itertools
 import pytest
 
 from bench.reality import TARGET, Role, Row, Status, rows
+from planner import calibration
 from planner.calibration import (
     DECODE_BANDWIDTH_EFFICIENCY,
     LINK_DEFAULTS,
@@ -19,10 +20,8 @@ from planner.calibration import (
     peak_equivalent_gbps,
     ring_allreduce_us,
 )
-from planner.costs import unit_costs
 from planner.plan import make_plan
 from planner.topology import Hop
-from protocol.model_spec import read_config
 from protocol.schema import Plan
 from tests.planner_cases import LLAMA_70B, config, node, request
 
@@ -78,7 +77,9 @@ def test_user_link_figures_override_the_defaults() -> None:
     assert default.estimates.allreduce_ms == pytest.approx(expected, abs=1e-5)
 
 
-def test_user_node_bandwidth_is_a_peak_figure_read_at_the_calibrated_share() -> None:
+def test_user_node_bandwidth_is_a_peak_figure_read_at_the_calibrated_share(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     link = [{"a": "a", "b": "b", "kind": "rdma"}]
     fast = _plan(link)
     slow = _plan(link, [node("a", 192, 400), node("b", 192, 400)])
@@ -86,15 +87,16 @@ def test_user_node_bandwidth_is_a_peak_figure_read_at_the_calibrated_share() -> 
     fast_read = fast.ranks[0].decode_ms - fixed_ms
     slow_read = slow.ranks[0].decode_ms - fixed_ms
     assert slow_read == pytest.approx(2 * fast_read, rel=1e-6)
-    # One node reads every byte, at 800 GB/s × the efficiency: it applies to the user's figure.
-    alone = _plan([], [node("a", 192, 800)])
-    costs = unit_costs(read_config(config(LLAMA_70B)), 1024)
-    read = costs.read_of(costs.total_units) / (800 * DECODE_BANDWIDTH_EFFICIENCY) / 1e6
-    assert alone.ranks[0].decode_ms == pytest.approx(read + fixed_ms, abs=1e-5)
-    # A measured decode bandwidth goes in as its peak equivalent and comes back out unchanged.
-    measured = costs.read_of(costs.total_units) / (read * 1e6)  # GB/s this node decodes at
-    again = _plan([], [node("a", 192, peak_equivalent_gbps(measured))])
-    assert again.ranks[0].decode_ms == pytest.approx(alone.ranks[0].decode_ms, abs=1e-5)
+    # The efficiency applies to the user's figure: reading at the full 800 GB/s is 1/e faster.
+    alone = _plan([], [node("a", 192, 800)]).ranks[0].decode_ms - fixed_ms
+    with monkeypatch.context() as m:
+        m.setattr(calibration, "DECODE_BANDWIDTH_EFFICIENCY", 1.0)
+        at_peak = _plan([], [node("a", 192, 800)]).ranks[0].decode_ms - fixed_ms
+    assert alone == pytest.approx(at_peak / DECODE_BANDWIDTH_EFFICIENCY, rel=1e-5)
+    # A measured decode bandwidth goes in as its peak equivalent: the same node again.
+    decoded = peak_equivalent_gbps(800 * DECODE_BANDWIDTH_EFFICIENCY)
+    again = _plan([], [node("a", 192, decoded)]).ranks[0].decode_ms - fixed_ms
+    assert again == pytest.approx(alone, abs=1e-5)
 
 
 def test_a_measured_node_figure_is_a_streaming_read_below_its_peak() -> None:
