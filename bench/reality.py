@@ -132,8 +132,8 @@ MEASUREMENTS: tuple[Measurement, ...] = (
         {2: 21.6, 4: 28.3},
         Role.HELD_OUT,
         "measured on K2 Thinking, estimated with K2 Instruct's config (same architecture)",
-        "estimated about a third too fast (+32 % to +41 %, by a hand count of its config and "
-        "by the families branch's byte model): Kimi-K2 reads fewer bytes per token than "
+        "estimated about a third too fast (+34 % / +40 % with the planner's byte model; a hand "
+        "count of its config agrees): Kimi-K2 reads fewer bytes per token than "
         "DeepSeek-V3.1 with the same 61 layers and hidden size, yet was measured slower; "
         "nothing the model counts (bytes, layers, all-reduces) explains it",
     ),
@@ -263,7 +263,8 @@ def _table_row(r: Row) -> list[Any]:
 def run(results_dir: Path, quick: bool = False) -> Section:
     done = rows()
     estimated = [r for r in done if r.ratio is not None]
-    worst = max((abs(r.ratio - 1) for r in estimated if r.ratio is not None), default=None)
+    worst = _worst(estimated)
+    worst_expected = _worst([r for r in estimated if not r.m.known_miss])
     inside = sum(1 for r in estimated if r.within_target)
     result: Section = {
         "section": "reality",
@@ -271,9 +272,10 @@ def run(results_dir: Path, quick: bool = False) -> Section:
         "headline": [
             {"metric": "rows estimated", "value": len(estimated), "unit": f"of {len(done)}"},
             {"metric": f"estimated rows within ±{TARGET:.0%}", "value": inside, "unit": ""},
+            {"metric": "worst |estimate / measured − 1|", "value": worst, "unit": "%"},
             {
-                "metric": "worst |estimate / measured − 1|",
-                "value": None if worst is None else round(100 * worst, 1),
+                "metric": "worst |estimate / measured − 1|, rows without a documented miss",
+                "value": worst_expected,
                 "unit": "%",
             },
         ],
@@ -318,6 +320,12 @@ def run(results_dir: Path, quick: bool = False) -> Section:
     }
     write_section(results_dir, result)
     return result
+
+
+def _worst(estimated: list[Row]) -> float | None:
+    """The largest |estimate / measured − 1| in percent, None without rows."""
+    off = [abs(r.ratio - 1) for r in estimated if r.ratio is not None]
+    return round(100 * max(off), 1) if off else None
 
 
 def _plot(results_dir: Path, estimated: list[Row]) -> dict[str, str]:
@@ -384,8 +392,7 @@ def _notes() -> list[str]:
         f"{LAYER_FIXED_US:g} µs whatever the share, and every all-reduce pays "
         f"{SYNC_US[Collective.JACCL]:g} µs of synchronisation on top of its ring's hops.",
         "Fit and held out (`python -m bench.reality_fit` re-derives the fit): the `fit` rows are "
-        "Qwen3-235B and DeepSeek-V3.1 on 1 / 2 / 4 nodes (DeepSeek's bytes counted by hand while "
-        "the planner cannot read its family). Their single-node rows fit the bandwidth share "
+        "Qwen3-235B and DeepSeek-V3.1 on 1 / 2 / 4 nodes. Their single-node rows fit the bandwidth share "
         "and the per-layer time, their multi-node rows then the synchronisation, each step "
         "minimising the worst relative error. The `held out` rows only check them: the "
         "single-node Mistral-7B run, the 32k-context row and Kimi-K2.",

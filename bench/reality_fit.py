@@ -8,8 +8,8 @@ Every row of `bench.reality` marked `fit` is decomposed into what the three cons
 (read from the planner's own plan at the committed constants, so the decomposition is exact),
 and a grid search finds the constants that minimise the worst relative error (ties go to the
 least sum of squares): first efficiency and per-layer time on the single-node rows, then the
-synchronisation on the multi-node rows. A fit row whose
-family the planner cannot read yet is decomposed from HAND_COUNTS instead, until it can.
+synchronisation on the multi-node rows. A fit row whose family the planner cannot read is
+left out (the reality table says why).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 from bench.reality import (
     CONFIGS,
-    GEERLING_MACS,
     MEASUREMENTS,
     Measurement,
     Role,
@@ -28,25 +27,8 @@ from bench.reality import (
     request_for,
 )
 from planner import calibration as cal
-from planner.calibration import Collective, LinkType
+from planner.calibration import Collective
 from planner.plan import make_plan
-from planner.topology import Hop, allreduce_us
-
-
-@dataclass(frozen=True)
-class HandCount:
-    sharded_bytes: float
-    replicated_bytes: float
-    layers: int
-    hidden: int
-
-
-HAND_COUNTS: dict[str, HandCount] = {
-    # DeepSeek-V3.1 4-bit (4.5 bits a weight with scales and biases): 34.7 B sharded active
-    # parameters (MLA q_b / kv_b / o_proj, 8 routed + 1 shared expert, 3 dense MLPs), 1.9 B
-    # replicated (q_a, kv_a, routers, lm_head), counted from its public config.json.
-    "deepseek-v3.1-4bit.json": HandCount(19.7e9, 1.05e9, 61, 7168),
-}
 
 
 @dataclass(frozen=True)
@@ -84,25 +66,12 @@ def _from_plan(m: Measurement) -> Parts | None:
     )
 
 
-def _from_hand_count(m: Measurement, h: HandCount) -> Parts:
-    peak = GEERLING_MACS[0].bandwidth_gbps
-    read = (h.sharded_bytes / m.nodes + h.replicated_bytes) / peak / 1e6
-    rdma = cal.LINK_DEFAULTS[LinkType.RDMA]
-    hop = Hop(rdma.latency_us, rdma.bandwidth_gbps, LinkType.RDMA.value)
-    message = h.hidden * 2  # bf16 activations, one token
-    wire = allreduce_us(m.nodes, hop, message) - cal.SYNC_US[Collective.JACCL]
-    allreduces = 2 * h.layers if m.nodes > 1 else 0
-    return Parts(1e3 / m.tokens_per_s, read, h.layers, allreduces, wire if allreduces else 0.0)
-
-
 def fit_parts() -> list[tuple[Measurement, Parts]]:
     out = []
     for m in MEASUREMENTS:
         if m.role is not Role.FIT:
             continue
         parts = _from_plan(m)
-        if parts is None and m.config in HAND_COUNTS:
-            parts = _from_hand_count(m, HAND_COUNTS[m.config])
         if parts is not None:
             out.append((m, parts))
     return out

@@ -36,12 +36,12 @@ slowest rank's time exactly once); `plan.fluid_bound_ms` / `fluid_used_ms` and
 
 **How the constants were fitted** (`python -m bench.reality_fit` re-derives them). The *fit*
 rows of `bench/reality.py` are exo's published runs of Qwen3-235B-A22B 8-bit and DeepSeek-V3.1
-4-bit on 1 / 2 / 4 M3 Ultras over Thunderbolt 5 RDMA (DeepSeek's bytes counted by hand from its
-config while the planner cannot read the `deepseek_v3` family: `bench.reality_fit.HAND_COUNTS`).
+4-bit on 1 / 2 / 4 M3 Ultras over Thunderbolt 5 RDMA, with the planner's own byte counts (a hand
+count of DeepSeek-V3.1's config, 19.7 GB sharded + 1.05 GB replicated per token, agreed).
 The single-node rows, which have no all-reduce, fit DECODE_BANDWIDTH_EFFICIENCY and
 LAYER_FIXED_US (they differ in layers per byte read, which separates the two); the multi-node
 rows then fit SYNC_US[jaccl]; each step minimises the worst relative error. Worst fit error:
-13.4 %. The other rows of that table (Mistral-7B on one Mac, the 32k-context row, Kimi-K2) are
+12.4 %. The other rows of that table (Mistral-7B on one Mac, the 32k-context row, Kimi-K2) are
 held out.
 """
 
@@ -110,14 +110,14 @@ copy ran at 669 of 819 GB/s on an M3 Ultra (https://pokgak.xyz/experiments/
 mlx-inference-throughput-gap, 'Raw Memory Bandwidth Baseline'). A measured node figure is such a
 pass, so it is this share of the peak the rest of the model scales."""
 
-LAYER_FIXED_US = 3.0
+LAYER_FIXED_US = 2.0
 """Per layer and token, paid by every rank whatever its share: kernel launches and the work no
 byte count sees. Fitted (module docstring): the single-node rows leave almost nothing to it
 once the bandwidth share is fitted, so it is small, and it matters only for small models."""
 
 SYNC_US: dict[Collective, float] = {
-    Collective.JACCL: 80.0,
-    Collective.RING: 80.0,
+    Collective.JACCL: 78.0,
+    Collective.RING: 78.0,
 }
 """Per all-reduce, once, on top of the hops' wire time: each `all_sum` ends the GPU's command
 buffer, hands the buffer to the collective and waits for it. JACCL: fitted (module docstring);
