@@ -110,7 +110,8 @@ class MlxEngine:
         return out
 
     def decode(self, tokens: Any) -> str:
-        out: str = self.tokenizer.decode(list(tokens))
+        # The end-of-sequence token ends the generation; it is never part of the text.
+        out: str = self.tokenizer.decode([t for t in tokens if t not in self.lockstep.eos])
         return out
 
     def generate(self, prompt: list[int], max_tokens: int, temperature: float, top_p: float) -> Any:
@@ -275,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         liveness_port,
         probe_peers,
     )
-    from executor.loader import LoadError, load_shard
+    from executor.loader import LoadError, eos_token_ids, load_shard
     from executor.lockstep import Lockstep
 
     try:
@@ -283,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         if role.peers:
             me = next(p for p in role.peers if p.rank == role.rank)
             LivenessPort(me.host, liveness_port(me))
-        model, config, _ = load_shard(
+        eos_ids = eos_token_ids(args.model)
+        model, _, _ = load_shard(
             args.model, rank_plan, progress=lambda d, t: emit("progress", done=d, total=t)
         )
         emit("loaded")
@@ -311,8 +313,6 @@ def main(argv: list[str] | None = None) -> int:
     def probe() -> str | None:
         return probe_peers(role.peers, role.rank) if role.peers else None
 
-    eos = config.get("eos_token_id")
-    eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
     lockstep = Lockstep(model, group, eos_ids, watchdog=Watchdog(on_stall, probe))
     try:
         if role.rank != 0:
