@@ -36,7 +36,11 @@ DTYPES = ("float32", "float16", "bfloat16")
 ARCH_MODEL_TYPE = {"llama": "llama", "qwen2": "qwen2", "qwen3": "qwen3"}
 ROPE_PERMUTED = frozenset({"llama"})
 """Architectures whose GGUF q/k rows llama.cpp's converter permuted."""
-_TOP_MODULES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+_TOP_MODULES = {
+    "token_embd": "model.embed_tokens",
+    "output_norm": "model.norm",
+    "output": "lm_head",
+}
 _LAYER_MODULES = {
     "attn_norm": "input_layernorm",
     "attn_q": "self_attn.q_proj",
@@ -161,8 +165,12 @@ def _packed_bits(weight: Any, scales: Any) -> int:
 
 
 def convert_tensors(
-    arrays: dict[str, Any], config: dict[str, Any], permuted: bool, dtype: str | None,
-    dequantize: bool, say: Say,
+    arrays: dict[str, Any],
+    config: dict[str, Any],
+    permuted: bool,
+    dtype: str | None,
+    dequantize: bool,
+    say: Say,
 ) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """mlx-lm named tensors, and the `quantization` block (None when nothing stays packed)."""
     import mlx.core as mx
@@ -225,9 +233,7 @@ def import_gguf(
     assert isinstance(arrays, dict)
     config = model_config(meta, {t.name for t in table})
     arch = str(meta["general.architecture"])
-    tensors, quant = convert_tensors(
-        arrays, config, arch in ROPE_PERMUTED, dtype, dequantize, say
-    )
+    tensors, quant = convert_tensors(arrays, config, arch in ROPE_PERMUTED, dtype, dequantize, say)
     out.mkdir(parents=True, exist_ok=True)
     eos = write_tokenizer_files(meta, out)
     say(f"  writing {out / 'model.safetensors'}")

@@ -77,9 +77,7 @@ def write_tokenizer_files(meta: dict[str, Any], out: Path) -> list[int]:
 
     model = meta.get("tokenizer.ggml.model")
     if model != "gpt2":
-        raise GgufError(
-            f"tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2')"
-        )
+        raise GgufError(f"tokenizer model {model!r} is not supported (only byte-level BPE, 'gpt2')")
     pre_name = str(meta.get("tokenizer.ggml.pre", "default"))
     try:
         pre = PreTokenizer(pre_name)

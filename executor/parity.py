@@ -195,6 +195,7 @@ def check(
     n_greedy: int = 20,
     max_tokens: int = 32,
     seed: int = 0,
+    prefixes: list[list[str]] | None = None,
 ) -> ParityReport:
     started = time.monotonic()
     config = read_json(model_dir / "config.json")
@@ -207,7 +208,7 @@ def check(
         "max_tokens": max_tokens,
     }
     with tempfile.TemporaryDirectory(prefix="asymtp-parity-") as tmp:
-        out = run_group(model_dir, plan, job, Path(tmp))
+        out = run_group(model_dir, plan, job, Path(tmp), prefixes=prefixes)
         loaded = mx.load(str(out / "logits.safetensors")) if logit_prompts else {}
         assert isinstance(loaded, dict)
         got_logits = {k: mx.array(v) for k, v in loaded.items()}

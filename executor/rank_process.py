@@ -236,12 +236,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
     """(role, rank plan, model id) from an assignment or a plan file."""
+    from executor.model_paths import served_name
     from protocol.schema import Plan
 
     if args.assignment is not None:
         a = Assignment.model_validate_json(args.assignment.read_text())
         role = role_from_assignment(a, args.workdir, args.serve_host, args.jaccl_devices)
-        return role, a.rank_plan, Path(a.model_path).name
+        return role, a.rank_plan, served_name(a.model_path)
     plan = Plan.model_validate_json(args.plan.read_text())
     rank_plan = next((r for r in plan.ranks if r.rank == args.rank), None)
     if rank_plan is None:

