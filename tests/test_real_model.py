@@ -75,9 +75,7 @@ def test_unsharded_greedy_equals_mlx_lm_generate(packed: Path) -> None:
 
     ids = _chat_ids(packed)
     model, tokenizer = load(str(packed))[:2]
-    theirs = [
-        int(t) for t, _ in generate_step(mx.array(ids), model, max_tokens=GREEDY_TOKENS)
-    ]
+    theirs = [int(t) for t, _ in generate_step(mx.array(ids), model, max_tokens=GREEDY_TOKENS)]
     ours_model, _, _ = load_shard(packed)
     eos = eos_token_ids(packed)
     ours = list(Lockstep(ours_model, None, eos).generate(ids, GREEDY_TOKENS))
