@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -314,6 +315,8 @@ class Agent:
         self.stop_rank("the agent is stopping", STOP_GRACE_S if self.child_rank == 0 else 0.0)
         self.report("idle", detail="agent stopped")
         self.client.close()
+        # Assignments and ring hostfiles live only as long as the agent.
+        shutil.rmtree(self.workdir, ignore_errors=True)
         return 0
 
 
