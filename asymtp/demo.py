@@ -44,9 +44,9 @@ REAL = DemoModel(
     questions=[
         "What is the capital of France?",
         "How many days are there in a week?",
-        "Name the largest planet in the solar system.",
+        "What is 2 + 2?",
     ],
-    max_tokens=40,
+    max_tokens=32,
     overhead_bytes=2_000_000,
 )
 # ~71 MB in float32: too big for any two of the nodes (48/32/16 "GB" scaled to MB).

@@ -174,3 +174,21 @@ def test_missing_all_sums_fail_parity(packed: Path, tmp_path: Path) -> None:
     report = check(packed, _plan(packed, [0.7, 0.3]), prefixes=_no_all_sum(tmp_path), **PARITY)
     print("\n".join(report.lines()))
     assert not report.passes()
+
+
+# ---- bytes as loaded --------------------------------------------------------------------------
+@pytest.mark.parametrize("shares", [[0.6, 0.4], [0.5, 0.3, 0.2]], ids=["2-ranks", "3-ranks"])
+def test_planned_weight_bytes_equal_what_each_rank_holds(packed: Path, shares: list[float]) -> None:
+    """The Q8_0 embedding beside Q4_1 layers is a per-module override in the quantization
+    block: the planner must count it as 8-bit, on every rank that holds it whole."""
+    from mlx.utils import tree_flatten
+
+    from executor.loader import load_shard
+
+    plan = _plan(packed, shares)
+    for r in plan.ranks:
+        model, _, _ = load_shard(packed, r)
+        held = sum(v.nbytes for _, v in tree_flatten(model.parameters()))
+        planned = r.memory_bytes.weights
+        print(f"rank {r.rank}: planned {planned / 1e6:.2f} MB, holds {held / 1e6:.2f} MB")
+        assert abs(planned - held) <= 0.01 * held, (r.rank, planned, held)
