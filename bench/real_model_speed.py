@@ -80,6 +80,10 @@ def _mlx_lm_pinned(model_dir: Path, job: dict[str, int]) -> dict[str, float]:
     return result
 
 
+def _show(label: str, f: dict[str, float]) -> None:
+    print(f"  realmodel: {label:<34} decode {f['decode_tok_s']:7.1f} tok/s", flush=True)
+
+
 def run(results_dir: Path, quick: bool = False) -> Section:
     from executor.loader import read_json
     from executor.shipped_model import Variant, imported
@@ -98,19 +102,21 @@ def run(results_dir: Path, quick: bool = False) -> Section:
         config = read_json(model_dir / "config.json")
         job_v = {**job, "vocab": int(config["vocab_size"])}
         figures[MLX_LM] = _mlx_lm_pinned(model_dir, job_v)
+        _show(MLX_LM, figures[MLX_LM])
         figures[ONE_RANK] = _unsharded(model_dir, job)
+        _show(ONE_RANK, figures[ONE_RANK])
         for label, shares in ((EVEN, [0.5, 0.5]), (UNEVEN, [0.7, 0.3])):
             plan = plan_for_split(config, shares)
             sub = work / label.replace(" ", "_").replace("/", "-").replace(",", "")
             sub.mkdir()
             figures[label] = _group(model_dir, plan, job_v, sub, _pinned(1))
+            _show(label, figures[label])
             shares[label] = [round(r.share, 3) for r in plan.ranks]
     ref = figures[MLX_LM]["decode_tok_s"]
     rows: list[list[Any]] = []
     for label, f in figures.items():
         split = "/".join(f"{x * 100:.0f}" for x in shares.get(label, [1.0]))
         rows.append([label, split, f["decode_tok_s"], round(f["decode_tok_s"] / ref, 3)])
-        print(f"  realmodel: {label:<34} decode {f['decode_tok_s']:7.1f} tok/s", flush=True)
     ratio = figures[ONE_RANK]["decode_tok_s"] / ref
     result: Section = {
         "section": "realmodel",
