@@ -105,8 +105,8 @@ def run(results_dir: Path, quick: bool = False) -> Section:
         _show(MLX_LM, figures[MLX_LM])
         figures[ONE_RANK] = _unsharded(model_dir, job)
         _show(ONE_RANK, figures[ONE_RANK])
-        for label, shares in ((EVEN, [0.5, 0.5]), (UNEVEN, [0.7, 0.3])):
-            plan = plan_for_split(config, shares)
+        for label, fractions in ((EVEN, [0.5, 0.5]), (UNEVEN, [0.7, 0.3])):
+            plan = plan_for_split(config, fractions)
             sub = work / label.replace(" ", "_").replace("/", "-").replace(",", "")
             sub.mkdir()
             figures[label] = _group(model_dir, plan, job_v, sub, _pinned(1))

@@ -227,10 +227,12 @@ def import_gguf(
     _check_types(table)
     say(f"reading {path.name}: {len(table)} tensors")
     try:
-        arrays, meta = mx.load(str(path), return_metadata=True)  # type: ignore[misc]
+        loaded = mx.load(str(path), return_metadata=True)
     except (RuntimeError, ValueError) as e:
         raise GgufError(f"{path}: MLX cannot read it ({e})") from None
-    assert isinstance(arrays, dict)
+    assert isinstance(loaded, tuple)
+    arrays: dict[str, Any] = loaded[0]
+    meta: dict[str, Any] = loaded[1]
     config = model_config(meta, {t.name for t in table})
     arch = str(meta["general.architecture"])
     tensors, quant = convert_tensors(arrays, config, arch in ROPE_PERMUTED, dtype, dequantize, say)

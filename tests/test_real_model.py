@@ -94,7 +94,7 @@ def test_types_without_an_exact_mlx_form_are_refused_by_name() -> None:
         TensorInfo("token_embd.weight", (64, 32), GgmlType.Q8_0),
         TensorInfo("blk.0.ffn_up.weight", (64, 32), GgmlType.IQ2_XS),
     ]
-    with pytest.raises(GgufError, match="IQ2_XS.*blk.0.ffn_up.weight"):
+    with pytest.raises(GgufError, match=r"IQ2_XS.*blk\.0\.ffn_up\.weight"):
         _check_types(table)
 
 
