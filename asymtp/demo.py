@@ -29,8 +29,8 @@ DEPLOYMENT = "demo"
 @dataclass(frozen=True)
 class DemoModel:
     name: str
-    nodes: list[tuple[str, float, float]]
-    """(node id, simulated memory in GB, memory bandwidth GB/s)."""
+    nodes: list[tuple[str, float]]
+    """(node id, simulated memory in GB); the agents measure their memory bandwidth."""
     questions: list[str]
     max_tokens: int
     overhead_bytes: int
@@ -40,7 +40,7 @@ class DemoModel:
 # these budgets hold it with its KV cache, all three do, unevenly.
 REAL = DemoModel(
     name="HuggingFaceTB/SmolLM2-135M-Instruct",
-    nodes=[("studio", 0.088, 800.0), ("macbook", 0.068, 400.0), ("mini", 0.060, 273.0)],
+    nodes=[("studio", 0.088), ("macbook", 0.068), ("mini", 0.060)],
     questions=[
         "What is the capital of France?",
         "How many days are there in a week?",
@@ -52,7 +52,7 @@ REAL = DemoModel(
 # ~71 MB in float32: too big for any two of the nodes (48/32/16 "GB" scaled to MB).
 RANDOM = DemoModel(
     name="demo-qwen3",
-    nodes=[("studio", 0.048, 800.0), ("macbook", 0.032, 400.0), ("mini", 0.016, 273.0)],
+    nodes=[("studio", 0.048), ("macbook", 0.032), ("mini", 0.016)],
     questions=["How does a tensor split across three Macs?"],
     max_tokens=24,
     overhead_bytes=1_000_000,
@@ -145,10 +145,10 @@ def run(workdir: Path, random: bool = False) -> int:
     say(f"    {model_dir.name}: {size_mb:.1f} MB of weights as stored")
 
     with LocalCluster(workdir, models_dir) as cluster:
-        budgets = "/".join(f"{m * 1000:.0f}" for _n, m, _b in demo.nodes)
+        budgets = "/".join(f"{m * 1000:.0f}" for _n, m in demo.nodes)
         say(f"2/6 starting the planner on {cluster.url} and 3 agents ({budgets} MB budgets)")
         cluster.start_planner()
-        for node, memory_gb, _ in demo.nodes:
+        for node, memory_gb in demo.nodes:
             cluster.start_agent(node, DEPLOYMENT, memory_gb)
         topology = wait_for_topology(cluster, demo)
 
@@ -181,8 +181,6 @@ def run(workdir: Path, random: bool = False) -> int:
 def deployment_spec(
     demo: DemoModel, topology: dict[str, Any], config: dict[str, Any], model_path: Path
 ) -> dict[str, Any]:
-    for node in topology["nodes"]:
-        node["bandwidth_gbps"] = next(bw for n, _m, bw in demo.nodes if n == node["id"])
     return {
         "topology": topology,
         "model": config,
@@ -233,30 +231,48 @@ def special_tokens(model_dir: Path) -> list[str]:
 
 
 def wait_for_topology(
-    cluster: LocalCluster, demo: DemoModel, timeout: float = 60.0
+    cluster: LocalCluster, demo: DemoModel, timeout: float = 90.0
 ) -> dict[str, Any]:
-    """The topology built from the agents' reports, once all three have reported."""
-    deadline = time.monotonic() + timeout
+    """The topology drafted from the agents' reports, once all of them have measured their
+    memory bandwidth and every loopback link between them; printed as a table."""
+    started = time.monotonic()
+    deadline = started + timeout
+    want = (
+        len(demo.nodes) + len(demo.nodes) * (len(demo.nodes) - 1) // 2
+    )  # every node and every pair
+    notes: list[str] = []
     while time.monotonic() < deadline:
         body = cluster.topology(DEPLOYMENT)
         topology: dict[str, Any] = body.get("topology", body)
-        if len(topology.get("nodes", [])) == len(demo.nodes):
-            say(
-                "    topology from the agents' reports: "
-                + ", ".join(
-                    f"{n['id']} {n['memory_bytes'] / 1e6:.0f} MB" for n in topology["nodes"]
-                )
-            )
-            # Loopback stands in for the cables: tell the planner they are Thunderbolt links.
-            ids = [n["id"] for n in topology["nodes"]]
-            topology["links"] = [
-                {"a": a, "b": b, "kind": "thunderbolt"}
-                for i, a in enumerate(ids)
-                for b in ids[i + 1 :]
-            ]
+        notes = body.get("notes", [])
+        parts = topology.get("nodes", []) + topology.get("links", [])
+        if len([x for x in parts if x.get("source") == "measured"]) == want:
+            for line in measured_table(topology, notes):
+                say(line)
+            say(f"      all measured {time.monotonic() - started:.1f}s after the agents started")
             return topology
         time.sleep(0.25)
-    raise TimeoutError(f"the agents did not all report within {timeout:g}s")
+    raise TimeoutError(
+        f"the agents did not all report their measurements within {timeout:g}s; the draft's "
+        f"notes: {'; '.join(notes) or 'none (no reports)'}"
+    )
+
+
+def measured_table(topology: dict[str, Any], notes: list[str]) -> list[str]:
+    lines = ["    topology measured by the agents (loopback links stand in for the cables):"]
+    for n in topology["nodes"]:
+        lines.append(
+            f"      node {n['id']:<8} {n['memory_bytes'] / 1e6:5.0f} MB   memory "
+            f"{n['bandwidth_gbps']:7.2f} GB/s {n.get('source', 'user')}"
+        )
+    for x in topology["links"]:
+        lines.append(
+            f"      link {x['a'] + '-' + x['b']:<16} {x['kind']:<9} "
+            f"{x.get('latency_us', 0):7.1f} µs one way {x.get('bandwidth_gbps', 0):7.2f} Gb/s "
+            f"{x.get('source', 'assumed')}"
+        )
+    lines += [f"      {n}" for n in notes if ": measured at " in n]
+    return lines
 
 
 def _read_json(path: Path) -> dict[str, Any]:

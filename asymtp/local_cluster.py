@@ -162,6 +162,7 @@ class LocalCluster:
             str(memory_gb),
             "--serve-host",
             "127.0.0.1",
+            *["--measure-port", "0"],  # several agents on one host: each its own free port
             *(extra or []),
         ]
         proc = Proc(node_id, cmd, self.workdir / "logs" / f"{node_id}.log", self.env()).start()

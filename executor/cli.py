@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from protocol.deployment import DEFAULT_MEASURE_PORT
+
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -56,6 +58,14 @@ def add_agent_arguments(p: argparse.ArgumentParser) -> None:
         help="also find ORG/NAME models in the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub "
         "or ~/.cache/huggingface/hub); nothing is downloaded",
     )
+    p.add_argument(
+        "--measure-port",
+        type=int,
+        default=DEFAULT_MEASURE_PORT,
+        help="port of the measurement responder peers measure against "
+        f"(default {DEFAULT_MEASURE_PORT}; 0: a free port, for several agents on one host)",
+    )
+    p.add_argument("--no-measure", action="store_true", help="neither measure nor be measured")
 
 
 def _add_token_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,6 +108,8 @@ def run_agent(args: argparse.Namespace) -> int:
         return bad_input(f"--planner {args.planner!r}: give a URL such as http://127.0.0.1:8420")
     if args.memory_gb is not None and not args.memory_gb > 0:
         return bad_input("--memory-gb must be > 0")
+    if not 0 <= args.measure_port <= 65535:
+        return bad_input("--measure-port must be 0-65535")
     try:
         token = _token(args)
     except ValueError as e:
@@ -114,6 +126,7 @@ def run_agent(args: argparse.Namespace) -> int:
         jaccl_devices=args.jaccl_devices,
         join_timeout_s=args.join_timeout,
         hf_cache=args.hf_cache,
+        measure_port=None if args.no_measure else args.measure_port,
     )
     return Agent(cfg).run()
 

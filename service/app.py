@@ -33,7 +33,6 @@ from fastapi import Body, Depends, FastAPI, Header, Path, Query, Request
 from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
-from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from planner.plan import SOLVER_VERSION
@@ -46,12 +45,13 @@ from protocol.deployment import (
     Deployment,
     DeploymentSpec,
 )
-from protocol.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest
+from protocol.schema import NODE_ID_PATTERN, Plan, PlanRequest
 from protocol.signing import sign, signing_key
 from protocol.version import __version__
 from service import examples, page, responses
 from service.assignments import UnknownNode, assignment_for
 from service.auth import require_token
+from service.doctor_routes import agent_facts, doctor_router
 from service.metrics import Metrics
 from service.plans import Busy, Planner
 from service.settings import Settings
@@ -536,14 +536,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         name: Name, format: Annotated[Literal["json", "yaml"], Query()] = "json"
     ) -> Response:
         """A topology built from the facts the agents of `name` reported."""
-        facts: list[NodeFacts] = []
-        for raw in await db(store.agents, name):
-            try:
-                record = AgentRecord.model_validate_json(raw)
-            except ValidationError:
-                continue
-            if record.facts is not None:
-                facts.append(record.facts)
+        facts = agent_facts(await db(store.agents, name))
         if not facts:
             return _error(404, f"no agent of {name!r} has reported its facts yet")
         topology, notes = build_topology(facts)
@@ -554,6 +547,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         draft = responses.TopologyDraft(topology=topology, notes=notes)
         return Response(draft.model_dump_json(), media_type=JSON)
 
+    app.include_router(doctor_router(store, authorized))  # peers, measure, doctor
     page.add_page(app)  # GET /: the topology page (service/static)
 
     # The last added is outermost: metrics see every answer, the 413s included.
