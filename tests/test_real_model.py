@@ -173,6 +173,18 @@ def test_missing_all_sums_fail_parity(packed: Path, tmp_path: Path) -> None:
 
 
 # ---- bytes as loaded --------------------------------------------------------------------------
+def _planner_counts_module_overrides() -> bool:
+    from protocol.model_spec import ModelSpec
+
+    return hasattr(ModelSpec, "quant_at")
+
+
+@pytest.mark.xfail(
+    not _planner_counts_module_overrides(),
+    reason="the planner's byte model does not count per-module quantization overrides yet "
+    "(the `families` branch adds ModelSpec.quant_at): the Q8_0 embedding is counted as 4-bit",
+    strict=True,
+)
 @pytest.mark.parametrize("shares", [[0.6, 0.4], [0.5, 0.3, 0.2]], ids=["2-ranks", "3-ranks"])
 def test_planned_weight_bytes_equal_what_each_rank_holds(packed: Path, shares: list[float]) -> None:
     """The Q8_0 embedding beside Q4_1 layers is a per-module override in the quantization
