@@ -200,3 +200,17 @@ def test_planned_weight_bytes_equal_what_each_rank_holds(packed: Path, shares: l
         planned = r.memory_bytes.weights
         print(f"rank {r.rank}: planned {planned / 1e6:.2f} MB, holds {held / 1e6:.2f} MB")
         assert abs(planned - held) <= 0.01 * held, (r.rank, planned, held)
+
+
+def test_import_gguf_refuses_a_file_that_is_not_gguf(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from asymtp.cli import main
+
+    bogus = tmp_path / "model.gguf"
+    bogus.write_bytes(b"not a gguf at all")
+    assert main(["import-gguf", str(bogus), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "not a GGUF file" in err
+    assert main(["import-gguf", str(tmp_path / "absent.gguf"), str(tmp_path / "out")]) == 2
+    assert not (tmp_path / "out").exists()
