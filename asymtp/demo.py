@@ -226,8 +226,8 @@ def ask(url: str, model_dir: Path, demo: DemoModel, question: str) -> bool:
 def special_tokens(model_dir: Path) -> list[str]:
     from mlx_lm.utils import load_tokenizer
 
-    tokens: list[str] = list(load_tokenizer(model_dir)._tokenizer.all_special_tokens)
-    return [t for t in tokens if t]
+    decoder = load_tokenizer(model_dir).added_tokens_decoder
+    return [t.content for t in decoder.values() if t.special and t.content]
 
 
 def wait_for_topology(
