@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -125,12 +126,12 @@ def test_a_deployment_names_its_model_org_name(tiny: Path, tmp_path: Path) -> No
 
     with LocalCluster(tmp_path / "work", models) as cluster:
         cluster.start_planner()
-        cluster.deploy("named", lone("n1", f"acme/tiny-llama@{REV}"))
-        cluster.deploy("absent", lone("n2", "acme/not-here"))
-        cluster.start_agent("n1", "named", 1.0)
-        cluster.start_agent("n2", "absent", 1.0)
+        cluster.deploy("named", lone("hf-named", f"acme/tiny-llama@{REV}"))
+        cluster.deploy("absent", lone("hf-absent", "acme/not-here"))
+        cluster.start_agent("hf-named", "named", 1.0)
+        cluster.start_agent("hf-absent", "absent", 1.0)
         ready = cluster.wait_for("named", all_ready, 180, what="the named model serving")
-        url = ready.agents["n1"].serving
+        url = ready.agents["hf-named"].serving
         listed = httpx.get(f"{url}/v1/models", timeout=30).json()
         assert [m["id"] for m in listed["data"]] == ["acme/tiny-llama"]
         r = httpx.post(
@@ -141,10 +142,17 @@ def test_a_deployment_names_its_model_org_name(tiny: Path, tmp_path: Path) -> No
         assert r.status_code == 200, r.text
         failed = cluster.wait_for(
             "absent",
-            lambda d: (a := d.agents.get("n2")) is not None and a.state == "failed",
+            lambda d: (a := d.agents.get("hf-absent")) is not None and a.state == "failed",
             90,
             what="the missing model reported",
         )
-        reason = failed.agents["n2"].reason or ""
+        reason = failed.agents["hf-absent"].reason or ""
         print(reason)
         assert "models--acme--not-here" in reason and str(models.resolve()) in reason
+    # Stopped agents leave no temporary directories behind.
+    left = [
+        p
+        for n in ("hf-named", "hf-absent")
+        for p in Path(tempfile.gettempdir()).glob(f"asymtp-{n}-*")
+    ]
+    assert not left, left
