@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 
 from asymtp.local_cluster import LocalCluster, all_ready, free_port, free_port_block, serving_url
+from protocol.connectivity import full_mesh
 from protocol.deployment import Deployment
 
 DEPLOYMENT = "demo"
@@ -184,11 +185,7 @@ def wait_for_topology(cluster: LocalCluster, timeout: float = 60.0) -> dict[str,
             )
             # Loopback stands in for the cables: tell the planner they are Thunderbolt links.
             ids = [n["id"] for n in topology["nodes"]]
-            topology["links"] = [
-                {"a": a, "b": b, "kind": "thunderbolt"}
-                for i, a in enumerate(ids)
-                for b in ids[i + 1 :]
-            ]
+            topology["links"] = full_mesh(ids, "thunderbolt")
             return topology
         time.sleep(0.25)
     raise TimeoutError(f"the agents did not all report within {timeout:g}s")

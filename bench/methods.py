@@ -37,6 +37,7 @@ from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
 from planner.plan import Cluster, make_plan
+from protocol.connectivity import full_mesh
 from protocol.model_spec import ModelSpec, read_config
 from protocol.schema import PlanRequest
 
@@ -67,7 +68,7 @@ def _three_node() -> dict[str, Any]:
         {"id": "laptop-48", "memory_gb": 48, "bandwidth_gbps": 273, "chip": "M4 Pro"},
     ]
     ids = [n["id"] for n in nodes]
-    links = [{"a": a, "b": b, "kind": "rdma"} for i, a in enumerate(ids) for b in ids[i + 1 :]]
+    links = full_mesh(ids)
     return {"nodes": nodes, "links": links}
 
 

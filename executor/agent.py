@@ -43,6 +43,7 @@ from protocol.deployment import AgentStatus, Assignment
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 HEARTBEAT_S = 3.0
 POLL_WAIT_S = 20.0
+MAX_REASON_CHARS = 2000
 STOP_GRACE_S = 30.0
 """How long a rank gets to finish its request (rank 0) or to be let go by rank 0 (followers)."""
 
@@ -54,7 +55,8 @@ class AgentConfig:
     node_id: str
     models_dir: Path
     token: str | None = None
-    signing_key: str | None = None
+    signing_key: bytes = b""
+    """Verifies assignments (`protocol.signing.agent_signing_key`)."""
     memory_bytes: int | None = None
     """Simulated machine size (demo, tests): reported and checked instead of the real one."""
     serve_host: str | None = None
@@ -63,14 +65,25 @@ class AgentConfig:
     python: str = sys.executable
 
 
+def _inside(root: Path, path: Path) -> bool:
+    return path == root or root in path.parents
+
+
 def resolve_model(models_dir: Path, model_path: str) -> Path:
-    """The model directory, which must lie under `models_dir` (symlinks resolved)."""
+    """The model directory, which must lie under `models_dir` with its config.json (symlinks
+    resolved); ValueError naming the cause, whatever is wrong with the path."""
     root = models_dir.resolve()
-    path = (root / model_path).resolve()
-    if path != root and root not in path.parents:
-        raise ValueError(f"model path {model_path!r} leaves the models directory {root}")
-    if not (path / "config.json").is_file():
-        raise ValueError(f"model directory {path} has no config.json")
+    try:
+        path = (root / model_path).resolve()
+        config = (path / "config.json").resolve()
+        if not _inside(root, path):
+            raise ValueError(f"model path {model_path!r} leaves the models directory {root}")
+        if not config.is_file():
+            raise ValueError(f"model directory {path} has no config.json")
+    except OSError as e:
+        raise ValueError(f"model path {model_path[:80]!r}: {e.strerror or e}") from None
+    if not _inside(root, config):
+        raise ValueError(f"{path}/config.json links out of the models directory {root}")
     return path
 
 
@@ -147,9 +160,13 @@ class Agent:
                 continue
             except SignatureError as e:
                 log(f"refused an assignment: {e}")
-                self.pending.append(Update(changed=True, assignment=None, detail=f"refused: {e}"))
+                self.pending.append(Update(changed=True, assignment=None, refused=str(e)))
                 self.wake.set()
                 self.stop.wait(5.0)
+                continue
+            except Exception as e:  # a bug here must not stop the agent following the planner
+                log(f"poll failed: {type(e).__name__}: {e}")
+                self.stop.wait(2.0)
                 continue
             if outage:
                 log("planner reachable again")
@@ -163,6 +180,14 @@ class Agent:
 
     # ---- the rank child --------------------------------------------------------------------
     def start_rank(self, a: Assignment) -> None:
+        """Start the rank `a` asks for; any error doing so is a `failed` status naming it (the
+        agent goes on following the planner)."""
+        try:
+            self._start_rank(a)
+        except Exception as e:
+            self.refuse(a, f"cannot start the rank: {type(e).__name__}: {e}")
+
+    def _start_rank(self, a: Assignment) -> None:
         assert a.rank is not None and a.rank_plan is not None
         try:
             model_dir = resolve_model(self.cfg.models_dir, a.model_path)
@@ -215,7 +240,7 @@ class Agent:
     def refuse(self, a: Assignment, reason: str) -> None:
         """Not retried: only a new plan can change the answer."""
         self.refused_etag = a.etag
-        self.report("failed", reason=reason)
+        self.report("failed", reason=reason[:MAX_REASON_CHARS])
 
     def watch_child(self, child: subprocess.Popen[str]) -> None:
         """Forward the child's events; a child that exits on its own is a failure."""
@@ -274,13 +299,11 @@ class Agent:
 
     # ---- main loop -------------------------------------------------------------------------
     def apply(self, update: Update) -> None:
-        if update.detail.startswith("refused"):
+        if update.refused is not None:
             with self.lock:
                 running = self.child is not None
-            self.report(
-                "failed",
-                reason=update.detail + ("; the current rank keeps running" if running else ""),
-            )
+            keeps = "; the current rank keeps running" if running else ""
+            self.report("failed", reason=f"refused: {update.refused}{keeps}"[:4096])
             return
         self.stop_rank("a new plan" if update.assignment else "the deployment is gone")
         self.assignment = update.assignment
@@ -290,6 +313,16 @@ class Agent:
         if a is None or a.rank is None:
             why = "no deployment" if a is None else f"plan {a.plan_id[:12]} does not use this node"
             self.report("idle", detail=why, **self.facts_status())
+
+    def step(self) -> None:
+        """Apply the updates the poller queued, then start the rank if one is due."""
+        while self.pending and not self.stop.is_set():
+            self.apply(self.pending.pop(0))
+        a = self.assignment
+        runnable = a is not None and a.rank is not None and a.etag != self.refused_etag
+        if runnable and self.child is None and time.monotonic() >= self.next_start:
+            assert a is not None
+            self.start_rank(a)
 
     def run(self) -> int:
         def on_signal(*_: Any) -> None:
@@ -304,13 +337,13 @@ class Agent:
         while not self.stop.is_set():
             self.wake.wait(0.5)
             self.wake.clear()
-            while self.pending and not self.stop.is_set():
-                self.apply(self.pending.pop(0))
-            a = self.assignment
-            runnable = a is not None and a.rank is not None and a.etag != self.refused_etag
-            if runnable and self.child is None and time.monotonic() >= self.next_start:
-                assert a is not None
-                self.start_rank(a)
+            try:
+                self.step()
+            except Exception as e:  # the agent outlives any one assignment
+                log(f"error following the planner: {type(e).__name__}: {e}")
+                self.refused_etag = self.assignment.etag if self.assignment else None
+                with contextlib.suppress(Exception):
+                    self.report("failed", reason=f"{type(e).__name__}: {e}"[:MAX_REASON_CHARS])
         # A follower leaving breaks the group anyway: only rank 0 gets time to finish a request.
         self.stop_rank("the agent is stopping", STOP_GRACE_S if self.child_rank == 0 else 0.0)
         self.report("idle", detail="agent stopped")

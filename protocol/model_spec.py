@@ -127,14 +127,34 @@ def _get(cfg: dict[str, Any], key: str, default: Any = None, *, required: bool =
     return cfg[key]
 
 
-def _int(cfg: dict[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int:
-    v = _get(cfg, key, default, required=default is None)
+MAX_UNITS = {
+    "num_attention_heads": 1024,
+    "num_key_value_heads": 1024,
+    "num_experts": 4096,
+    "num_experts_per_tok": 4096,
+    "linear_num_key_heads": 1024,
+    "linear_num_value_heads": 1024,
+}
+"""Unit counts the planner places one by one: published models have at most 128 heads and
+512 experts, so more is a typo (or an attack on the planner's time), refused by name."""
+
+
+def _whole(v: Any, where: str) -> int:
+    """An integer, or a float that is one (`4.0`): JSON writers differ."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ModelConfigError(f"model.{key} must be an integer, got {v!r}")
+        raise ModelConfigError(f"{where} must be an integer, got {v!r}")
+    return v
+
+
+def _int(cfg: dict[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int:
+    v = _whole(_get(cfg, key, default, required=default is None), f"model.{key}")
     if v < minimum:
         raise ModelConfigError(f"model.{key} must be >= {minimum}, got {v}")
-    if v > 10**9:
-        raise ModelConfigError(f"model.{key} is implausibly large ({v})")
+    limit = MAX_UNITS.get(key, 10**9)
+    if v > limit:
+        raise ModelConfigError(f"model.{key} must be <= {limit}, got {v}")
     return v
 
 
@@ -161,9 +181,13 @@ def _quant(block: Any, where: str) -> Quant:
     if not isinstance(block, dict):
         raise ModelConfigError(f"{where} must be an object with bits and group_size")
     bits, group = block.get("bits"), block.get("group_size")
-    if bits not in (2, 3, 4, 5, 6, 8):
+    if isinstance(bits, float) and bits.is_integer():
+        bits = int(bits)
+    if isinstance(group, float) and group.is_integer():
+        group = int(group)
+    if isinstance(bits, bool) or bits not in (2, 3, 4, 5, 6, 8):
         raise ModelConfigError(f"{where}.bits must be one of 2, 3, 4, 5, 6, 8, got {bits!r}")
-    if group not in (32, 64, 128):
+    if isinstance(group, bool) or group not in (32, 64, 128):
         raise ModelConfigError(f"{where}.group_size must be 32, 64 or 128, got {group!r}")
     return Quant(bits=bits, group_size=group)
 

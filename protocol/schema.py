@@ -47,6 +47,17 @@ def _finite_positive(v: float, what: str) -> float:
     return v
 
 
+def _gb_to_bytes(gb: Any, what: str) -> int:
+    if isinstance(gb, bool) or not isinstance(gb, int | float):
+        raise ValueError(f"{what} must be a number")
+    # Compared before any float conversion: a 400-digit integer overflows a float.
+    if isinstance(gb, int) and gb > MAX_BYTES // GB:
+        raise ValueError(f"{what} must be at most {MAX_BYTES // GB} (1 PiB)")
+    if not math.isfinite(gb) or gb <= 0:
+        raise ValueError(f"{what} must be a finite number > 0")
+    return round(gb * GB)
+
+
 class Node(_Strict):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     memory_bytes: Annotated[
@@ -70,11 +81,7 @@ class Node(_Strict):
                     gb = data.pop(short)
                     if full in data:
                         raise ValueError(f"give {full} or {short}, not both")
-                    if isinstance(gb, bool) or not isinstance(gb, int | float):
-                        raise ValueError(f"{short} must be a number")
-                    if not math.isfinite(gb) or gb <= 0:
-                        raise ValueError(f"{short} must be a finite number > 0")
-                    data[full] = round(gb * GB)
+                    data[full] = _gb_to_bytes(gb, short)
         return data
 
     @field_validator("bandwidth_gbps")

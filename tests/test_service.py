@@ -19,8 +19,9 @@ from planner_cases import CONFIGS, LLAMA_70B, QWEN3_235B, config
 from service_server import ROOT, Server, free_port, running_server
 
 from planner.request_io import load_request
+from protocol.connectivity import full_mesh
 from protocol.deployment import Assignment
-from protocol.signing import DEVELOPMENT_KEY, SignatureError, verify
+from protocol.signing import DEVELOPMENT_KEY, SignatureError, read_secret_file, verify
 
 SEED_FILE = ROOT / "planner" / "examples" / "seed-128-48.yaml"
 FOUR_NODES_FILE = ROOT / "deploy" / "examples" / "mixed-4-node.yaml"
@@ -533,10 +534,13 @@ def test_auth_refused_without_or_with_a_wrong_token(tmp_path: Path) -> None:
         )
         a = httpx.get(s.url + "/deployments/auth/assignments/m1-ultra", headers=right)
         assert a.status_code == 200
-        # Signed with the token: the development key does not verify it.
-        with pytest.raises(SignatureError):
-            verify(Assignment.model_validate(a.json()), DEVELOPMENT_KEY.encode())
-        verify(Assignment.model_validate(a.json()), b"right-token")
+        # Signed with the service's own key (kept next to its database): neither the
+        # development key nor the bearer token verifies it.
+        signed = Assignment.model_validate(a.json())
+        for not_the_key in (DEVELOPMENT_KEY.encode(), b"right-token"):
+            with pytest.raises(SignatureError):
+                verify(signed, not_the_key)
+        verify(signed, read_secret_file(s.key_path, "key").encode())
         # Stateless planning and health stay open.
         assert (
             httpx.post(s.url + "/plan", json=request_body(SEED_FILE), timeout=60).status_code == 200
@@ -616,11 +620,7 @@ def test_healthz_stays_responsive_while_a_slow_plan_solves(client: httpx.Client)
         {"id": f"n{i:02d}", "memory_gb": 32 + 16 * (i % 5), "bandwidth_gbps": 200 + 50 * (i % 7)}
         for i in range(24)
     ]
-    links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"}
-        for k, a in enumerate(nodes)
-        for b in nodes[k + 1 :]
-    ]
+    links = full_mesh(n["id"] for n in nodes)
     body = {
         "topology": {"nodes": nodes, "links": links},
         "model": config(LLAMA_70B),  # 24 uneven nodes: a few seconds of CP-SAT
