@@ -19,7 +19,6 @@ from planner_cases import CONFIGS, LLAMA_70B, QWEN3_235B, config
 from service_server import ROOT, Server, free_port, running_server
 
 from planner.request_io import load_request
-from protocol.connectivity import full_mesh
 from protocol.deployment import Assignment
 from protocol.signing import DEVELOPMENT_KEY, SignatureError, read_secret_file, verify
 
@@ -46,19 +45,6 @@ def without_wall_time(text: str) -> dict[str, Any]:
 
 def etag_of(assignment: dict[str, Any]) -> str:
     return f'"{assignment["plan_id"]}:{assignment["revision"]}"'
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    db = tmp_path_factory.mktemp("service") / "planner.sqlite"
-    with running_server(db) as s:
-        yield s
-
-
-@pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 # -- POST /plan --------------------------------------------------------------------------------
@@ -615,34 +601,28 @@ def test_topology_from_facts_reported_before_any_deployment(client: httpx.Client
     assert plan.status_code == 200, plan.text
 
 
-def test_healthz_stays_responsive_while_a_slow_plan_solves(client: httpx.Client) -> None:
-    nodes = [
-        {"id": f"n{i:02d}", "memory_gb": 32 + 16 * (i % 5), "bandwidth_gbps": 200 + 50 * (i % 7)}
-        for i in range(24)
-    ]
-    links = full_mesh(n["id"] for n in nodes)
-    body = {
-        "topology": {"nodes": nodes, "links": links},
-        "model": config(LLAMA_70B),  # 24 uneven nodes: a few seconds of CP-SAT
-        "constraints": {"time_limit_s": 5},
-    }
+def test_healthz_stays_responsive_while_a_slow_plan_solves(tmp_path: Path) -> None:
+    # Every solve of this service sleeps 2 s first (in the solver thread, without the GIL, as
+    # CP-SAT searches): /healthz is probed while a solve runs whatever this machine's speed.
+    body = _two_nodes()
     out: dict[str, Any] = {}
+    slow = {"SLOW_SOLVE_S": "2"}
+    with running_server(tmp_path / "db", entry="tests.slow_solves", env=slow) as s:
 
-    def solve() -> None:
-        out["response"] = client.post("/plan", json=body)
+        def solve() -> None:
+            out["response"] = httpx.post(f"{s.url}/plan", json=body, timeout=60)
 
-    t = threading.Thread(target=solve)
-    t.start()
-    time.sleep(0.2)
-    latencies = []
-    while t.is_alive():
-        started = time.perf_counter()
-        assert client.get("/healthz").status_code == 200
-        latencies.append(time.perf_counter() - started)
-        time.sleep(0.02)
-    t.join()
+        t = threading.Thread(target=solve)
+        t.start()
+        time.sleep(0.2)
+        latencies = []
+        while t.is_alive():
+            started = time.perf_counter()
+            assert httpx.get(f"{s.url}/healthz").status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.02)
+        t.join()
     assert out["response"].status_code == 200
-    assert out["response"].json()["solver"]["wall_ms"] > 500, "the plan was not slow enough"
     assert len(latencies) > 10
     assert max(latencies) < 0.25, f"/healthz took {max(latencies) * 1e3:.0f} ms during a solve"
 

@@ -26,6 +26,7 @@ async def healthz() -> responses.Health:
 async def prometheus(state: StateDep) -> PlainTextResponse:
     deployments, agents = await state.db(state.store.counts)
     state.metrics.long_polls = state.watch.waiting
+    state.metrics.pending_solves = state.planner.pending
     return PlainTextResponse(
         state.metrics.render(deployments, agents), media_type="text/plain; version=0.0.4"
     )
