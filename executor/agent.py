@@ -42,6 +42,8 @@ from protocol.deployment import AgentStatus, Assignment
 
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 HEARTBEAT_S = 3.0
+REFUSED_RETRY_S = 2.0
+"""After a refused answer, ask again this much later (a misbehaving planner is not hammered)."""
 POLL_WAIT_S = 20.0
 MAX_REASON_CHARS = 2000
 STOP_GRACE_S = 30.0
@@ -162,7 +164,7 @@ class Agent:
                 log(f"refused an assignment: {e}")
                 self.pending.append(Update(changed=True, assignment=None, refused=str(e)))
                 self.wake.set()
-                self.stop.wait(5.0)
+                self.stop.wait(REFUSED_RETRY_S)
                 continue
             except Exception as e:  # a bug here must not stop the agent following the planner
                 log(f"poll failed: {type(e).__name__}: {e}")

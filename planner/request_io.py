@@ -53,9 +53,10 @@ def read_bounded(path: Path, limit: int = MAX_REQUEST_BYTES) -> bytes:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as e:
         raise RequestError(f"{path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RequestError(f"{path}: not a regular file")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise RequestError(f"{path}: not a regular file")
         try:
             raw = f.read(limit + 1)
         except OSError as e:
