@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeInt,
@@ -41,6 +42,21 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _Input(_Strict):
+    """What clients send: types as the schema says them (no "8192" for 8192, no 0 for false),
+    except that a whole-number float is the integer it equals (`Whole`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+def _whole_number(v: Any) -> Any:
+    """4.0 -> 4: JSON writers differ on whole numbers; 4.5 stays and fails as an integer."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+Whole = BeforeValidator(_whole_number)
+
+
 def _finite_positive(v: float, what: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{what} must be a finite number > 0")
@@ -58,14 +74,17 @@ def _gb_to_bytes(gb: Any, what: str) -> int:
     return round(gb * GB)
 
 
-class Node(_Strict):
+class Node(_Input):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     memory_bytes: Annotated[
-        int, Field(gt=0, le=MAX_BYTES, description="bytes; `memory_gb` (decimal GB) also works")
+        int,
+        Field(gt=0, le=MAX_BYTES, description="bytes; `memory_gb` (decimal GB) also works"),
+        Whole,
     ]
     available_bytes: Annotated[
         int | None,
         Field(gt=0, le=MAX_BYTES, description="bytes; `available_gb` also works; default all"),
+        Whole,
     ] = None
     bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s")]
     address: Annotated[str | None, Field(max_length=255)] = None
@@ -100,7 +119,7 @@ class Node(_Strict):
         return self.available_bytes if self.available_bytes is not None else self.memory_bytes
 
 
-class Link(_Strict):
+class Link(_Input):
     a: str
     b: str
     kind: LinkKind = "ethernet"
@@ -124,7 +143,7 @@ class Link(_Strict):
         return v
 
 
-class Topology(_Strict):
+class Topology(_Input):
     nodes: Annotated[list[Node], Field(min_length=1, max_length=MAX_NODES)]
     links: Annotated[list[Link], Field(max_length=MAX_LINKS)] = []
 
@@ -151,22 +170,22 @@ class Topology(_Strict):
         return self
 
 
-class Constraints(_Strict):
+class Constraints(_Input):
     headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
     """Fraction of each node's usable memory kept free."""
-    context_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 8192
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 1
+    context_tokens: Annotated[int, Field(ge=1, le=10_000_000), Whole] = 8192
+    batch_size: Annotated[int, Field(ge=1, le=4096), Whole] = 1
     """Concurrent sequences whose KV cache must fit."""
     sharding: ShardingMode = "auto"
-    overhead_bytes: Annotated[int, Field(ge=0, le=MAX_BYTES)] = DEFAULT_OVERHEAD_BYTES
+    overhead_bytes: Annotated[int, Field(ge=0, le=MAX_BYTES), Whole] = DEFAULT_OVERHEAD_BYTES
     """Per-rank runtime memory besides weights and cache (framework, activations)."""
-    kv_cache_bytes_per_element: Annotated[int | None, Field(ge=1, le=4)] = None
+    kv_cache_bytes_per_element: Annotated[int | None, Field(ge=1, le=4), Whole] = None
     """Defaults to the model's activation dtype (2 for bf16/fp16, 4 for float32)."""
     time_limit_s: Annotated[float, Field(gt=0, le=120)] = 10.0
     allow_unused_nodes: bool = True
 
 
-class PlanRequest(_Strict):
+class PlanRequest(_Input):
     topology: Topology
     model: dict[str, Any]
     """A Hugging Face config.json object (with mlx-community's `quantization` block)."""
@@ -274,15 +293,15 @@ class Interface(_Strict):
     kind: Literal["thunderbolt", "ethernet", "wifi", "loopback", "other"] = "other"
 
 
-class NodeFacts(_Strict):
+class NodeFacts(_Input):
     """What an agent reports about its machine, so a topology can be built from the reports."""
 
     node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     hostname: Annotated[str, Field(max_length=255)] = ""
     os: Annotated[str, Field(max_length=64)] = ""
     chip: Annotated[str | None, Field(max_length=128)] = None
-    memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
-    available_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
+    memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES), Whole]
+    available_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES), Whole]
     interfaces: Annotated[list[Interface], Field(max_length=64)] = []
     rdma: bool | None = None
     """RDMA over Thunderbolt enabled (macOS `rdma_ctl status`); None where unknown."""

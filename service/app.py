@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from protocol.version import __version__
 from service import errors, page
 from service.middleware import BodyLimit, Guard, RequestMetrics
+from service.openapi import publish_what_is_enforced
 from service.routes import agents, deployments, health, plan
 from service.settings import Settings
 from service.state import ServiceState
@@ -54,26 +55,6 @@ def _lifespan(state: ServiceState) -> Any:
     return lifespan
 
 
-def _openapi_with_caps(app: FastAPI, settings: Settings) -> None:
-    """The published schema says what this service enforces: `time_limit_s` up to its cap."""
-    plain = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = plain()
-            limit = schema["components"]["schemas"]["Constraints"]["properties"]["time_limit_s"]
-            limit["maximum"] = settings.max_solver_seconds
-            limit.pop("exclusiveMaximum", None)
-            limit["description"] = (
-                f"Solver time in seconds; this service solves for at most "
-                f"{settings.max_solver_seconds:g} s"
-            )
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     state = ServiceState.build(settings)
@@ -89,7 +70,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (health, plan, deployments, agents):
         app.include_router(module.router)
     page.add_page(app)  # GET /: the topology page (service/static)
-    _openapi_with_caps(app, settings)
+    publish_what_is_enforced(app, settings)
     # The last added is outermost: metrics see every answer, the 401s and 413s included.
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes, timeout_s=settings.body_timeout_s)
     app.add_middleware(Guard, token=settings.token_value)

@@ -602,11 +602,12 @@ def test_topology_from_facts_reported_before_any_deployment(client: httpx.Client
 
 
 def test_healthz_stays_responsive_while_a_slow_plan_solves(tmp_path: Path) -> None:
-    # Every solve of this service sleeps 2 s first (in the solver thread, without the GIL, as
+    # Every solve of this service sleeps 3 s first (in the solver thread, without the GIL, as
     # CP-SAT searches): /healthz is probed while a solve runs whatever this machine's speed.
+    # A loop blocked by the solve would hold a probe for seconds; a busy machine, not for 1 s.
     body = _two_nodes()
     out: dict[str, Any] = {}
-    slow = {"SLOW_SOLVE_S": "2"}
+    slow = {"SLOW_SOLVE_S": "3"}
     with running_server(tmp_path / "db", entry="tests.slow_solves", env=slow) as s:
 
         def solve() -> None:
@@ -624,7 +625,7 @@ def test_healthz_stays_responsive_while_a_slow_plan_solves(tmp_path: Path) -> No
         t.join()
     assert out["response"].status_code == 200
     assert len(latencies) > 10
-    assert max(latencies) < 0.25, f"/healthz took {max(latencies) * 1e3:.0f} ms during a solve"
+    assert max(latencies) < 1.0, f"/healthz took {max(latencies) * 1e3:.0f} ms during a solve"
 
 
 def test_metrics_and_openapi(client: httpx.Client) -> None:
