@@ -322,8 +322,25 @@ def read_config(config: dict[str, Any]) -> ModelSpec:
         router_quant=router_quant if experts else None,
         shared_gate_quant=shared_gate_quant if shared else None,
     )
+    _check_unit_counts(spec)
     _check_shardable(spec)
     return spec
+
+
+MAX_FFN_BLOCKS = 16384
+"""FFN blocks a plan places (published models: under 1,000 of 64 columns)."""
+
+
+def _check_unit_counts(spec: ModelSpec) -> None:
+    """Refuse, by field, more units than any real model has: the planner's work grows with
+    them (see MAX_UNITS for the counts read straight from the config)."""
+    blocks = spec.ffn_dim // spec.ffn_block
+    if blocks > MAX_FFN_BLOCKS:
+        field = "intermediate_size" if spec.dense_layers else "shared_expert_intermediate_size"
+        raise ModelConfigError(
+            f"model.{field} ({spec.ffn_dim}) splits into {blocks} FFN blocks of "
+            f"{spec.ffn_block} columns; at most {MAX_FFN_BLOCKS}"
+        )
 
 
 def _check_shardable(spec: ModelSpec) -> None:

@@ -134,6 +134,8 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("model as path", _set(_two_nodes(), "model", "/etc/passwd"), "model"),
     ("dtype a list", _set(_two_nodes(), "model.torch_dtype", ["x"]), "torch_dtype"),
     ("absurd layers", _set(_two_nodes(), "model.num_hidden_layers", 10**9), "num_hidden_layers"),
+    # More FFN blocks than any model has: the planner's work grows with them (issue 15).
+    ("absurd ffn", _set(_two_nodes(), "model.intermediate_size", 10**9), "intermediate_size"),
     ("deep nesting", _set(_two_nodes(), "model.junk", json.loads("[" * 300 + "]" * 300)), "deeper"),
     ("extra field", {**_two_nodes(), "surprise": 1}, "surprise"),
     ("no topology", {"model": config(LLAMA_70B)}, "topology"),
@@ -196,7 +198,6 @@ def test_malformed_json_is_422(client: httpx.Client, raw: bytes) -> None:
     ("path", "value"),
     [
         ("model.hidden_size", 10**9),
-        ("model.intermediate_size", 10**9),
         ("topology.nodes.0.bandwidth_gbps", 1e-300),
         ("topology.links.0.bandwidth_gbps", 1e-300),
         ("topology.nodes.0.memory_bytes", 2**50),
