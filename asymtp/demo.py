@@ -18,7 +18,6 @@ from typing import Any
 import httpx
 
 from asymtp.local_cluster import LocalCluster, all_ready, free_port, free_port_block, serving_url
-from protocol.connectivity import full_mesh
 from protocol.deployment import Deployment
 
 DEPLOYMENT = "demo"
@@ -118,8 +117,6 @@ def run(workdir: Path) -> int:
         topology = wait_for_topology(cluster)
 
         say("3/6 deploying: the planner splits the model in proportion to memory and bandwidth")
-        for node in topology["nodes"]:
-            node["bandwidth_gbps"] = next(bw for n, _m, bw in NODES if n == node["id"])
         ring_port = free_port_block(len(NODES))
         spec = {
             "topology": topology,
@@ -170,25 +167,45 @@ def run(workdir: Path) -> int:
     return 0 if same else 1
 
 
-def wait_for_topology(cluster: LocalCluster, timeout: float = 60.0) -> dict[str, Any]:
-    """The topology built from the agents' reports, once all three have reported."""
-    deadline = time.monotonic() + timeout
+def wait_for_topology(cluster: LocalCluster, timeout: float = 90.0) -> dict[str, Any]:
+    """The topology drafted from the agents' reports, once all of them have measured their
+    memory bandwidth and every loopback link between them; printed as a table."""
+    started = time.monotonic()
+    deadline = started + timeout
+    want = len(NODES) + len(NODES) * (len(NODES) - 1) // 2  # every node and every pair
+    notes: list[str] = []
     while time.monotonic() < deadline:
         body = cluster.topology(DEPLOYMENT)
         topology: dict[str, Any] = body.get("topology", body)
-        if len(topology.get("nodes", [])) == len(NODES):
-            say(
-                "    topology from the agents' reports: "
-                + ", ".join(
-                    f"{n['id']} {n['memory_bytes'] / 1e6:.0f} MB" for n in topology["nodes"]
-                )
-            )
-            # Loopback stands in for the cables: tell the planner they are Thunderbolt links.
-            ids = [n["id"] for n in topology["nodes"]]
-            topology["links"] = full_mesh(ids, "thunderbolt")
+        notes = body.get("notes", [])
+        parts = topology.get("nodes", []) + topology.get("links", [])
+        if len([x for x in parts if x.get("source") == "measured"]) == want:
+            for line in measured_table(topology, notes):
+                say(line)
+            say(f"      all measured {time.monotonic() - started:.1f}s after the agents started")
             return topology
         time.sleep(0.25)
-    raise TimeoutError(f"the agents did not all report within {timeout:g}s")
+    raise TimeoutError(
+        f"the agents did not all report their measurements within {timeout:g}s; the draft's "
+        f"notes: {'; '.join(notes) or 'none (no reports)'}"
+    )
+
+
+def measured_table(topology: dict[str, Any], notes: list[str]) -> list[str]:
+    lines = ["    topology measured by the agents (loopback links stand in for the cables):"]
+    for n in topology["nodes"]:
+        lines.append(
+            f"      node {n['id']:<8} {n['memory_bytes'] / 1e6:5.0f} MB   memory "
+            f"{n['bandwidth_gbps']:7.2f} GB/s {n.get('source', 'user')}"
+        )
+    for x in topology["links"]:
+        lines.append(
+            f"      link {x['a'] + '-' + x['b']:<16} {x['kind']:<9} "
+            f"{x.get('latency_us', 0):7.1f} µs one way {x.get('bandwidth_gbps', 0):7.2f} Gb/s "
+            f"{x.get('source', 'assumed')}"
+        )
+    lines += [f"      {n}" for n in notes if ": measured at " in n]
+    return lines
 
 
 def _read_json(path: Path) -> dict[str, Any]:

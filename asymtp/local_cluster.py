@@ -83,6 +83,7 @@ class LocalCluster:
             "127.0.0.1",
             "--signing-key-file",
             str(self.service.key_path),
+            *["--measure-port", "0"],  # several agents on one host: each its own free port
             *(extra or []),
         ]
         proc = Proc(node_id, cmd, self.workdir / "logs" / f"{node_id}.log", self.env()).start()

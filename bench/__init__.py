@@ -56,6 +56,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),
+    ("measured", "measured_plans"),
 )
 
 Section = dict[str, Any]

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from executor.measure_agent import AgentMeasuring
 from executor.node_facts import collect
 from executor.planner_client import (
     PlannerClient,
@@ -39,6 +40,7 @@ from executor.planner_client import (
     Update,
 )
 from protocol.deployment import AgentStatus, Assignment
+from protocol.measurements import Measurements
 
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 HEARTBEAT_S = 3.0
@@ -65,6 +67,8 @@ class AgentConfig:
     jaccl_devices: Path | None = None
     join_timeout_s: float = 60.0
     python: str = sys.executable
+    measure_port: int | None = None
+    """The measurement responder's port (0: a free one); None: this agent does not measure."""
 
 
 def _inside(root: Path, path: Path) -> bool:
@@ -109,6 +113,7 @@ class Agent:
         self.next_start = 0.0
         self.refused_etag: str | None = None
         self.workdir = Path(tempfile.mkdtemp(prefix=f"asymtp-{cfg.node_id}-"))
+        self.measuring: AgentMeasuring | None = None
 
     # ---- reporting -----------------------------------------------------------------------
     def free_memory(self) -> int:
@@ -118,7 +123,20 @@ class Agent:
 
     def facts_status(self) -> dict[str, Any]:
         total = self.cfg.memory_bytes
-        return {"facts": collect(self.cfg.node_id, (total, total) if total else None)}
+        facts = collect(self.cfg.node_id, (total, total) if total else None)
+        return {"facts": self.measuring.facts(facts) if self.measuring else facts}
+
+    def measured(self, m: Measurements) -> None:
+        """A measurement round finished: send it with the facts, if this state carries them."""
+        memory = f"{m.memory_bandwidth_gbps} GB/s" if m.memory_bandwidth_gbps else "not measured"
+        log(f"measured in {m.took_s:g}s: memory {memory}, {len(m.links)} link(s) {m.notes or ''}")
+        with self.lock:
+            status = self.status
+        if status.facts is not None and self.measuring is not None:
+            status = status.model_copy(update={"facts": self.measuring.facts(status.facts)})
+            with self.lock:
+                self.status = status
+            self._send(status)
 
     def report(self, state: str, **fields: Any) -> None:
         a = self.assignment
@@ -333,6 +351,16 @@ class Agent:
 
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, on_signal)
+        if self.cfg.measure_port is not None:
+            base = collect(self.cfg.node_id)
+            self.measuring = AgentMeasuring(
+                base,
+                self.cfg.measure_port,
+                self.client.http,
+                self.cfg.deployment,
+                self.measured,
+                self.cfg.python,
+            )
         self.report("idle", detail="starting", **self.facts_status())
         threading.Thread(target=self.heartbeat, name="heartbeat", daemon=True).start()
         threading.Thread(target=self.poller, name="poller", daemon=True).start()
@@ -349,6 +377,8 @@ class Agent:
         # A follower leaving breaks the group anyway: only rank 0 gets time to finish a request.
         self.stop_rank("the agent is stopping", STOP_GRACE_S if self.child_rank == 0 else 0.0)
         self.report("idle", detail="agent stopped")
+        if self.measuring is not None:
+            self.measuring.stop()
         self.client.close()
         return 0
 

@@ -7,6 +7,8 @@ import os
 import sys
 from pathlib import Path
 
+from protocol.deployment import DEFAULT_MEASURE_PORT
+
 EXIT_OK, EXIT_MISMATCH, EXIT_BAD_INPUT = 0, 1, 2
 
 
@@ -52,6 +54,14 @@ def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--serve-host", help="rank 0's API address (default: this node's address)")
     p.add_argument("--jaccl-devices", type=Path, help="JACCL device matrix for RDMA plans")
     p.add_argument("--join-timeout", type=float, default=60.0, help="seconds to form the group")
+    p.add_argument(
+        "--measure-port",
+        type=int,
+        default=DEFAULT_MEASURE_PORT,
+        help="port of the measurement responder peers measure against "
+        f"(default {DEFAULT_MEASURE_PORT}; 0: a free port, for several agents on one host)",
+    )
+    p.add_argument("--no-measure", action="store_true", help="neither measure nor be measured")
 
 
 def _add_token_arguments(p: argparse.ArgumentParser) -> None:
@@ -98,6 +108,8 @@ def run_agent(args: argparse.Namespace) -> int:
         return bad_input(f"--planner {args.planner!r}: give a URL such as http://127.0.0.1:8420")
     if args.memory_gb is not None and not args.memory_gb > 0:
         return bad_input("--memory-gb must be > 0")
+    if not 0 <= args.measure_port <= 65535:
+        return bad_input("--measure-port must be 0-65535")
     try:
         token = _token(args)
         key = _signing_key(args)
@@ -114,6 +126,7 @@ def run_agent(args: argparse.Namespace) -> int:
         serve_host=args.serve_host,
         jaccl_devices=args.jaccl_devices,
         join_timeout_s=args.join_timeout,
+        measure_port=None if args.no_measure else args.measure_port,
     )
     return Agent(cfg).run()
 

@@ -1,17 +1,25 @@
-"""This machine's facts for the planner: memory, chip, interfaces (sysctl/vm_stat on macOS,
-psutil elsewhere)."""
+"""This machine's facts for the planner: memory, chip, interfaces and their kind, OS version,
+Thunderbolt ports and RDMA devices (sysctl, vm_stat, networksetup, system_profiler, ibv_devices,
+rdma_ctl and sw_vers on macOS, parsed by `executor.macos_tools`; psutil and /sys elsewhere)."""
 
 from __future__ import annotations
 
 import ipaddress
 import platform
 import re
+import shutil
 import socket
 import subprocess
+from pathlib import Path
 
 import psutil
 
+from executor import macos_tools
+from protocol.measurements import InterfaceKind, ThunderboltPort
 from protocol.schema import Interface, NodeFacts
+
+SYS_NET = Path("/sys/class/net")
+SYS_INFINIBAND = Path("/sys/class/infiniband")
 
 
 def _run(*cmd: str) -> str:
@@ -56,7 +64,7 @@ def chip() -> str | None:
     return platform.processor() or None
 
 
-def _kind(name: str) -> str:
+def _kind_from_name(name: str) -> InterfaceKind:
     if name.startswith(("lo", "Loopback")):
         return "loopback"
     if name.startswith(("bridge", "thunderbolt", "tb")):
@@ -68,7 +76,38 @@ def _kind(name: str) -> str:
     return "other"
 
 
+def _kind_from_port(port: str) -> InterfaceKind | None:
+    """A macOS hardware port name: "Thunderbolt 1", "Thunderbolt Bridge", "Wi-Fi", ..."""
+    if port.startswith("Thunderbolt"):
+        return "thunderbolt"
+    if port.startswith("Wi-Fi"):
+        return "wifi"
+    if "Ethernet" in port or "LAN" in port:
+        return "ethernet"
+    return None
+
+
+def _kind_from_sys(name: str) -> InterfaceKind | None:
+    """Linux: /sys says whether an interface is wireless or the thunderbolt-net driver's."""
+    base = SYS_NET / name
+    if (base / "wireless").exists():
+        return "wifi"
+    driver = base / "device" / "driver"
+    if driver.exists() and "thunderbolt" in driver.resolve().name:
+        return "thunderbolt"
+    return None
+
+
+def _kinds() -> dict[str, InterfaceKind]:
+    """Interface -> kind as the OS tells it; names the OS says nothing about are left out."""
+    if platform.system() == "Darwin":
+        ports = macos_tools.parse_hardware_ports(_run("networksetup", "-listallhardwareports"))
+        return {dev: k for dev, port in ports.items() if (k := _kind_from_port(port))}
+    return {n: k for n in psutil.net_if_addrs() if (k := _kind_from_sys(n))}
+
+
 def interfaces() -> list[Interface]:
+    kinds = _kinds()
     out = []
     for name, addrs in sorted(psutil.net_if_addrs().items()):
         listed = []
@@ -82,15 +121,47 @@ def interfaces() -> list[Interface]:
                 continue
             listed.append(f"{ip}/{prefix}")
         if listed:
-            out.append(Interface(name=name[:64], addresses=listed[:32], kind=_kind(name)))
+            out.append(
+                Interface(
+                    name=name[:64],
+                    addresses=listed[:32],
+                    kind=kinds.get(name) or _kind_from_name(name),
+                )
+            )
     return out[:64]
 
 
 def rdma_enabled() -> bool | None:
     if platform.system() != "Darwin":
         return None
-    status = _run("rdma_ctl", "status").lower()
-    return None if not status else "enabled" in status
+    return macos_tools.parse_rdma_ctl(_run("rdma_ctl", "status"))
+
+
+def os_version() -> str | None:
+    if platform.system() == "Darwin":
+        return macos_tools.parse_sw_vers(_run("sw_vers"))
+    return platform.release()[:64] or None
+
+
+def rdma_devices() -> list[str] | None:
+    """None where the OS has no way to list them (macOS before RDMA over Thunderbolt)."""
+    if platform.system() == "Darwin":
+        if not shutil.which("ibv_devices"):
+            return None
+        return macos_tools.parse_ibv_devices(_run("ibv_devices"))[:64]
+    if not SYS_INFINIBAND.is_dir():
+        return []
+    return sorted(p.name for p in SYS_INFINIBAND.iterdir())[:64]
+
+
+def thunderbolt() -> list[ThunderboltPort] | None:
+    if platform.system() != "Darwin":
+        return None
+    text = _run("system_profiler", "SPThunderboltDataType", "-json")
+    try:
+        return macos_tools.parse_thunderbolt(text)[:16] if text else None
+    except macos_tools.ToolOutputError:
+        return None
 
 
 def collect(node_id: str, memory_override: tuple[int, int] | None = None) -> NodeFacts:
@@ -105,4 +176,7 @@ def collect(node_id: str, memory_override: tuple[int, int] | None = None) -> Nod
         available_bytes=min(available, total),
         interfaces=interfaces(),
         rdma=rdma_enabled(),
+        os_version=os_version(),
+        rdma_devices=rdma_devices(),
+        thunderbolt=thunderbolt(),
     )

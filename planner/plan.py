@@ -14,6 +14,7 @@ from planner.equal import equal_shares
 from planner.layout import budget_bytes, rank_plans
 from planner.problem import NodeInput, NodeShare, Problem, Solution
 from planner.solver import FORMULATION, SEED, WORKERS, solve
+from planner.sources import figure_sources
 from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
 from protocol.model_spec import ModelSpec, read_config
 from protocol.schema import (
@@ -272,6 +273,7 @@ def make_plan(request: PlanRequest) -> Plan:
             model=model,
             reasons=reasons,
             solver=_solver_info(started, None, time_limited),
+            sources=figure_sources(request.topology),
         )
 
     def feasible(chosen: _Candidate, solution: Solution | None, warnings: list[str]) -> Plan:
@@ -287,6 +289,7 @@ def make_plan(request: PlanRequest) -> Plan:
             estimates=chosen.estimates,
             warnings=warnings,
             solver=_solver_info(started, solution, bool(solution and solution.time_limited)),
+            sources=figure_sources(request.topology),
         )
 
     out_of_range = beyond_model_range(spec, costs, cluster, c.overhead_bytes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from protocol.measurements import FigureSource
 from protocol.schema import Plan, Range
 
 
@@ -79,5 +80,17 @@ def render(plan: Plan) -> str:
             f"fluid bound {e.fluid_bound_ms:.2f} ms{eq}"
         )
         lines.append(f"ring: {' -> '.join(plan.ring)}   plan {plan.plan_id[:12]}")
+    if plan.sources:
+        lines.append("figures: " + sources_text(plan.sources))
     lines += [f"warning: {w}" for w in plan.warnings]
     return "\n".join(lines)
+
+
+def sources_text(sources: dict[str, FigureSource]) -> str:
+    """ "measured: node:a, link:a-b; assumed: node:b" (the kinds in a fixed order)."""
+    parts = []
+    for kind in FigureSource:
+        named = sorted(k for k, v in sources.items() if v == kind)
+        if named:
+            parts.append(f"{kind.value}: {', '.join(named)}")
+    return "; ".join(parts)

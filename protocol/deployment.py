@@ -7,6 +7,8 @@ assignment an agent receives is signed (`protocol.signing`) over its canonical J
     GET  /deployments/{name}                         -> Deployment          (ETag: plan_id)
     GET  /deployments/{name}/assignments/{node_id}   -> Assignment          (ETag: plan_id:revision)
     POST /deployments/{name}/status/{node_id}        AgentStatus     -> AgentRecord
+    GET  /deployments/{name}/peers                   -> MeasurePeers  (agents measure these only)
+    POST /deployments/{name}/measure                 -> MeasurePeers  (every agent measures again)
 """
 
 from __future__ import annotations
@@ -30,6 +32,12 @@ DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 DEFAULT_RING_PORT = 52100
 LIVENESS_OFFSET = 1000
 """Rank r also keeps `ring_port + LIVENESS_OFFSET + r` open, so peers can tell who is gone."""
+MEASURE_OFFSET = 2000
+"""Each agent's measurement responder (TCP echo and sink that peers measure latency and
+bandwidth against) listens on `DEFAULT_RING_PORT + MEASURE_OFFSET` unless told otherwise
+(`asymtp agent --measure-port`; 0 picks a free port, for several agents on one host). Agents
+report the port in their facts, so only the deployment's own agents are ever measured."""
+DEFAULT_MEASURE_PORT = DEFAULT_RING_PORT + MEASURE_OFFSET
 DEFAULT_SERVE_PORT = 8000
 
 Backend = Literal["ring", "jaccl"]
@@ -118,6 +126,14 @@ class AgentRecord(AgentStatus):
     node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     seen_at: float
     """Unix time of the last report."""
+
+
+class MeasurePeers(_Strict):
+    """`GET /deployments/{name}/peers`: the agents an agent may measure, and the planner's
+    measurement request number (a new number asks every agent to measure again)."""
+
+    request: Annotated[int, Field(ge=0)] = 0
+    agents: list[NodeFacts] = Field(default_factory=list)
 
 
 class Deployment(_Strict):

@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from protocol.connectivity import components
+from protocol.measurements import FigureSource, InterfaceKind, Measurements, ThunderboltPort
 from protocol.model_spec import ModelSpec
 
 GB = 10**9
@@ -89,6 +90,8 @@ class Node(_Input):
     bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s")]
     address: Annotated[str | None, Field(max_length=255)] = None
     chip: Annotated[str | None, Field(max_length=128)] = None
+    source: FigureSource | None = None
+    """Where `bandwidth_gbps` comes from; None counts as `user`."""
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +132,8 @@ class Link(_Input):
     latency_us: Annotated[
         float | None, Field(ge=0, le=1_000_000, description="one-way µs; default by kind")
     ] = None
+    source: FigureSource | None = None
+    """Where the figures come from; None counts as `user` where given, `assumed` where not."""
 
     @field_validator("bandwidth_gbps")
     @classmethod
@@ -284,13 +289,16 @@ class Plan(_Strict):
     warnings: list[str] = []
     model: ModelSummary | None = None
     solver: SolverInfo
+    sources: dict[str, FigureSource] = {}
+    """`node:ID` / `link:A-B` -> whether the figures the estimate used were measured,
+    assumed (defaults) or given by the user."""
 
 
 class Interface(_Strict):
     name: Annotated[str, Field(max_length=64)]
     addresses: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []
     """IPv4/IPv6 addresses with prefix length, e.g. `169.254.10.1/16`."""
-    kind: Literal["thunderbolt", "ethernet", "wifi", "loopback", "other"] = "other"
+    kind: InterfaceKind = "other"
 
 
 class NodeFacts(_Input):
@@ -305,6 +313,17 @@ class NodeFacts(_Input):
     interfaces: Annotated[list[Interface], Field(max_length=64)] = []
     rdma: bool | None = None
     """RDMA over Thunderbolt enabled (macOS `rdma_ctl status`); None where unknown."""
+    os_version: Annotated[str | None, Field(max_length=64)] = None
+    """macOS `sw_vers` "26.2 (25C56)"; the kernel release elsewhere."""
+    rdma_devices: Annotated[
+        list[Annotated[str, Field(max_length=64)]] | None, Field(max_length=64)
+    ] = None
+    """`ibv_devices` (macOS) or /sys/class/infiniband (Linux); None where not looked at."""
+    thunderbolt: Annotated[list[ThunderboltPort] | None, Field(max_length=16)] = None
+    """Thunderbolt receptacles (macOS); None where the OS has no such report."""
+    measure_port: Annotated[int | None, Field(ge=1, le=65535)] = None
+    """Where this agent's measurement responder listens (on all its addresses)."""
+    measurements: Measurements | None = None
 
 
 def plan_json(plan: Plan) -> str:

@@ -29,6 +29,8 @@ from fastapi import FastAPI
 
 from protocol.version import __version__
 from service import errors, page
+from service.deps import AUTHORIZED
+from service.doctor_routes import doctor_router
 from service.middleware import BodyLimit, Guard, RequestMetrics
 from service.openapi import publish_what_is_enforced
 from service.routes import agents, deployments, health, plan
@@ -69,6 +71,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     errors.add_handlers(app)
     for module in (health, plan, deployments, agents):
         app.include_router(module.router)
+    app.include_router(doctor_router(state.store, AUTHORIZED))  # peers, measure, doctor
     page.add_page(app)  # GET /: the topology page (service/static)
     publish_what_is_enforced(app, settings)
     # The last added is outermost: metrics see every answer, the 401s and 413s included.

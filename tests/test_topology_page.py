@@ -297,3 +297,72 @@ def test_deployment_view_without_the_token_says_so(page: Any) -> None:
     page.fill("#token", "")
     page.click("#watch-button")
     expect(page.locator(".alert.error")).to_contain_text("Not allowed (401)")
+
+
+def test_measured_figures_and_the_doctor_panel(server: Server, page: Any) -> None:
+    """Measured figures show beside nodes and links ("assumed" where defaults stand in), and
+    the doctor panel lists each finding with its fix and what the TCP ring costs."""
+    from mac_samples import RDMA_CTL_DISABLED, mesh
+
+    name = "page-measured"
+    ids = ["studio", "mini", "laptop"]
+    nodes = [
+        {"id": i, "memory_gb": 96, "bandwidth_gbps": bw, "source": src}
+        for i, bw, src in (
+            ("studio", 712.5, "measured"),
+            ("mini", 800, "assumed"),
+            ("laptop", 300, None),
+        )
+    ]
+    links = [
+        {
+            "a": "studio",
+            "b": "mini",
+            "kind": "thunderbolt",
+            "bandwidth_gbps": 55.2,
+            "latency_us": 210.5,
+            "source": "measured",
+        },
+        {"a": "mini", "b": "laptop", "kind": "thunderbolt"},
+    ]
+    spec = {
+        "topology": {
+            "nodes": [{k: v for k, v in n.items() if v is not None} for n in nodes],
+            "links": links,
+        },
+        "model": config(LLAMA_70B),
+        "model_path": "mlx-community/Meta-Llama-3.1-70B-Instruct-bf16",
+    }
+    with httpx.Client(base_url=server.url, headers=server.auth, timeout=60) as client:
+        res = client.put(f"/deployments/{name}", json=spec)
+        assert res.status_code == 200, res.text
+        assert res.json()["plan"]["sources"]["link:mini-laptop"] == "assumed"
+        for f in mesh(ids, mini={"rdma_ctl": RDMA_CTL_DISABLED}):
+            body = {"state": "idle", "facts": json.loads(f.model_dump_json())}
+            assert (
+                client.post(f"/deployments/{name}/status/{f.node_id}", json=body).status_code == 200
+            )
+
+    page.fill("#deployment-name", name)
+    page.fill("#token", TOKEN)
+    page.click("#watch-button")
+    box = {n: page.locator(f'.node[data-node="{n}"] .meta').first for n in ids}
+    expect(box["studio"]).to_contain_text("712.5 GB/s measured")
+    expect(box["mini"]).to_contain_text("800 GB/s assumed")
+    expect(box["laptop"]).to_contain_text("300 GB/s given")
+    agent = page.locator('.node[data-node="studio"] .agent .measured')
+    expect(agent).to_contain_text("memory 700 GB/s · 2 link(s) in 1 s")
+    expect(page.locator(".link-list")).to_contain_text(
+        "studio ⇄ mini thunderbolt · 55.2 Gb/s · 210.5 µs · measured"
+    )
+    expect(page.locator(".link-list")).to_contain_text(
+        "mini ⇄ laptop thunderbolt · 40 Gb/s (default) · assumed"
+    )
+    doctor = page.locator("#doctor")
+    expect(doctor.locator(".finding-problem")).to_contain_text("mini: RDMA is disabled")
+    expect(doctor.locator(".finding-problem .fix")).to_contain_text("rdma_ctl enable")
+    expect(doctor.locator(".verdict")).to_contain_text(
+        "RDMA cannot work: the plan will use the TCP ring"
+    )
+    expect(doctor.locator(".verdict")).to_contain_text("tok/s")
+    screenshot(page, "measured-doctor")

@@ -7,13 +7,12 @@ from typing import Annotated, Literal
 import yaml
 from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
 
 from planner.topology_from_facts import build_topology
-from protocol.deployment import AgentRecord, Deployment, DeploymentSpec
-from protocol.schema import NodeFacts
+from protocol.deployment import Deployment, DeploymentSpec
 from service import examples, responses
 from service.deps import AUTHORIZED, Name, StateDep
+from service.doctor_routes import agent_facts
 from service.errors import error
 from service.plans import unless_client_leaves
 from service.routes.plan import CLIENT_LEFT, JSON, capped
@@ -116,14 +115,7 @@ async def get_topology(
     name: Name, state: StateDep, format: Annotated[Literal["json", "yaml"], Query()] = "json"
 ) -> Response:
     """A topology built from the facts the agents of `name` reported."""
-    facts: list[NodeFacts] = []
-    for raw in await state.db(state.store.agents, name):
-        try:
-            record = AgentRecord.model_validate_json(raw)
-        except ValidationError:
-            continue
-        if record.facts is not None:
-            facts.append(record.facts)
+    facts = agent_facts(await state.db(state.store.agents, name))
     if not facts:
         return error(404, f"no agent of {name!r} has reported its facts yet")
     topology, notes = build_topology(facts)

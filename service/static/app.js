@@ -186,8 +186,18 @@
     return d ? `${d} Gb/s (default)` : "";
   }
 
+  // Where a figure comes from (`source` on nodes and links): measured by the agents, assumed
+  // (a default: the chip table, the link kind's figures), or given by whoever wrote the topology.
+  function sourceText(item, given) {
+    if (item.source === "measured" || item.source === "assumed") return item.source;
+    return item.source === "user" || given ? "given" : "assumed";
+  }
+
   function linkText(link) {
-    return [link.kind || "ethernet", linkBandwidth(link)].filter(Boolean).join(" · ");
+    const given = link.bandwidth_gbps != null || link.latency_us != null;
+    const latency = link.source === "measured" && link.latency_us != null ? `${link.latency_us} µs` : "";
+    return [link.kind || "ethernet", linkBandwidth(link), latency, sourceText(link, given)]
+      .filter(Boolean).join(" · ");
   }
 
   function errorLines(status, data) {
@@ -284,6 +294,13 @@
         h("div", { class: "progress-text" }, agent.progress != null ? `${Math.round(p * 100)}%` : "…"));
     }
     if (agent.detail) panel.append(h("div", { class: "detail" }, agent.detail));
+    const m = agent.facts && agent.facts.measurements;
+    if (m) {
+      const memory = m.memory_bandwidth_gbps != null ? `memory ${m.memory_bandwidth_gbps} GB/s` : "memory not measured";
+      const at = new Date(m.measured_at * 1000).toLocaleTimeString();
+      panel.append(h("div", { class: "measured" },
+        `measured ${at}: ${memory} · ${m.links.length} link(s) in ${m.took_s} s`));
+    }
     if (state === "ready" && agent.serving) {
       const safe = /^https?:\/\//i.test(agent.serving);
       panel.append(h("div", { class: "serving" }, "serving ",
@@ -306,7 +323,8 @@
         h("strong", { class: "node-id" }, n.id),
         h("span", { class: "badge" }, rank ? `rank ${rank.rank}` : "not used")),
       h("div", { class: "meta" },
-        [n.chip, gb(memory.total), `${n.bandwidth_gbps} GB/s`, n.address].filter(Boolean).join(" · ")),
+        [n.chip, gb(memory.total), `${n.bandwidth_gbps} GB/s ${sourceText(n, true)}`, n.address]
+          .filter(Boolean).join(" · ")),
       memory.available !== memory.total ? h("div", { class: "meta" }, `${gb(memory.available)} available`) : null);
     if (rank) {
       const bottleneck = est && est.bottleneck_rank === rank.rank;
@@ -344,8 +362,9 @@
     const drawing = svg("svg", { class: "links", "aria-hidden": "true" });
     linkLayouts.push({ row, drawing, links });
     const list = h("ul", { class: "link-list" },
-      links.map((l) => h("li", {}, h("b", {}, `${l.a} ⇄ ${l.b}`), ` ${linkText(l)}`,
-        l.latency_us != null ? ` · ${l.latency_us} µs` : "")));
+      links.map((l) => h("li", { "data-source": sourceText(l, l.bandwidth_gbps != null) },
+        h("b", {}, `${l.a} ⇄ ${l.b}`), ` ${linkText(l)}`,
+        l.latency_us != null && l.source !== "measured" ? ` · ${l.latency_us} µs` : "")));
     return h("section", { class: "cluster" }, legend(), row, drawing,
       links.length ? list : h("p", { class: "muted" }, "no links"));
   }
@@ -520,6 +539,35 @@
     setStatus(`Loaded: ${preset.label}. Plan it, or edit it first.`);
   }
 
+  // -- the doctor: what an RDMA mesh needs (GET /deployments/{name}/doctor) -------------------
+  const doctorPanel = h("section", { id: "doctor", class: "doctor" });
+
+  function doctorFindings(report) {
+    const items = report.findings.map((f) =>
+      h("li", { class: `finding finding-${f.severity}` },
+        h("span", { class: "severity" }, f.severity), ` ${f.message}`,
+        f.fix ? h("div", { class: "fix" }, `fix: ${f.fix}`) : null));
+    const verdict = report.rdma_possible
+      ? "RDMA can work"
+      : "RDMA cannot work: the plan will use the TCP ring";
+    return [h("ul", { class: "findings" }, items),
+      h("p", { class: "verdict" }, report.cost ? `${verdict}: ${report.cost.message}` : verdict)];
+  }
+
+  async function refreshDoctor(name, gen) {
+    doctorPanel.replaceChildren(h("h3", {}, "Doctor: RDMA mesh"), h("p", { class: "muted" }, "checking…"));
+    const res = await call("GET", `/deployments/${encodeURIComponent(name)}/doctor`, undefined, authHeaders());
+    if (gen !== generation) return;
+    const again = h("button", { type: "button", class: "measure-again" }, "Measure again");
+    again.addEventListener("click", async () => {
+      await call("POST", `/deployments/${encodeURIComponent(name)}/measure`, undefined, authHeaders());
+      setTimeout(() => refreshDoctor(name, gen), 12000); // agents measure within 10 s
+    });
+    const body = res.ok ? doctorFindings(res.data)
+      : [h("p", { class: "muted" }, res.status === 404 ? "no agent has reported its facts yet" : res.lines.join("; "))];
+    doctorPanel.replaceChildren(h("h3", {}, "Doctor: RDMA mesh"), ...body, again);
+  }
+
   // -- watch a deployment --------------------------------------------------------------------
   function stopWatch() {
     if (watchTimer !== null) clearTimeout(watchTimer);
@@ -550,7 +598,8 @@
           h("div", { class: "nodes" }, strays.map((id) =>
             h("div", { class: "node unused", "data-node": id },
               h("div", { class: "node-head" }, h("strong", { class: "node-id" }, id)),
-              agentPanel(d.agents[id]))))) : null);
+              agentPanel(d.agents[id]))))) : null,
+        doctorPanel);
     } else if (res.status === 404) {
       setStatus(`No deployment named ${name} yet; still looking.`, "error");
       show(alertBox("warn", `No deployment named ${name}`, res.lines));
@@ -567,6 +616,7 @@
     setStatus(`Loading ${name}…`);
     history.replaceState(null, "", `#deployment=${encodeURIComponent(name)}`);
     poll(name, gen);
+    refreshDoctor(name, gen);
   }
 
   async function fillDeploymentNames() {
