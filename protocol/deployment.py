@@ -20,11 +20,11 @@ from pydantic import Field, field_validator
 from protocol.schema import (
     NODE_ID_PATTERN,
     NodeFacts,
+    Number,
     Plan,
     PlanRequest,
     RankPlan,
     Whole,
-    _Input,
     _Strict,
 )
 
@@ -101,14 +101,14 @@ class Assignment(_Strict):
         return f"{self.plan_id}:{self.revision}"
 
 
-class AgentStatus(_Input):
+class AgentStatus(_Strict):
     """An agent's report (heartbeat or state change)."""
 
     state: AgentState
     plan_id: Annotated[str | None, Field(max_length=128)] = None
     revision: Annotated[int | None, Field(ge=0), Whole] = None
     rank: Annotated[int | None, Field(ge=0, le=1024), Whole] = None
-    progress: Annotated[float | None, Field(ge=0, le=1)] = None
+    progress: Annotated[float | None, Field(ge=0, le=1), Number] = None
     """Loading progress, layers done / total."""
     detail: Annotated[str | None, Field(max_length=1024)] = None
     reason: Annotated[str | None, Field(max_length=4096)] = None

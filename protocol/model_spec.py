@@ -322,7 +322,6 @@ def read_config(config: dict[str, Any]) -> ModelSpec:
         router_quant=router_quant if experts else None,
         shared_gate_quant=shared_gate_quant if shared else None,
     )
-    _check_unit_counts(spec)
     _check_shardable(spec)
     return spec
 
@@ -344,6 +343,7 @@ def _check_unit_counts(spec: ModelSpec) -> None:
 
 
 def _check_shardable(spec: ModelSpec) -> None:
+    _check_unit_counts(spec)
     if spec.experts and not 1 <= spec.experts_per_token <= spec.experts:
         raise ModelConfigError("model.num_experts_per_tok must be between 1 and num_experts")
     if spec.lin_layers and (spec.lin_k_heads < 1 or spec.lin_v_heads % spec.lin_k_heads):

@@ -9,14 +9,18 @@ second (Thunderbolt 5: 80). Memory is in bytes; `memory_gb` is accepted as a con
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
+from annotated_types import GroupedMetadata
 from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeInt,
+    Strict,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -43,19 +47,23 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Input(_Strict):
-    """What clients send: types as the schema says them (no "8192" for 8192, no 0 for false),
-    except that a whole-number float is the integer it equals (`Whole`)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
-
-
 def _whole_number(v: Any) -> Any:
     """4.0 -> 4: JSON writers differ on whole numbers; 4.5 stays and fails as an integer."""
     return int(v) if isinstance(v, float) and v.is_integer() else v
 
 
-Whole = BeforeValidator(_whole_number)
+class _WholeInt(GroupedMetadata):
+    """An integer as clients send it: no "8192" for 8192 and no true for 1 (strict), but a
+    whole-number float is the integer it equals."""
+
+    def __iter__(self) -> Iterator[object]:
+        yield Strict()
+        yield BeforeValidator(_whole_number)
+
+
+Whole = _WholeInt()
+Number = Strict()
+"""On a float field of a request: a number, not a numeric string or a boolean."""
 
 
 def _finite_positive(v: float, what: str) -> float:
@@ -75,7 +83,7 @@ def _gb_to_bytes(gb: Any, what: str) -> int:
     return round(gb * GB)
 
 
-class Node(_Input):
+class Node(_Strict):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     memory_bytes: Annotated[
         int,
@@ -87,7 +95,7 @@ class Node(_Input):
         Field(gt=0, le=MAX_BYTES, description="bytes; `available_gb` also works; default all"),
         Whole,
     ] = None
-    bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s")]
+    bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s"), Number]
     address: Annotated[str | None, Field(max_length=255)] = None
     chip: Annotated[str | None, Field(max_length=128)] = None
     source: FigureSource | None = None
@@ -122,15 +130,15 @@ class Node(_Input):
         return self.available_bytes if self.available_bytes is not None else self.memory_bytes
 
 
-class Link(_Input):
+class Link(_Strict):
     a: str
     b: str
     kind: LinkKind = "ethernet"
     bandwidth_gbps: Annotated[
-        float | None, Field(gt=0, le=100_000, description="network Gb/s; default by kind")
+        float | None, Field(gt=0, le=100_000, description="network Gb/s; default by kind"), Number
     ] = None
     latency_us: Annotated[
-        float | None, Field(ge=0, le=1_000_000, description="one-way µs; default by kind")
+        float | None, Field(ge=0, le=1_000_000, description="one-way µs; default by kind"), Number
     ] = None
     source: FigureSource | None = None
     """Where the figures come from; None counts as `user` where given, `assumed` where not."""
@@ -148,7 +156,7 @@ class Link(_Input):
         return v
 
 
-class Topology(_Input):
+class Topology(_Strict):
     nodes: Annotated[list[Node], Field(min_length=1, max_length=MAX_NODES)]
     links: Annotated[list[Link], Field(max_length=MAX_LINKS)] = []
 
@@ -175,8 +183,8 @@ class Topology(_Input):
         return self
 
 
-class Constraints(_Input):
-    headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
+class Constraints(_Strict):
+    headroom: Annotated[float, Field(ge=0, lt=1), Number] = 0.1
     """Fraction of each node's usable memory kept free."""
     context_tokens: Annotated[int, Field(ge=1, le=10_000_000), Whole] = 8192
     batch_size: Annotated[int, Field(ge=1, le=4096), Whole] = 1
@@ -186,11 +194,11 @@ class Constraints(_Input):
     """Per-rank runtime memory besides weights and cache (framework, activations)."""
     kv_cache_bytes_per_element: Annotated[int | None, Field(ge=1, le=4), Whole] = None
     """Defaults to the model's activation dtype (2 for bf16/fp16, 4 for float32)."""
-    time_limit_s: Annotated[float, Field(gt=0, le=120)] = 10.0
-    allow_unused_nodes: bool = True
+    time_limit_s: Annotated[float, Field(gt=0, le=120), Number] = 10.0
+    allow_unused_nodes: StrictBool = True
 
 
-class PlanRequest(_Input):
+class PlanRequest(_Strict):
     topology: Topology
     model: dict[str, Any]
     """A Hugging Face config.json object (with mlx-community's `quantization` block)."""
@@ -301,7 +309,7 @@ class Interface(_Strict):
     kind: InterfaceKind = "other"
 
 
-class NodeFacts(_Input):
+class NodeFacts(_Strict):
     """What an agent reports about its machine, so a topology can be built from the reports."""
 
     node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
@@ -311,7 +319,7 @@ class NodeFacts(_Input):
     memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES), Whole]
     available_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES), Whole]
     interfaces: Annotated[list[Interface], Field(max_length=64)] = []
-    rdma: bool | None = None
+    rdma: StrictBool | None = None
     """RDMA over Thunderbolt enabled (macOS `rdma_ctl status`); None where unknown."""
     os_version: Annotated[str | None, Field(max_length=64)] = None
     """macOS `sw_vers` "26.2 (25C56)"; the kernel release elsewhere."""

@@ -36,7 +36,7 @@ def spec(model_path: str = "m") -> dict[str, Any]:
 def agent(tmp: Path, planner: str, deployment: str, *extra: str, name: str = "agent") -> Proc:
     cmd = [sys.executable, "-m", "asymtp.cli", "agent", "--planner", planner]
     cmd += ["--deployment", deployment, "--node-id", NODE, "--models-dir", str(tmp)]
-    cmd += ["--memory-gb", "400", *extra]
+    cmd += ["--memory-gb", "400", "--no-measure", *extra]
     env = env_without_asymtp(PYTHONUNBUFFERED="1")
     return Proc(name, cmd, tmp / f"{name}.log", env, cwd=ROOT).start()
 
@@ -111,6 +111,9 @@ class _ReplayHandler(http.server.BaseHTTPRequestHandler):
     server: Replayer
 
     def do_GET(self) -> None:
+        if "/assignments/" not in self.path:
+            self._send(404, b'{"detail": "not recorded"}', {})
+            return
         if not self.server.answers:
             time.sleep(1.0)
             self.send_response(304)
