@@ -88,7 +88,14 @@ def _signing_key(args: argparse.Namespace) -> bytes:
 
     key_file = Path(args.signing_key_file) if args.signing_key_file else None
     key = read_secret_file(key_file, "--signing-key-file") if key_file else None
-    return agent_signing_key(key, args.planner)
+    verifying = agent_signing_key(key, args.planner)
+    if key is None:
+        print(
+            "asymtp agent: no --signing-key-file: accepting plans signed with the public "
+            "development key, from this loopback planner only",
+            file=sys.stderr,
+        )
+    return verifying
 
 
 def run_agent(args: argparse.Namespace) -> int:
