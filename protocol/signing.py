@@ -57,6 +57,8 @@ def read_secret_file(path: Path, what: str) -> str:
     """The first line of `path`, stripped: the one reader of token and key files. ValueError
     (one line naming the file) when it cannot be read, is not a regular file, or is empty."""
     try:
+        if not path.exists():
+            raise ValueError(f"{what} {path}: no such file")
         if not path.is_file():
             raise ValueError(f"{what} {path}: not a regular file")
         with path.open("rb") as f:

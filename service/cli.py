@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         settings = Settings()
     except ValidationError as e:
-        return fail(describe(e).replace("token_file: Value error, ", ""))
+        return fail(describe(e).removeprefix("request: "))
     if settings.token is None and not is_loopback(settings.host):
         return fail(
             f"refusing to listen on {settings.host or 'every address'} without a token: set "
