@@ -16,6 +16,9 @@ LINKS: dict[str, tuple[str, str, dict[str, str]]] = {
     "GetDeployment": (DEPLOYMENT, "get", {"name": "$request.path.name"}),
     "DeleteDeployment": (DEPLOYMENT, "delete", {"name": "$request.path.name"}),
     "GetTopology": (f"{DEPLOYMENT}/topology", "get", {"name": "$request.path.name"}),
+    "GetPeers": (f"{DEPLOYMENT}/peers", "get", {"name": "$request.path.name"}),
+    "GetDoctor": (f"{DEPLOYMENT}/doctor", "get", {"name": "$request.path.name"}),
+    "Measure": (f"{DEPLOYMENT}/measure", "post", {"name": "$request.path.name"}),
     "GetAssignment": (
         f"{DEPLOYMENT}/assignments/{{node_id}}",
         "get",
