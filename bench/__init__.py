@@ -53,6 +53,7 @@ REPORT_PATH = BENCH_DIR / "REPORT.md"
 SECTIONS: tuple[tuple[str, str], ...] = (
     # (section name, module in this package), in the order they run and are reported
     ("planner", "planner_bench"),
+    ("planner-families", "planner_families"),
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),

@@ -35,8 +35,9 @@ from bench.cases import deploy_topology, gb, model_config, request
 from bench.plotting import METHOD_COLORS, new_figure, save
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
-from planner.layout import budget_bytes, rank_plans
+from planner.layout import rank_plans
 from planner.plan import Cluster, make_plan
+from planner.problem import budget_bytes
 from protocol.connectivity import full_mesh
 from protocol.model_spec import ModelSpec, read_config
 from protocol.schema import PlanRequest
@@ -170,7 +171,7 @@ def _cache_total(costs: UnitCosts) -> int:
 
 
 def _sharded_read(costs: UnitCosts) -> float:
-    return sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    return costs.sharded_read
 
 
 def _node_row(node_id: str, budget: int, weights: int, kv: int, overhead: int) -> dict[str, Any]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from executor.events import Failed, Joining, Loaded, Progress, Ready, Refused, parse
 from executor.measure_agent import AgentMeasuring
 from executor.node_facts import collect
 from executor.planner_client import (
@@ -106,7 +107,7 @@ class Agent:
         self.lock = threading.Lock()
         self.stop = threading.Event()
         self.wake = threading.Event()
-        self.pending: list[Update] = []
+        self.pending: list[Update | Refused] = []
         self.failures = 0
         self.streak = 0  # failures since the rank was last ready: sets the backoff
         self.last_failure: str | None = None
@@ -180,7 +181,7 @@ class Agent:
                 continue
             except SignatureError as e:
                 log(f"refused an assignment: {e}")
-                self.pending.append(Update(changed=True, assignment=None, refused=str(e)))
+                self.pending.append(Refused(f"refused: {e}"))
                 self.wake.set()
                 self.stop.wait(REFUSED_RETRY_S)
                 continue
@@ -265,29 +266,15 @@ class Agent:
     def watch_child(self, child: subprocess.Popen[str]) -> None:
         """Forward the child's events; a child that exits on its own is a failure."""
         assert child.stdout is not None
-        reason = "the rank process exited"
+        failed: Failed | None = None
         for line in child.stdout:
-            try:
-                ev = json.loads(line)
-            except json.JSONDecodeError:
+            ev = parse(line)
+            if child is not self.child or ev is None:
                 continue
-            kind = ev.get("event")
-            if child is not self.child:
-                continue
-            if kind == "progress":
-                done, total = ev["done"], max(ev["total"], 1)
-                self.report(
-                    "loading", progress=round(done / total, 4), detail=f"layers {done}/{total}"
-                )
-            elif kind == "loaded":
-                self.report("joining", detail="waiting for the peers to form the group")
-            elif kind == "joining" and ev.get("attempt", 1) > 1:
-                self.report("joining", detail=f"attempt {ev['attempt']}: peers not all up yet")
-            elif kind == "ready":
-                self.streak = 0
-                self.report("ready", serving=ev.get("url"))
-            elif kind == "failed":
-                reason = ev.get("reason", reason)
+            if isinstance(ev, Failed):
+                failed = ev
+            else:
+                self.forward(ev)
         code = child.wait()
         if child is not self.child or self.stop.is_set():
             return  # stopped on purpose
@@ -296,11 +283,26 @@ class Agent:
         self.streak += 1
         delay = RESTART_BACKOFF_S[min(self.streak - 1, len(RESTART_BACKOFF_S) - 1)]
         self.next_start = time.monotonic() + delay
-        if code == 0 and reason == "the rank process exited":
-            reason = "rank 0 closed the group"
+        if failed is not None:
+            reason = failed.reason
+        else:
+            reason = "rank 0 closed the group" if code == 0 else "the rank process exited"
         self.last_failure = reason
         self.report("failed", reason=reason, detail=f"restarting in {delay:g}s")
         self.wake.set()
+
+    def forward(self, ev: Progress | Loaded | Joining | Ready) -> None:
+        if isinstance(ev, Progress):
+            done, total = ev.done, max(ev.total, 1)
+            self.report("loading", progress=round(done / total, 4), detail=f"layers {done}/{total}")
+        elif isinstance(ev, Loaded):
+            self.report("joining", detail="waiting for the peers to form the group")
+        elif isinstance(ev, Joining):
+            if ev.attempt > 1:
+                self.report("joining", detail=f"attempt {ev.attempt}: peers not all up yet")
+        else:
+            self.streak = 0
+            self.report("ready", serving=ev.url)
 
     def stop_rank(self, why: str, grace_s: float = STOP_GRACE_S) -> None:
         child, self.child = self.child, None
@@ -318,12 +320,12 @@ class Agent:
             child.wait()
 
     # ---- main loop -------------------------------------------------------------------------
-    def apply(self, update: Update) -> None:
-        if update.refused is not None:
+    def apply(self, update: Update | Refused) -> None:
+        if isinstance(update, Refused):
             with self.lock:
                 running = self.child is not None
             keeps = "; the current rank keeps running" if running else ""
-            self.report("failed", reason=f"refused: {update.refused}{keeps}"[:4096])
+            self.report("failed", reason=f"{update.reason}{keeps}"[:MAX_REASON_CHARS])
             return
         self.stop_rank("a new plan" if update.assignment else "the deployment is gone")
         self.assignment = update.assignment

@@ -2,11 +2,15 @@
 
 - `join`: initialise the ring (TCP) or JACCL (RDMA over Thunderbolt 5) group, retrying while
   peers come up out of order, within a deadline.
-- `LivenessPort` / `lost_peers`: each rank keeps a plain TCP port open while it lives, so a
-  rank whose collective failed can tell *which* peer went away (the ring's own error names
-  none, and its ports close once the group has formed).
-- `Watchdog`: a collective waiting on a peer that is alive but stuck blocks forever; the
-  watchdog turns "no progress for N seconds" into a clean failure.
+- `LivenessPort` / `lost_peers`: each rank keeps a plain TCP port open while it lives and
+  answers every connection with a heartbeat line, so a rank whose collective failed can tell
+  *which* peer went away (the ring's own error names none, and its ports close once the group
+  has formed), and a stopped peer (SIGSTOP, a hung machine: connected by the kernel, never
+  answered) is told from a slow one (which answers while it computes).
+- `Watchdog`: a collective waiting on a peer that is stopped or gone blocks forever; the
+  watchdog asks the peers' heartbeats during every long wait and fails within seconds when one
+  does not answer, and fails any wait that outlasts its limit (which the caller scales with the
+  work in flight).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -92,8 +97,17 @@ def join(
         return group
 
 
+HEARTBEAT = b"alive\n"
+HEARTBEAT_TIMEOUT_S = 1.0
+
+
 class LivenessPort:
-    """Accepts and closes connections for as long as this process lives."""
+    """Answers every connection with a heartbeat line for as long as this process runs."""
+
+    @classmethod
+    def for_rank(cls, peers: list[Peer], rank: int) -> LivenessPort:
+        me = next(p for p in peers if p.rank == rank)
+        return cls(me.host, liveness_port(me))
 
     def __init__(self, host: str, port: int) -> None:
         self.sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
@@ -108,31 +122,50 @@ class LivenessPort:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            with contextlib.suppress(OSError):
+                conn.sendall(HEARTBEAT)
             conn.close()
 
 
-def lost_peers(peers: list[Peer], me: int, timeout: float = 1.0) -> list[Peer]:
-    """Peers whose liveness port no longer answers."""
-    lost = []
+class Silence(StrEnum):
+    GONE = "its process is gone"
+    STOPPED = "its process does not answer (stopped or hung)"
+
+
+def _heartbeat(peer: Peer, timeout: float) -> Silence | None:
+    """None while the peer answers; else why not."""
+    try:
+        with socket.create_connection((peer.host, liveness_port(peer)), timeout=timeout) as s:
+            s.settimeout(timeout)
+            return None if s.recv(len(HEARTBEAT)) == HEARTBEAT else Silence.GONE
+    except TimeoutError:
+        return Silence.STOPPED
+    except OSError:
+        return Silence.GONE
+
+
+def silent_peers(
+    peers: list[Peer], me: int, timeout: float = HEARTBEAT_TIMEOUT_S
+) -> list[tuple[Peer, Silence]]:
+    """Peers whose heartbeat does not come, with why."""
+    out = []
     for p in peers:
-        if p.rank == me:
-            continue
-        try:
-            with socket.create_connection((p.host, liveness_port(p)), timeout=timeout):
-                pass
-        except OSError:
-            lost.append(p)
-    return lost
+        if p.rank != me and (why := _heartbeat(p, timeout)) is not None:
+            out.append((p, why))
+    return out
+
+
+def lost_peers(peers: list[Peer], me: int, timeout: float = HEARTBEAT_TIMEOUT_S) -> list[Peer]:
+    """Peers whose process is gone or does not answer."""
+    return [p for p, _ in silent_peers(peers, me, timeout)]
 
 
 def _named(peers: list[Peer]) -> str:
     return ", ".join(f"{p.rank} ({p.node_id})" for p in peers)
 
 
-def probe_peers(peers: list[Peer], me: int) -> str | None:
-    """A failure reason naming the peers that are gone, or None while all answer."""
-    gone = lost_peers(peers, me)
-    return f"peer {_named(gone)} lost: its process is gone" if gone else None
+def _reason(silent: list[tuple[Peer, Silence]]) -> str:
+    return "; ".join(f"peer {_named([p])} lost: {why}" for p, why in silent)
 
 
 def describe_loss(message: str, peers: list[Peer], me: int) -> str:
@@ -145,20 +178,29 @@ def describe_loss(message: str, peers: list[Peer], me: int) -> str:
 class Watchdog:
     """Bounds every armed wait on the group.
 
-    A dead peer does not always make a collective fail (a rank can sit in a receive that never
-    completes), so once a wait has lasted `probe_after_s` the watchdog asks `probe` every
-    second whether a peer is gone and fails at once with its answer; a peer alive but stuck is
-    caught when the wait reaches its limit.
+    A dead or stopped peer does not always make a collective fail (a rank can sit in a receive
+    that never completes), so once a wait has lasted `probe_after_s` the watchdog asks every
+    peer's heartbeat each second and fails, naming the peer, when one is gone or has not
+    answered `STRIKES` times in a row (one late answer on a loaded machine is not a stop); a
+    wait that outlasts its limit fails too (peers alive but stuck).
     """
+
+    STRIKES = 2
 
     def __init__(
         self,
         on_stall: Callable[[str], None],
-        probe: Callable[[], str | None] | None = None,
+        peers: list[Peer],
+        rank: int,
+        describe: Callable[[str], str],
+        heartbeat: LivenessPort | None = None,
         probe_after_s: float = 2.0,
     ) -> None:
         self.on_stall = on_stall
-        self.probe = probe
+        self.peers = peers
+        self.rank = rank
+        self.describe = describe
+        self.heartbeat = heartbeat  # kept open (answering) while this watchdog lives
         self.probe_after_s = probe_after_s
         self.started: float | None = None
         self.limit = 0.0
@@ -176,22 +218,39 @@ class Watchdog:
             with self.lock:
                 self.started = None
 
+    def _probe(self, strikes: dict[int, int]) -> str | None:
+        silent = silent_peers(self.peers, self.rank)
+        for rank in list(strikes):
+            if all(p.rank != rank for p, _ in silent):
+                del strikes[rank]
+        for p, _ in silent:
+            strikes[p.rank] = strikes.get(p.rank, 0) + 1
+        caught = [
+            (p, why) for p, why in silent if why == Silence.GONE or strikes[p.rank] >= self.STRIKES
+        ]
+        return _reason(caught) if caught else None
+
     def _watch(self) -> None:
         next_probe = 0.0
+        strikes: dict[int, int] = {}
         while True:
             time.sleep(0.25)
             with self.lock:
                 started, limit, what = self.started, self.limit, self.what
             if started is None:
+                strikes.clear()
                 continue
             now = time.monotonic()
             if now - started > limit:
                 self.on_stall(
-                    f"no answer from the group for {limit:g}s during {what} (a peer stuck or gone)"
+                    self.describe(
+                        f"no answer from the group for {limit:g}s during {what} "
+                        "(a peer stuck or gone)"
+                    )
                 )
                 return
-            if self.probe and now - started > self.probe_after_s and now >= next_probe:
+            if self.peers and now - started > self.probe_after_s and now >= next_probe:
                 next_probe = now + 1.0
-                if (lost := self.probe()) is not None:
+                if (lost := self._probe(strikes)) is not None:
                     self.on_stall(lost)
                     return

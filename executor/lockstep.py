@@ -1,34 +1,41 @@
 """Every rank runs the same forward passes: rank 0 decides, the others follow.
 
-Rank 0 broadcasts a fixed-size command header, the prompt, then each sampled token, by
-`all_sum` of int32 buffers to which the other ranks contribute zeros. A token of -1 ends a
-generation early (the client stopped reading); the followers then leave the loop with it.
-
-    header = [command, prompt length, max tokens, temperature x 1e6, top-p x 1e6, seed, 0, 0]
-    (GREEDY_BATCH sends the batch size in the temperature field.)
+Rank 0 broadcasts a fixed-size `Header`, its payload, then the tokens it sampled, by `all_sum`
+of int32 buffers to which the other ranks contribute zeros, so heterogeneous chips never
+diverge. Serving uses `STEP`: one step of the continuous batch (sequences leaving, prefix-cache
+entries evicted, at most one sequence joining, then one forward pass for the whole batch and
+its tokens; see `executor.batching`). `LOGITS`, `GREEDY_BATCH` and `GENERATE` serve the parity
+check and the speed benchmark.
 
 An idle rank 0 sends PING every few seconds, so a follower waiting for a command hears from
 it regularly and a lost follower is noticed without a request. With a `Watchdog`, every wait
-on the group is bounded: a peer alive but stuck ends in a failure, not a hang.
+on the group is bounded by a limit that grows with the tokens in flight (a slow machine's long
+prefill is work, not a stall), while the watchdog's heartbeats catch a stopped or vanished peer
+within seconds whatever the limit.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 from mlx_lm.models.cache import make_prompt_cache
-from mlx_lm.sample_utils import make_sampler
 
-GENERATE, LOGITS, SHUTDOWN, GREEDY_BATCH, PING = 1, 2, 3, 4, 5
-HEADER = 8
-STOP = -1
+from executor.batching import Batch, StepPlan
+from executor.commands import HEADER, Command, Header
+
 PREFILL_STEP = 512
-MICRO = 1_000_000
-STEP_TIMEOUT_S = 60.0  # one forward pass or one wait for rank 0's next command, at most
+STEP_TIMEOUT_S = 60.0
+"""The bound of a wait on the group with no tokens in flight (a command, a broadcast)."""
+WORK_S_PER_TOKEN = 1.0
+"""Added to the bound per token of the forward pass in flight: 1 s/token is far slower than
+any machine that can hold the model; a stopped peer is caught by heartbeats long before."""
+IDLE_PING_S = 2.0
+"""An idle rank 0 pings the group this often."""
 
 
 def _ints(a: mx.array) -> list[int]:
@@ -52,120 +59,98 @@ class Lockstep:
         self.eos = set(eos_ids)
         self.watchdog = watchdog
         self.step_timeout_s = step_timeout_s
+        self.batch = Batch(model, self._eval)
 
-    def _guard(self, what: str) -> Any:
+    def _guard(self, what: str, tokens: int = 0, extra_s: float = 0.0) -> Any:
         if self.watchdog is None or self.size == 1:
             return contextlib.nullcontext()
-        return self.watchdog.armed(self.step_timeout_s, what)
+        limit = self.step_timeout_s + WORK_S_PER_TOKEN * tokens + extra_s
+        return self.watchdog.armed(limit, what)
 
-    def _eval(self, *arrays: Any) -> None:
-        with self._guard("a forward pass"):
+    def _eval(self, tokens: int, *arrays: Any) -> None:
+        """Evaluate a forward pass over `tokens` tokens (its all-sums wait on every peer)."""
+        with self._guard(f"a forward pass of {tokens} tokens", tokens):
             mx.eval(*arrays)
 
     # ---- broadcast ---------------------------------------------------------------------
-    def _bcast(self, values: Sequence[int] | None, n: int) -> list[int]:
+    def _bcast(self, values: Sequence[int] | None, n: int, extra_s: float = 0.0) -> list[int]:
         if self.size == 1:
             assert values is not None
             return list(values)
+        if n == 0:
+            return []
         if self.rank == 0:
             assert values is not None and len(values) == n
             buf = mx.array(list(values), dtype=mx.int32)
         else:
             buf = mx.zeros((n,), dtype=mx.int32)
-        with self._guard("a broadcast from rank 0"):
+        with self._guard("a broadcast from rank 0", extra_s=extra_s):
             return _ints(mx.distributed.all_sum(buf, group=self.group))
 
-    def _header(self, *fields: int) -> list[int]:
-        values = [*fields, *([0] * (HEADER - len(fields)))] if self.rank == 0 else None
-        return self._bcast(values, HEADER)
+    def _send(self, header: Header, payload: Sequence[int] = ()) -> None:
+        """Rank 0: a command and its payload to every follower."""
+        if self.size == 1:
+            return
+        self._bcast(dataclasses.replace(header, payload=len(payload)).ints(), HEADER)
+        self._bcast(list(payload), len(payload))
 
-    # ---- model passes --------------------------------------------------------------------
-    def _prefill(self, prompt: list[int], cache: list[Any]) -> mx.array:
+    def _receive(self) -> tuple[Header, list[int]]:
+        """Followers: the next command (rank 0 pings while idle, so the wait is bounded)."""
+        header = Header.parse(self._bcast(None, HEADER, extra_s=2 * IDLE_PING_S))
+        return header, self._bcast(None, header.payload)
+
+    # ---- serving: one step of the continuous batch ---------------------------------------
+    def step(self, plan: StepPlan, choose: Callable[[mx.array], list[int]]) -> list[int]:
+        """Rank 0: apply `plan` on every rank, then one forward pass of the whole batch; rank
+        0's `choose` turns the batch's logits into its tokens, which every rank then feeds."""
+        self._send(plan.header(), plan.payload())
+        return self._step(plan, choose)
+
+    def _step(self, plan: StepPlan, choose: Callable[[mx.array], list[int]] | None) -> list[int]:
+        self.batch.apply(plan)
+        if not self.batch.ids:
+            return []
+        logits = self.batch.forward()
+        # Collectives run when evaluated: finish this pass's all-sums on every rank before
+        # the token broadcast, or ranks would enter their collectives in different orders.
+        self._eval(len(self.batch.ids), logits)
+        tokens = self._bcast(choose(logits) if choose else None, len(self.batch.ids))
+        self.batch.feed(tokens)
+        return tokens
+
+    # ---- parity and benchmarks -----------------------------------------------------------
+    def generate(self, prompt: list[int], max_tokens: int) -> Iterator[int]:
+        """Rank 0: greedy tokens of one prompt, up to an end-of-sequence token or `max_tokens`.
+        Consume it to the end: the followers run every pass of it."""
+        self._send(Header(Command.GENERATE, steps=max_tokens), prompt)
+        return self._generate(prompt, max_tokens)
+
+    def _generate(self, prompt: list[int], max_tokens: int) -> Iterator[int]:
+        cache = make_prompt_cache(self.model)
         tokens = mx.array(prompt, dtype=mx.int32)
         while tokens.size > PREFILL_STEP:
-            self.model(tokens[:PREFILL_STEP][None], cache=cache)
-            self._eval([c.state for c in cache])
+            out = self.model(tokens[:PREFILL_STEP][None], cache=cache)[:, -1, :]
+            self._eval(PREFILL_STEP, out, [c.state for c in cache])  # see Batch._admit
             tokens = tokens[PREFILL_STEP:]
-        return self.model(tokens[None], cache=cache)[:, -1, :]
-
-    def _run(
-        self,
-        prompt: list[int],
-        max_tokens: int,
-        temp: float,
-        top_p: float,
-        seed: int,
-        state: dict[str, Any] | None = None,
-    ) -> Iterator[int]:
-        """The generation every rank runs; only rank 0's sampler decides. `state` records the
-        cache and the last token yielded, for rank 0 to wind down in step if stopped early."""
-        cache = make_prompt_cache(self.model)
-        state = {} if state is None else state
-        state["cache"] = cache
-        sampler = make_sampler(temp=temp, top_p=top_p)
-        if self.rank == 0 and temp > 0:
-            mx.random.seed(seed)
-        logits = self._prefill(prompt, cache)
-        produced = 0
-        while True:
-            # Collectives run when evaluated: finish this pass's all-sums on every rank before
-            # the token broadcast, or ranks would enter their collectives in different orders.
-            self._eval(logits)
-            choice = None
-            if self.rank == 0:
-                logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-                choice = _ints(sampler(logprobs).reshape(-1))
+        logits = self.model(tokens[None], cache=cache)[:, -1, :]
+        for produced in range(1, max_tokens + 1):
+            self._eval(int(tokens.size), logits)
+            choice = _ints(mx.argmax(logits, axis=-1)) if self.rank == 0 else None
             (tok,) = self._bcast(choice, 1)
-            if tok == STOP:
-                return
-            produced += 1
-            last = tok in self.eos or produced >= max_tokens
-            state["pending"] = None if last else tok
             yield tok
-            if last:
+            if tok in self.eos or produced == max_tokens:
                 return
-            logits = self.model(mx.array([[tok]], dtype=mx.int32), cache=cache)[:, -1, :]
-
-    # ---- rank 0 ------------------------------------------------------------------------
-    def generate(
-        self,
-        prompt: list[int],
-        max_tokens: int,
-        temperature: float = 0.0,
-        top_p: float = 1.0,
-        seed: int = 0,
-    ) -> Iterator[int]:
-        """Rank 0: run a generation across the group, yielding tokens as they are decided."""
-        self._header(
-            GENERATE,
-            len(prompt),
-            max_tokens,
-            round(temperature * MICRO),
-            round(top_p * MICRO),
-            seed,
-        )
-        self._bcast(prompt, len(prompt))
-        state: dict[str, Any] = {}
-        finished = False
-        try:
-            yield from self._run(prompt, max_tokens, temperature, top_p, seed, state)
-            finished = True
-        finally:
-            if not finished and state.get("pending") is not None:
-                # Stopped early: the followers will run the forward pass of the last token and
-                # then wait for the next one, so run that pass too and send STOP.
-                logits = self.model(
-                    mx.array([[state["pending"]]], dtype=mx.int32), cache=state["cache"]
-                )
-                self._eval(logits)
-                self._bcast([STOP], 1)
+            tokens = mx.array([[tok]], dtype=mx.int32)
+            logits = self.model(tokens, cache=cache)[:, -1, :]
 
     def logits(self, prompt: list[int]) -> mx.array:
         """Rank 0: full logits of one prompt, computed across the group."""
-        self._header(LOGITS, len(prompt))
-        self._bcast(prompt, len(prompt))
+        self._send(Header(Command.LOGITS), prompt)
+        return self._logits(prompt)
+
+    def _logits(self, prompt: list[int]) -> mx.array:
         out = self.model(mx.array(prompt, dtype=mx.int32)[None])
-        self._eval(out)
+        self._eval(len(prompt), out)
         return out
 
     def greedy_batch(self, prompts: list[list[int]], steps: int) -> list[list[int]]:
@@ -173,53 +158,48 @@ class Lockstep:
         stop), one forward pass per step for the whole batch: what parity checks need."""
         if len({len(p) for p in prompts}) != 1:
             raise ValueError("greedy_batch needs prompts of equal length")
-        self._header(GREEDY_BATCH, len(prompts) * len(prompts[0]), steps, len(prompts))
-        self._bcast([t for p in prompts for t in p], len(prompts) * len(prompts[0]))
+        header = Header(Command.GREEDY_BATCH, batch=len(prompts), steps=steps)
+        self._send(header, [t for p in prompts for t in p])
         return self._greedy_batch(prompts, steps)
 
     def _greedy_batch(self, prompts: list[list[int]], steps: int) -> list[list[int]]:
         cache = make_prompt_cache(self.model)
         logits = self.model(mx.array(prompts, dtype=mx.int32), cache=cache)[:, -1, :]
         out: list[list[int]] = [[] for _ in prompts]
+        work = len(prompts) * len(prompts[0])
         for step in range(steps):
-            self._eval(logits)  # this pass's all-sums before the broadcast, on every rank
+            self._eval(work, logits)  # this pass's all-sums before the broadcast, on every rank
             choice = _ints(mx.argmax(logits, axis=-1)) if self.rank == 0 else None
             toks = self._bcast(choice, len(prompts))
             for seq, t in zip(out, toks):
                 seq.append(t)
             if step + 1 < steps:
                 logits = self.model(mx.array(toks, dtype=mx.int32)[:, None], cache=cache)[:, -1, :]
+            work = len(prompts)
         return out
 
     def shutdown(self) -> None:
-        if self.size > 1:
-            self._header(SHUTDOWN)
+        self._send(Header(Command.SHUTDOWN))
 
     def ping(self) -> None:
         """Rank 0: a round trip through the group; raises if a peer is gone."""
-        if self.size > 1:
-            self._header(PING)
+        self._send(Header(Command.PING))
 
     # ---- ranks > 0 -----------------------------------------------------------------------
     def follow(self) -> None:
         """Ranks > 0: serve rank 0's commands until it shuts the group down."""
         while True:
-            cmd, n, max_tokens, temp, top_p, seed, *_ = self._header()
-            if cmd == SHUTDOWN:
+            header, payload = self._receive()
+            if header.command == Command.SHUTDOWN:
                 return
-            if cmd == PING:
-                continue
-            prompt = self._bcast(None, n)
-            if cmd == GENERATE:
-                for _ in self._run(prompt, max_tokens, temp / MICRO, top_p / MICRO, seed):
+            if header.command == Command.STEP:
+                self._step(StepPlan.parse(header, payload), None)
+            elif header.command == Command.GENERATE:
+                for _ in self._generate(payload, header.steps):
                     pass
-            elif cmd == LOGITS:
-                self._eval(self.model(mx.array(prompt, dtype=mx.int32)[None]))
-            elif cmd == GREEDY_BATCH:
-                batch = temp  # the header's fourth field carries the batch size here
-                width = n // batch
-                self._greedy_batch(
-                    [prompt[i * width : (i + 1) * width] for i in range(batch)], max_tokens
-                )
-            else:
-                raise RuntimeError(f"unknown lockstep command {cmd}")
+            elif header.command == Command.LOGITS:
+                self._logits(payload)
+            elif header.command == Command.GREEDY_BATCH:
+                width = len(payload) // header.batch
+                prompts = [payload[i * width : (i + 1) * width] for i in range(header.batch)]
+                self._greedy_batch(prompts, header.steps)

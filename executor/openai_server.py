@@ -47,10 +47,6 @@ class Engine(Protocol):
         ...
 
 
-class EngineError(RuntimeError):
-    """The group failed mid-generation (a peer lost): the request fails with 503."""
-
-
 class _Body(BaseModel):
     model_config = ConfigDict(extra="ignore")
     model: str | None = None
@@ -174,6 +170,8 @@ class Server:
             if len(final) > len(emitted) and not final.endswith("\ufffd"):
                 out.put(("text", final[len(emitted) :]))
             out.put(("done", (finish, len(tokens))))
+        except ValueError as e:  # the request itself (a prompt beyond the plan's context)
+            out.put(("error", f"generation refused: {e}"))
         except Exception as e:  # the group failed; the client gets a clear 503
             out.put(("error", f"generation failed: {e}"))
             self._fatal(str(e))
@@ -247,7 +245,8 @@ def create_app(
 
     @app.get("/healthz")
     def healthz() -> dict[str, Any]:
-        return {"ok": not server.draining, "in_flight": server.in_flight, **(status or {})}
+        ok = not server.draining and server.broken is None
+        return {"ok": ok, "in_flight": server.in_flight, **(status or {})}
 
     async def respond(prompt: list[int], body: _Body, kind: str) -> Any:
         created, rid = (

@@ -30,8 +30,6 @@ class Update:
     assignment: Assignment | None
     """None when the deployment does not exist (deleted, or not created yet)."""
     detail: str = ""
-    refused: str | None = None
-    """Why the planner's answer was refused (bad signature, replay); the rank keeps running."""
 
 
 class PlannerClient:

@@ -6,9 +6,9 @@
         [--serve HOST:PORT | --parity IN.json --out DIR]
         by hand, or from the parity check and the speed benchmark (`--parity` jobs)
 
-Rank 0 serves the OpenAI API (or runs a parity job); the other ranks follow it. Events go to
-stdout as JSON lines: `progress` (layers done/total), `loaded`, `joining` (attempt),
-`ready` (with the URL on rank 0), `failed` (with the reason). Exit 0 after a clean shutdown.
+Rank 0 serves the OpenAI API through the continuous-batching engine (`executor.engine`), or runs
+a parity job; the other ranks follow it. Events go to stdout as JSON lines
+(`executor.events`). Exit 0 after a clean shutdown.
 With `--exit-with-stdin` the process ends when its stdin closes, so a rank never outlives the
 agent that started it (kill -9 included).
 """
@@ -26,6 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from executor.events import Failed, Joining, Loaded, Progress, Ready, emit
+from executor.lockstep import PREFILL_STEP, STEP_TIMEOUT_S
+from executor.scheduler import DEFAULT_MAX_QUEUE
 from protocol.deployment import Assignment, Peer
 
 BACKENDS = ("ring", "jaccl")
@@ -34,10 +37,6 @@ EXIT_FAILED = 1
 ABORT_GRACE_S = 0.5
 LOSS_LINGER_S = 3.0
 ABORT_HOOKS: list[Any] = []  # called with the reason before a watchdog ends the process
-
-
-def emit(event: str, **fields: Any) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
 
 
 @dataclass
@@ -52,6 +51,8 @@ class Role:
     serve_port: int
     plan_id: str = ""
     revision: int = 0
+    context_tokens: int = 8192
+    batch_size: int = 1
 
 
 def role_from_assignment(
@@ -86,66 +87,46 @@ def role_from_assignment(
         a.serve_port,
         a.plan_id,
         a.revision,
+        a.context_tokens,
+        a.batch_size,
     )
 
 
-class MlxEngine:
-    """The `Engine` the OpenAI server drives: a tokenizer plus the lockstep group."""
-
-    def __init__(self, lockstep: Any, tokenizer: Any, model_id: str) -> None:
-        self.lockstep = lockstep
-        self.tokenizer = tokenizer
-        self.model_id = model_id
-
-    def encode(self, text: str) -> list[int]:
-        out: list[int] = self.tokenizer.encode(text)
-        return out
-
-    def chat_tokens(self, messages: list[dict[str, str]]) -> list[int]:
-        if not getattr(self.tokenizer, "chat_template", None):
-            raise ValueError("this model has no chat template; use /v1/completions")
-        out: list[int] = self.tokenizer.apply_chat_template(
-            messages, add_generation_prompt=True, tokenize=True
-        )
-        return out
-
-    def decode(self, tokens: Any) -> str:
-        out: str = self.tokenizer.decode(list(tokens))
-        return out
-
-    def generate(self, prompt: list[int], max_tokens: int, temperature: float, top_p: float) -> Any:
-        return self.lockstep.generate(prompt, max_tokens, temperature, top_p)
-
-    def ping(self) -> None:
-        self.lockstep.ping()
-
-
-def serve(lockstep: Any, model_dir: Path, model_id: str, role: Role, describe: Any) -> int:
+def serve(lockstep: Any, args: argparse.Namespace, model_id: str, role: Role, describe: Any) -> int:
     import uvicorn
     from mlx_lm.utils import load_tokenizer
 
+    from executor.engine import MlxEngine
     from executor.openai_server import create_app
 
-    tokenizer = load_tokenizer(model_dir)
-    engine = MlxEngine(lockstep, tokenizer, model_id)
     fatal: list[str] = []
 
     def on_fatal(reason: str) -> None:
         fatal.append(reason)
         server.should_exit = True
 
+    engine = MlxEngine(
+        lockstep,
+        load_tokenizer(args.model),
+        model_id,
+        role.context_tokens,
+        role.batch_size,
+        args.max_queue,
+        on_fatal=on_fatal,
+        prefill_step=args.prefill_step,
+    )
     host, port = role.serve_host, role.serve_port
     status = {"plan_id": role.plan_id, "revision": role.revision, "world_size": role.world}
     app, gen_server = create_app(engine, status=status, on_fatal=on_fatal)
-    ABORT_HOOKS.append(gen_server.abort)
+    ABORT_HOOKS.extend([engine.abort, gen_server.abort])
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
 
     def drain(*_: Any) -> None:
-        # A new plan is coming: refuse new requests, let the one in flight finish, then stop.
+        # A new plan is coming: refuse new requests, let those in flight finish, then stop.
         gen_server.draining = True
 
         def stop_when_idle() -> None:
-            while gen_server.in_flight:
+            while gen_server.in_flight or engine.in_flight:
                 time.sleep(0.05)
             server.should_exit = True
 
@@ -154,16 +135,14 @@ def serve(lockstep: Any, model_dir: Path, model_id: str, role: Role, describe: A
     signal.signal(signal.SIGTERM, drain)
     threading.Thread(target=lambda: _announce(server, f"http://{host}:{port}"), daemon=True).start()
     server.run()
+    gen_server.close()
+    engine.close()  # the followers leave with us
     if fatal:
-        emit("failed", reason=describe(fatal[0]))
+        emit(Failed(describe(fatal[0])))
         return EXIT_FAILED
     if not server.started:
-        emit("failed", reason=f"could not serve on {host}:{port} (in use?)")
-        gen_server.jobs.put(lockstep.shutdown)
-        gen_server.close()
+        emit(Failed(f"could not serve on {host}:{port} (in use?)"))
         return EXIT_FAILED
-    gen_server.jobs.put(lockstep.shutdown)  # the followers leave with us
-    gen_server.close()
     return 0
 
 
@@ -172,7 +151,7 @@ def _announce(server: Any, url: str) -> None:
         if server.should_exit:
             return
         time.sleep(0.05)
-    emit("ready", url=url)
+    emit(Ready(url))
 
 
 def parity(lockstep: Any, spec_file: Path, out_dir: Path) -> None:
@@ -227,9 +206,33 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--exit-with-stdin", action="store_true")
     p.add_argument("--parity", type=Path)
     p.add_argument("--out", type=Path)
+    p.add_argument("--context-tokens", type=int, default=8192, help="with --plan")
+    p.add_argument("--batch-size", type=int, default=1, help="with --plan")
+    p.add_argument("--max-queue", type=int, default=DEFAULT_MAX_QUEUE)
+    p.add_argument(
+        "--prefill-step", type=int, default=PREFILL_STEP, help="prompt tokens per step (rank 0)"
+    )
+    p.add_argument(
+        "--heartbeats",
+        action="store_true",
+        help="with --plan and a ring hostfile: answer and ask heartbeats on each rank's ring "
+        "port + LIVENESS_OFFSET (an assignment always does)",
+    )
+    p.add_argument(
+        "--step-timeout", type=float, default=STEP_TIMEOUT_S, help="bound of a wait, no work"
+    )
+    p.add_argument(
+        "--delay-per-token",
+        type=float,
+        default=0.0,
+        help="testing: this rank sleeps as long per token of each forward pass (a slow machine "
+        "by construction)",
+    )
     args = p.parse_args(argv)
     if (args.assignment is None) == (args.plan is None):
         p.error("give --assignment or --plan")
+    if args.heartbeats and (args.backend != "ring" or args.hostfile is None):
+        p.error("--heartbeats needs a ring hostfile")
     return args
 
 
@@ -252,80 +255,110 @@ def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
         args.backend,
         args.hostfile,
         None,
-        [],
+        _hostfile_peers(args.hostfile) if args.heartbeats else [],
         host,
         int(port),
         plan.plan_id,
+        context_tokens=args.context_tokens,
+        batch_size=args.batch_size,
     )
     return role, rank_plan, args.model.name
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
-    if args.exit_with_stdin:
-        _exit_with_stdin()
+def _hostfile_peers(hostfile: Path) -> list[Peer]:
+    """A ring hostfile's ranks as peers, so a group started by hand has heartbeats too."""
+    peers = []
+    for rank, (address, *_) in enumerate(json.loads(hostfile.read_text())):
+        host, _, port = address.rpartition(":")
+        peers.append(Peer(rank=rank, node_id=f"rank{rank}", host=host, port=int(port)))
+    return peers
 
-    from executor.group import (
-        GroupSpec,
-        JoinError,
-        LivenessPort,
-        Watchdog,
-        describe_loss,
-        join,
-        liveness_port,
-        probe_peers,
-    )
+
+@dataclass
+class Started:
+    role: Role
+    lockstep: Any
+    model_id: str
+    describe: Any
+
+
+def start(args: argparse.Namespace) -> Started | None:
+    """Load this rank's slice, join the group and arm the watchdog (None: failed, said so)."""
+    from executor.group import GroupSpec, JoinError, LivenessPort, Watchdog, describe_loss, join
     from executor.loader import LoadError, load_shard
     from executor.lockstep import Lockstep
 
     try:
         role, rank_plan, model_id = _role(args)
-        if role.peers:
-            me = next(p for p in role.peers if p.rank == role.rank)
-            LivenessPort(me.host, liveness_port(me))
+        heartbeat = LivenessPort.for_rank(role.peers, role.rank) if role.peers else None
+        model: Any
         model, config, _ = load_shard(
-            args.model, rank_plan, progress=lambda d, t: emit("progress", done=d, total=t)
+            args.model, rank_plan, progress=lambda d, t: emit(Progress(d, t))
         )
-        emit("loaded")
+        if args.delay_per_token > 0:
+            model = SlowModel(model, args.delay_per_token)
+        emit(Loaded())
         group = join(
             GroupSpec(role.rank, role.world, role.backend, role.hostfile, role.coordinator),
             args.join_timeout,
-            on_attempt=lambda n: emit("joining", attempt=n),
+            on_attempt=lambda n: emit(Joining(n)),
         )
     except (LoadError, JoinError, ValueError, OSError) as e:
-        emit("failed", reason=str(e) or type(e).__name__)
-        return EXIT_FAILED
+        emit(Failed(str(e) or type(e).__name__))
+        return None
 
     def describe(message: str) -> str:
         return describe_loss(message, role.peers, role.rank)
 
     def on_stall(reason: str) -> None:
-        reason = reason if reason.startswith("peer") else describe(reason)
-        emit("failed", reason=reason)
+        emit(Failed(reason))
         for hook in ABORT_HOOKS:
             hook(reason)
         if ABORT_HOOKS:
             time.sleep(ABORT_GRACE_S)  # let open responses carry the error to their clients
         os._exit(EXIT_FAILED)
 
-    def probe() -> str | None:
-        return probe_peers(role.peers, role.rank) if role.peers else None
-
     eos = config.get("eos_token_id")
     eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
-    lockstep = Lockstep(model, group, eos_ids, watchdog=Watchdog(on_stall, probe))
+    watchdog = Watchdog(on_stall, role.peers, role.rank, describe, heartbeat)
+    lockstep = Lockstep(model, group, eos_ids, watchdog, args.step_timeout)
+    return Started(role, lockstep, model_id, describe)
+
+
+class SlowModel:
+    """Testing: a model whose forward passes take `delay` seconds per token on this rank."""
+
+    def __init__(self, model: Any, delay: float) -> None:
+        self.model, self.delay = model, delay
+
+    def __call__(self, inputs: Any, *args: Any, **kwargs: Any) -> Any:
+        time.sleep(self.delay * inputs.shape[0] * inputs.shape[1])
+        return self.model(inputs, *args, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.model, name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse(argv)
+    if args.exit_with_stdin:
+        _exit_with_stdin()
+    started = start(args)
+    if started is None:
+        return EXIT_FAILED
+    role, lockstep = started.role, started.lockstep
     try:
         if role.rank != 0:
-            emit("ready")
+            emit(Ready())
             lockstep.follow()
             return 0
         if args.parity:
-            emit("ready")
+            emit(Ready())
             parity(lockstep, args.parity, args.out or Path("."))
             return 0
-        return serve(lockstep, args.model, model_id, role, describe)
+        return serve(lockstep, args, started.model_id, role, started.describe)
     except RuntimeError as e:  # the ring lost a peer mid-step
-        emit("failed", reason=describe(str(e)))
+        emit(Failed(started.describe(str(e))))
         # Stay reachable a moment: peers probing liveness then blame only the rank truly gone.
         time.sleep(LOSS_LINGER_S)
         return EXIT_FAILED

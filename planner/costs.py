@@ -10,12 +10,32 @@ value) plus one scale and one bias per group, in the model's dtype.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
+from typing import TypeVar
 
 from protocol.model_spec import KV_CACHE_STEP, ModelSpec, Quant
 
-UNITS = ("q_head", "kv_head", "ffn_block", "expert", "lin_k_head")
+
+class Unit(StrEnum):
+    """The units a rank's share is counted in (the plan's ranges are ranges of these)."""
+
+    Q_HEAD = "q_head"
+    KV_HEAD = "kv_head"
+    FFN_BLOCK = "ffn_block"
+    EXPERT = "expert"
+    LIN_K_HEAD = "lin_k_head"
+    """A linear-attention key head with its value heads."""
+
+
+UNITS = tuple(Unit)
+SHARDED = (Unit.FFN_BLOCK, Unit.EXPERT, Unit.LIN_K_HEAD)
+"""Units any node holds any number of; attention goes by KV groups (G query heads and their
+KV head), or part of one group with its KV head copied."""
 STATE_BYTES = 4  # Gated DeltaNet keeps its recurrent state in float32
+V = TypeVar("V")
 
 
 def linear_bytes(out_dim: int, in_dim: int, quant: Quant | None, dtype_bytes: int) -> int:
@@ -31,27 +51,43 @@ def linear_bytes(out_dim: int, in_dim: int, quant: Quant | None, dtype_bytes: in
 class UnitCosts:
     """Per-unit and replicated byte counts for one model and one set of constraints."""
 
-    total_units: dict[str, int]
-    weight: dict[str, int]
+    total_units: dict[Unit, int]
+    weight: dict[Unit, int]
     """Bytes of weights a rank holds per unit."""
-    read: dict[str, float]
+    read: dict[Unit, float]
     """Bytes a rank reads per decode token per unit (experts by expected activation)."""
-    cache: dict[str, int]
+    cache: dict[Unit, int]
     """KV cache / linear-attention state bytes per unit at the requested context."""
     replicated_weight: int
     replicated_read: int
 
-    def weights_of(self, counts: dict[str, int]) -> int:
+    def held(self, u: Unit) -> int:
+        """Bytes a rank holds per unit: weights and cache."""
+        return self.weight[u] + self.cache[u]
+
+    def per_token(self, u: Unit) -> float:
+        """Bytes a rank reads per decode token per unit: weights and the cache attended over."""
+        return self.read[u] + self.cache[u]
+
+    def weights_of(self, counts: Mapping[Unit, int]) -> int:
         return self.replicated_weight + sum(self.weight[u] * counts.get(u, 0) for u in UNITS)
 
-    def cache_of(self, counts: dict[str, int]) -> int:
+    def cache_of(self, counts: Mapping[Unit, int]) -> int:
         return sum(self.cache[u] * counts.get(u, 0) for u in UNITS)
 
-    def read_of(self, counts: dict[str, int]) -> float:
+    def read_of(self, counts: Mapping[Unit, int]) -> float:
         """Bytes read per decode token: weights, plus the KV cache/state it attends over."""
-        return self.replicated_read + sum(
-            (self.read[u] + self.cache[u]) * counts.get(u, 0) for u in UNITS
-        )
+        return self.replicated_read + sum(self.per_token(u) * counts.get(u, 0) for u in UNITS)
+
+    @cached_property
+    def sharded_held(self) -> int:
+        """Bytes of sharded weights and cache held, over all ranks."""
+        return sum(self.held(u) * self.total_units[u] for u in UNITS)
+
+    @cached_property
+    def sharded_read(self) -> float:
+        """Bytes of sharded weights and cache read per token, over all ranks."""
+        return sum(self.per_token(u) * self.total_units[u] for u in UNITS)
 
     @property
     def sharded_weight(self) -> int:
@@ -168,10 +204,14 @@ def unit_costs(
     }
     replicated_weight, replicated_read = _replicated(spec)
     return UnitCosts(
-        total_units=total_units,
-        weight=weight,
-        read=read,
-        cache=cache,
+        total_units=_by_unit(total_units),
+        weight=_by_unit(weight),
+        read=_by_unit(read),
+        cache=_by_unit(cache),
         replicated_weight=replicated_weight,
         replicated_read=replicated_read,
     )
+
+
+def _by_unit(values: Mapping[str, V]) -> dict[Unit, V]:
+    return {Unit(u): v for u, v in values.items()}

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
-from planner.costs import UNITS, UnitCosts, unit_costs
+from planner.context import PlanningContext
+from planner.costs import UNITS, Unit, unit_costs
 from planner.problem import Solution
 from planner.solver import solve
-from protocol.model_spec import KV_CACHE_STEP, ModelSpec
+from protocol.model_spec import KV_CACHE_STEP
 from protocol.schema import RankPlan
-
-if TYPE_CHECKING:
-    from planner.plan import Cluster
-    from protocol.schema import PlanRequest
 
 CONTEXT_SEARCH_TIME_S = 1.0
 
@@ -35,24 +31,18 @@ def equal_overflow(ranks: list[RankPlan], headroom: float) -> list[str]:
     ]
 
 
-def _unit_names() -> dict[str, str]:
+def _unit_names() -> dict[Unit, str]:
     return {
-        "q_head": "query head",
-        "kv_head": "KV head",
-        "ffn_block": "FFN block",
-        "expert": "expert",
-        "lin_k_head": "linear-attention head",
+        Unit.Q_HEAD: "query head",
+        Unit.KV_HEAD: "KV head",
+        Unit.FFN_BLOCK: "FFN block",
+        Unit.EXPERT: "expert",
+        Unit.LIN_K_HEAD: "linear-attention head",
     }
 
 
-def infeasible(
-    request: PlanRequest,
-    spec: ModelSpec,
-    costs: UnitCosts,
-    cluster: Cluster,
-    solution: Solution,
-) -> list[str]:
-    c = request.constraints
+def infeasible(ctx: PlanningContext, solution: Solution) -> list[str]:
+    c, costs, cluster = ctx.request.constraints, ctx.costs, ctx.cluster
     if solution.time_limited:
         return [
             f"no plan found within the {c.time_limit_s:g}s time limit; "
@@ -68,7 +58,7 @@ def infeasible(
             f"rank holds whole ({gb(costs.replicated_weight)} of embeddings, norms and routers "
             f"+ {gb(c.overhead_bytes)} runtime overhead)"
         )
-    sharded = sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
+    sharded = costs.sharded_held
     cache = costs.cache_of(costs.total_units)
     k = max(len(able), 1)
     needed = sharded + k * fixed
@@ -84,14 +74,14 @@ def infeasible(
         names = _unit_names()
         biggest = max(
             (u for u in UNITS if costs.total_units[u]),
-            key=lambda u: costs.weight[u] + costs.cache[u],
+            key=costs.held,
         )
         reasons.insert(
             0,
             f"the total fits ({gb(needed)} of {gb(offered)}) but no split into whole units "
-            f"does: one {names[biggest]} weighs {gb(costs.weight[biggest] + costs.cache[biggest])}",
+            f"does: one {names[biggest]} weighs {gb(costs.held(biggest))}",
         )
-    largest = largest_context(request, spec, cluster)
+    largest = largest_context(ctx)
     if largest is not None and largest < c.context_tokens:
         reasons.append(f"largest context that fits: {largest} tokens")
     elif largest is None:
@@ -99,15 +89,13 @@ def infeasible(
     return reasons
 
 
-def largest_context(request: PlanRequest, spec: ModelSpec, cluster: Cluster) -> int | None:
+def largest_context(ctx: PlanningContext) -> int | None:
     """Binary search over the KV-cache steps for the longest context with a feasible split."""
-    from planner.plan import problem_for
-
-    c = request.constraints
+    c = ctx.request.constraints
 
     def fits(tokens: int) -> bool:
-        costs = unit_costs(spec, tokens, c.batch_size, c.kv_cache_bytes_per_element)
-        problem = problem_for(request, spec, costs, cluster)
+        costs = unit_costs(ctx.spec, tokens, c.batch_size, c.kv_cache_bytes_per_element)
+        problem = ctx.problem(costs)
         problem = replace(problem, time_limit_s=CONTEXT_SEARCH_TIME_S, feasibility_only=True)
         return solve(problem).status != "infeasible"
 

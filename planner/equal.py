@@ -6,7 +6,7 @@ divide by N, which is why 3-node clusters and 2-KV-head models on 3 nodes do not
 
 from __future__ import annotations
 
-from planner.costs import UnitCosts
+from planner.costs import Unit, UnitCosts
 from planner.problem import NodeShare
 from protocol.model_spec import ModelSpec
 
@@ -37,7 +37,7 @@ def equal_shares(
         kv_each, per_group = 0, 0
     else:
         kv_each, per_group = 0, n // spec.kv_heads
-    ffn_blocks = costs.total_units["ffn_block"]
+    ffn_blocks = costs.total_units[Unit.FFN_BLOCK]
     ffn_each = 0
     if spec.ffn_dim:
         cols = divides(spec.ffn_dim, "FFN columns")
@@ -56,12 +56,14 @@ def equal_shares(
         shares.append(
             NodeShare(
                 node_id=node_id,
-                kv_whole=kv_each,
+                kv_groups=kv_each,
                 partial_slot=rank // per_group if per_group else None,
                 partial_q=q_each if per_group else 0,
-                ffn_blocks=ffn_each,
-                experts=experts_each,
-                lin_k_heads=lin_each,
+                sharded={
+                    Unit.FFN_BLOCK: ffn_each,
+                    Unit.EXPERT: experts_each,
+                    Unit.LIN_K_HEAD: lin_each,
+                },
                 q_per_kv=g,
             )
         )

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from planner.costs import UnitCosts
-from planner.problem import NodeShare
+from planner.costs import Unit, UnitCosts
+from planner.problem import NodeShare, budget_bytes
 from protocol.model_spec import ModelSpec
 from protocol.schema import MemoryBreakdown, Node, Range, RankPlan
 
@@ -21,8 +21,8 @@ def attention_ranges(shares: list[NodeShare], g: int) -> list[tuple[Range, Range
     group = 0
     whole: dict[int, tuple[int, int]] = {}
     for i, s in enumerate(shares):
-        whole[i] = (group, group + s.kv_whole)
-        group += s.kv_whole
+        whole[i] = (group, group + s.kv_groups)
+        group += s.kv_groups
     slot_group: dict[int, int] = {}
     for slot in sorted({s.partial_slot for s in shares if s.partial_slot is not None}):
         slot_group[slot] = group
@@ -41,10 +41,6 @@ def attention_ranges(shares: list[NodeShare], g: int) -> list[tuple[Range, Range
     return out
 
 
-def budget_bytes(node: Node, headroom: float) -> int:
-    return int(node.usable_bytes * (1 - headroom))
-
-
 def rank_plans(
     spec: ModelSpec,
     costs: UnitCosts,
@@ -55,17 +51,17 @@ def rank_plans(
 ) -> list[RankPlan]:
     """Ranks in the order of `shares` (the ring order)."""
     attention = attention_ranges(shares, spec.q_per_kv)
-    ffn = _cursor_ranges([s.ffn_blocks for s in shares], spec.ffn_block)
-    experts = _cursor_ranges([s.experts for s in shares])
-    lin_k = _cursor_ranges([s.lin_k_heads for s in shares])
-    lin_v = _cursor_ranges([s.lin_k_heads for s in shares], spec.v_per_k or 1)
+    counts = [s.counts() for s in shares]
+    ffn = _cursor_ranges([c[Unit.FFN_BLOCK] for c in counts], spec.ffn_block)
+    experts = _cursor_ranges([c[Unit.EXPERT] for c in counts])
+    lin_k = _cursor_ranges([c[Unit.LIN_K_HEAD] for c in counts])
+    lin_v = _cursor_ranges([c[Unit.LIN_K_HEAD] for c in counts], spec.v_per_k or 1)
     sharded_total = costs.sharded_weight or 1
     plans = []
     for rank, s in enumerate(shares):
         node = nodes[s.node_id]
-        counts = s.counts()
-        weights = costs.weights_of(counts)
-        cache = costs.cache_of(counts)
+        weights = costs.weights_of(counts[rank])
+        cache = costs.cache_of(counts[rank])
         plans.append(
             RankPlan(
                 rank=rank,
@@ -85,7 +81,7 @@ def rank_plans(
                     total=weights + cache + overhead,
                 ),
                 budget_bytes=budget_bytes(node, headroom),
-                decode_ms=round(costs.read_of(counts) / node.bandwidth_gbps / 1e6, 6),
+                decode_ms=round(costs.read_of(counts[rank]) / node.bandwidth_gbps / 1e6, 6),
             )
         )
     return plans

@@ -1,140 +1,31 @@
-"""`make_plan`: a plan request in, a plan out. A pure function of the request."""
+"""`make_plan`: a plan request in, a plan out. A pure function of the request.
+
+The pipeline: a `PlanningContext` (canonical request, model spec, unit costs, cluster, plan
+id) built once; the equal split and the solver's split as candidates; the candidate returned
+with the status that candidate has earned.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import dataclass
-from importlib.metadata import version
+from dataclasses import dataclass, replace
 
 from planner import diagnose
-from planner.costs import UNITS, UnitCosts, unit_costs
+from planner.context import SOLVER_VERSION, Cluster, PlanningContext, plan_id_for
+from planner.costs import UnitCosts
 from planner.equal import equal_shares
-from planner.layout import budget_bytes, rank_plans
-from planner.problem import NodeInput, NodeShare, Problem, Solution
-from planner.solver import FORMULATION, SEED, WORKERS, solve
+from planner.layout import rank_plans
+from planner.problem import NodeShare, Solution
+from planner.solver import SEED, WORKERS, solve
 from planner.sources import figure_sources
-from planner.topology import Hop, allreduce_us, effective_hops, ring_hops, ring_order
-from protocol.model_spec import ModelSpec, read_config
-from protocol.schema import (
-    Estimates,
-    ModelSummary,
-    Node,
-    Plan,
-    PlanRequest,
-    RankPlan,
-    SolverInfo,
-)
-from protocol.version import __version__
+from protocol.measurements import FigureSource
+from protocol.model_spec import ModelSpec
+from protocol.schema import Estimates, ModelSummary, Plan, PlanRequest, RankPlan, SolverInfo
+
+__all__ = ["SOLVER_VERSION", "Cluster", "make_plan", "plan_id_for"]
 
 MODEL_RANGE = 2**55  # bytes and picoseconds the CP-SAT model holds with room to add them
-MAX_HOP_LEVELS = 8  # more distinct link speeds than this are priced by their bucket's slowest
-SOLVER_VERSION = f"asymtp-{__version__}/formulation-{FORMULATION}+ortools-{version('ortools')}"
-
-
-def plan_id_for(request: PlanRequest) -> str:
-    canonical = json.dumps(request.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(f"{SOLVER_VERSION}\n{canonical}".encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class Cluster:
-    """Everything about the nodes that the model-independent parts of planning need."""
-
-    nodes: dict[str, Node]
-    budgets: dict[str, int]
-    hops: dict[tuple[str, str], Hop]
-    message_bytes: int
-    allreduces_per_token: int
-
-    @classmethod
-    def of(cls, request: PlanRequest, spec: ModelSpec) -> Cluster:
-        c = request.constraints
-        message = spec.hidden * spec.dtype_bytes * c.batch_size
-        nodes = {n.id: n for n in request.topology.nodes}
-        return cls(
-            nodes=nodes,
-            budgets={n.id: budget_bytes(n, c.headroom) for n in nodes.values()},
-            hops=effective_hops(request.topology, message),
-            message_bytes=message,
-            # One all-reduce after attention and one after the MLP / MoE block, every layer.
-            allreduces_per_token=2 * spec.num_layers,
-        )
-
-    def allreduce_ms(self, order: list[str]) -> float:
-        hops = ring_hops(order, self.hops)
-        if not hops:
-            return 0.0
-        slowest = max(hops, key=lambda h: h.cost_us(self.message_bytes))
-        per = allreduce_us(len(order), slowest, self.message_bytes)
-        return per * self.allreduces_per_token / 1e3
-
-    def ring(self, used: list[str]) -> list[str]:
-        # Rank 0 (which serves requests) is the node with the most memory.
-        first = max(used, key=lambda n: (self.budgets[n], self.nodes[n].bandwidth_gbps, n))
-        rest = sorted(n for n in used if n != first)
-        return ring_order([first, *rest], self.hops, self.message_bytes)
-
-
-def hop_levels(cluster: Cluster, ids: list[str]) -> tuple[list[Hop], dict[tuple[str, str], int]]:
-    """Hop levels in ascending cost: the MAX_HOP_LEVELS - 1 cheapest hops exactly, all slower
-    ones in a last level priced by the slowest, so a ring's level never understates it."""
-    msg = cluster.message_bytes
-    pairs = {(a, b): cluster.hops[a, b] for a in ids for b in ids if a != b}
-    if not pairs:
-        return [Hop(0.0, 1.0, "none")], {}
-    ordered = sorted(set(pairs.values()), key=lambda h: (h.cost_us(msg), h.kind, h.latency_us))
-    edges = (
-        ordered[: MAX_HOP_LEVELS - 1] + ordered[-1:] if len(ordered) > MAX_HOP_LEVELS else ordered
-    )
-    level_of = {}
-    for h in ordered:
-        level_of[h] = next(i for i, e in enumerate(edges) if h.cost_us(msg) <= e.cost_us(msg))
-    return edges, {pair: level_of[h] for pair, h in pairs.items()}
-
-
-def problem_for(
-    request: PlanRequest, spec: ModelSpec, costs: UnitCosts, cluster: Cluster
-) -> Problem:
-    c = request.constraints
-    ids = sorted(cluster.nodes)
-    level_hops, pair_level = hop_levels(cluster, ids)
-
-    def own_level(n: str) -> int:
-        """The slowest level n must use in any ring: its second-best neighbour's."""
-        near = sorted(pair_level[n, o] for o in ids if o != n)
-        return near[min(1, len(near) - 1)] if len(ids) > 2 else (near[0] if near else 0)
-
-    order = sorted(
-        cluster.nodes.values(),
-        key=lambda n: (-cluster.budgets[n.id], -n.bandwidth_gbps, own_level(n.id), n.id),
-    )
-    comm = [
-        [
-            round(allreduce_us(k, h, cluster.message_bytes) * cluster.allreduces_per_token * 1e6)
-            for h in level_hops
-        ]
-        for k in range(1, len(order) + 1)
-    ]
-    return Problem(
-        nodes=[
-            NodeInput(
-                id=n.id,
-                budget=cluster.budgets[n.id],
-                bandwidth_gbps=n.bandwidth_gbps,
-                level=own_level(n.id),
-            )
-            for n in order
-        ],
-        costs=costs,
-        q_per_kv=spec.q_per_kv,
-        overhead_bytes=c.overhead_bytes,
-        comm_ps=comm,
-        pair_level=pair_level,
-        allow_unused=c.allow_unused_nodes,
-        time_limit_s=c.time_limit_s,
-    )
+INVARIANT_TOLERANCE_MS = 1e-5  # decode time vs the solver's objective: integer ps vs floats
 
 
 def summary(spec: ModelSpec, costs: UnitCosts) -> ModelSummary:
@@ -168,8 +59,8 @@ def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
 
 def fluid_used_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
     """The fluid bound over exactly these ranks: what `compute_ms` is measured against."""
-    sharded = sum((costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
-    return (sharded + len(bandwidths) * costs.replicated_read) / sum(bandwidths) / 1e6
+    read = costs.sharded_read + len(bandwidths) * costs.replicated_read
+    return read / sum(bandwidths) / 1e6
 
 
 @dataclass
@@ -181,16 +72,10 @@ class _Candidate:
 
 
 def _candidate(
-    sharding: str,
-    shares: list[NodeShare],
-    request: PlanRequest,
-    spec: ModelSpec,
-    costs: UnitCosts,
-    cluster: Cluster,
+    sharding: str, shares: list[NodeShare], ring: list[str], ctx: PlanningContext
 ) -> _Candidate:
-    c = request.constraints
+    c, spec, costs, cluster = ctx.request.constraints, ctx.spec, ctx.costs, ctx.cluster
     by_id = {s.node_id: s for s in shares}
-    ring = cluster.ring(list(by_id))
     ranks = rank_plans(
         spec, costs, [by_id[n] for n in ring], cluster.nodes, c.headroom, c.overhead_bytes
     )
@@ -228,16 +113,10 @@ def beyond_model_range(
     """Reasons the request's sizes do not fit the CP-SAT model's 64-bit integers (bytes and
     picoseconds), e.g. a bandwidth typed in the wrong unit; empty when they fit."""
     reasons = []
-    held = (
-        costs.replicated_weight
-        + overhead_bytes
-        + sum((costs.weight[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS)
-    )
+    held = costs.replicated_weight + overhead_bytes + costs.sharded_held
     if held > MODEL_RANGE:
         reasons.append(f"the model needs {held / 1e9:.4g} GB: beyond what the planner can model")
-    read = costs.replicated_read + sum(
-        (costs.read[u] + costs.cache[u]) * costs.total_units[u] for u in UNITS
-    )
+    read = costs.replicated_read + costs.sharded_read
     for n in sorted(cluster.nodes.values(), key=lambda n: n.id):
         ps = read * 1e3 / n.bandwidth_gbps
         if not ps <= MODEL_RANGE:
@@ -246,10 +125,12 @@ def beyond_model_range(
                 f"{n.bandwidth_gbps:g} GB/s: beyond what the planner can model "
                 "(bandwidth_gbps is memory GB/s)"
             )
-    k = len(cluster.nodes)
-    for (a, b), hop in sorted(cluster.hops.items()):
-        ps = allreduce_us(k, hop, cluster.message_bytes) * cluster.allreduces_per_token * 1e6
-        if a < b and not ps <= MODEL_RANGE:
+    k, pricing = len(cluster.nodes), cluster.pricing
+    beyond = {h: pricing.exact_ps([h] * k) for h in pricing.distinct}
+    beyond = {h: ps for h, ps in beyond.items() if not ps <= MODEL_RANGE}
+    for (a, b), hop in sorted(pricing.hops.items()) if beyond else []:
+        ps = beyond.get(hop, 0.0)
+        if a < b and ps:
             reasons.append(
                 f"the link between {a} and {b} would take {ps / 1e12:.4g} s of all-reduce a "
                 "token: beyond what the planner can model (link bandwidth_gbps is network Gb/s)"
@@ -259,88 +140,143 @@ def beyond_model_range(
 
 def make_plan(request: PlanRequest) -> Plan:
     started = time.perf_counter()
-    spec = read_config(request.model)
-    c = request.constraints
-    costs = unit_costs(spec, c.context_tokens, c.batch_size, c.kv_cache_bytes_per_element)
-    cluster = Cluster.of(request, spec)
-    plan_id, model = plan_id_for(request), summary(spec, costs)
+    ctx = PlanningContext.of(request)
+    # Sources are keyed by the links as the user wrote them (the page looks them up so).
+    return _Planning(ctx, started, figure_sources(request.topology)).run()
 
-    def infeasible(reasons: list[str], time_limited: bool = False) -> Plan:
+
+class _Planning:
+    """One request's way through planning; each method one step, each returning the plan."""
+
+    def __init__(
+        self, ctx: PlanningContext, started: float, sources: dict[str, FigureSource]
+    ) -> None:
+        self.ctx = ctx
+        self.sources = sources
+        self.c = ctx.request.constraints
+        self.started = started
+        self.model = summary(ctx.spec, ctx.costs)
+
+    def infeasible(self, reasons: list[str], time_limited: bool = False) -> Plan:
         return Plan(
             feasible=False,
             status="infeasible",
-            plan_id=plan_id,
-            model=model,
+            plan_id=self.ctx.plan_id,
+            model=self.model,
             reasons=reasons,
-            solver=_solver_info(started, None, time_limited),
-            sources=figure_sources(request.topology),
+            solver=self._info(None, time_limited),
+            sources=self.sources,
         )
 
-    def feasible(chosen: _Candidate, solution: Solution | None, warnings: list[str]) -> Plan:
-        optimal = solution is None or solution.status == "optimal"
+    def feasible(
+        self,
+        chosen: _Candidate,
+        optimal: bool,
+        time_limited: bool,
+        solution: Solution | None = None,
+        warnings: list[str] | None = None,
+    ) -> Plan:
         return Plan(
             feasible=True,
             status="optimal" if optimal else "feasible",
-            plan_id=plan_id,
-            model=model,
+            plan_id=self.ctx.plan_id,
+            model=self.model,
             sharding="equal" if chosen.sharding == "equal" else "asymmetric",
             ranks=chosen.ranks,
             ring=chosen.ring,
             estimates=chosen.estimates,
-            warnings=warnings,
-            solver=_solver_info(started, solution, bool(solution and solution.time_limited)),
-            sources=figure_sources(request.topology),
+            warnings=warnings or [],
+            solver=self._info(solution, time_limited, chosen.sharding != "equal"),
+            sources=self.sources,
         )
 
-    out_of_range = beyond_model_range(spec, costs, cluster, c.overhead_bytes)
-    if out_of_range:
-        return infeasible(out_of_range)
+    def _info(self, solution: Solution | None, time_limited: bool, own: bool = True) -> SolverInfo:
+        """The solver's figures; its objective only when the plan is the solver's own."""
+        return SolverInfo(
+            wall_ms=round((time.perf_counter() - self.started) * 1e3, 3),
+            objective=_ps_to_ms(solution.objective_ps) if solution and own else None,
+            bound=None if solution is None else _ps_to_ms(solution.bound_ps),
+            time_limited=time_limited,
+            workers=WORKERS,
+            seed=SEED,
+            version=SOLVER_VERSION,
+        )
 
-    # Today's even split over every node, for `equal`, for `auto`, and as a comparison figure.
-    eq_shares, eq_reasons = equal_shares(spec, costs, sorted(cluster.nodes))
-    equal = _candidate("equal", eq_shares, request, spec, costs, cluster) if eq_shares else None
-    if equal is not None and not _fits(equal):
-        eq_reasons = diagnose.equal_overflow(equal.ranks, c.headroom)
-        equal = None
+    def equal(self) -> tuple[_Candidate | None, bool, list[str]]:
+        """Today's even split over every node (and whether its ring is proven cheapest), or
+        the reasons it does not exist or fit."""
+        ctx = self.ctx
+        shares, reasons = equal_shares(ctx.spec, ctx.costs, sorted(ctx.cluster.nodes))
+        if not shares:
+            return None, True, reasons
+        ring, proven = ctx.cluster.best_ring([s.node_id for s in shares], self.seconds_left())
+        candidate = _candidate("equal", shares, ring, ctx)
+        if not _fits(candidate):
+            return None, True, diagnose.equal_overflow(candidate.ranks, self.c.headroom)
+        return candidate, proven, []
 
-    if c.sharding == "equal":
-        return feasible(equal, None, []) if equal is not None else infeasible(eq_reasons)
+    def run(self) -> Plan:
+        ctx = self.ctx
+        out_of_range = beyond_model_range(ctx.spec, ctx.costs, ctx.cluster, self.c.overhead_bytes)
+        if out_of_range:
+            return self.infeasible(out_of_range)
+        equal, ring_proven, eq_reasons = self.equal()
+        if self.c.sharding == "equal":
+            if equal is None:
+                return self.infeasible(eq_reasons)
+            return self.feasible(equal, ring_proven, not ring_proven)
+        solution = solve(replace(ctx.problem(), time_limit_s=self.seconds_left()))
+        if solution.status == "infeasible":
+            if equal is not None and solution.time_limited:
+                return self.feasible(
+                    _with_equal(equal, equal), False, True, solution, [self._limit_warning()]
+                )
+            reasons = diagnose.infeasible(ctx, solution)
+            if self.c.sharding == "auto":
+                reasons += eq_reasons
+            return self.infeasible(reasons, solution.time_limited)
+        return self.chosen(solution, equal)
 
-    solution = solve(problem_for(request, spec, costs, cluster))
-    if solution.status == "infeasible":
-        reasons = diagnose.infeasible(request, spec, costs, cluster, solution)
-        if c.sharding == "auto":
-            reasons += eq_reasons
-        return infeasible(reasons, solution.time_limited)
-    asym = _candidate("asymmetric", solution.shares, request, spec, costs, cluster)
-    warnings = []
-    if solution.time_limited:
-        warnings.append(
-            f"solver stopped at the {c.time_limit_s:g}s time limit: this is the best plan found, "
+    def chosen(self, solution: Solution, equal: _Candidate | None) -> Plan:
+        asym = _candidate("asymmetric", solution.shares, solution.ring, self.ctx)
+        _check_objective(asym, solution)
+        limited = solution.time_limited
+        warnings = [self._limit_warning(solution)] if limited else []
+        chosen = asym
+        if equal is not None:
+            # `auto` prefers the even split when no slower; a time limit gives the best known.
+            no_slower = equal.estimates.decode_ms_per_token <= asym.estimates.decode_ms_per_token
+            if no_slower and (self.c.sharding == "auto" or limited):
+                chosen = equal
+            chosen = _with_equal(chosen, equal)
+        return self.feasible(chosen, solution.status == "optimal", limited, solution, warnings)
+
+    def seconds_left(self) -> float:
+        """The request's time limit covers all of planning, not only the search."""
+        return max(self.c.time_limit_s - (time.perf_counter() - self.started), 0.001)
+
+    def _limit_warning(self, solution: Solution | None = None) -> str:
+        limit = self.c.time_limit_s
+        if solution is None:
+            return f"solver stopped at the {limit:g}s time limit before any split: the equal split"
+        return (
+            f"solver stopped at the {limit:g}s time limit: this is the best plan found, "
             f"within {_gap(solution):.1f}% of the proven bound"
         )
-    chosen = asym
-    if equal is not None:
-        if c.sharding == "auto" and (
-            equal.estimates.decode_ms_per_token <= asym.estimates.decode_ms_per_token
-        ):
-            chosen = equal
-        chosen.estimates = chosen.estimates.model_copy(
-            update={"equal_split_decode_ms": equal.estimates.decode_ms_per_token}
-        )
-    return feasible(chosen, solution if chosen is asym else None, warnings)
 
 
-def _solver_info(started: float, solution: Solution | None, time_limited: bool) -> SolverInfo:
-    return SolverInfo(
-        wall_ms=round((time.perf_counter() - started) * 1e3, 3),
-        objective=None if solution is None else _ps_to_ms(solution.objective_ps),
-        bound=None if solution is None else _ps_to_ms(solution.bound_ps),
-        time_limited=time_limited,
-        workers=WORKERS,
-        seed=SEED,
-        version=SOLVER_VERSION,
-    )
+def _with_equal(chosen: _Candidate, equal: _Candidate) -> _Candidate:
+    update = {"equal_split_decode_ms": equal.estimates.decode_ms_per_token}
+    chosen.estimates = chosen.estimates.model_copy(update=update)
+    return chosen
+
+
+def _check_objective(candidate: _Candidate, solution: Solution) -> None:
+    """The plan's decode time is the objective the solver minimised: one model of cost."""
+    objective = _ps_to_ms(solution.objective_ps)
+    decode = candidate.estimates.decode_ms_per_token
+    if objective is None or abs(decode - objective) > INVARIANT_TOLERANCE_MS + 1e-9 * decode:
+        raise RuntimeError(f"plan decode time {decode} ms differs from the objective {objective}")
 
 
 def _ps_to_ms(ps: int | None) -> float | None:

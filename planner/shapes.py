@@ -1,4 +1,4 @@
-"""Plan shapes: how many nodes, from which pool, over a ring of which level.
+"""Plan shapes: how many nodes, from which pool, over a ring whose dearest hop is of which level.
 
 The solver enumerates shapes in increasing lower bound and gives each a small CP-SAT model;
 see `planner.solver` for the formulation.
@@ -8,12 +8,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import networkx as nx
+
 from planner.problem import NodeInput, Problem, fluid_time_ps, memory_allows, smallest_node
 
 
 @dataclass(frozen=True)
 class Shape:
-    """k used nodes with a ring of level at most `level`, drawn from `pool`."""
+    """k used nodes with a ring whose dearest hop is of `level`, drawn from `pool`."""
 
     k: int
     level: int
@@ -21,37 +23,44 @@ class Shape:
     lower_ps: int
     """Fluid bound on the slowest rank's time: the k fastest of `pool` sharing the bytes."""
     bound_ps: int
-    """`lower_ps` plus the all-reduce for k ranks at `level`: no plan of this shape is faster."""
+    """`lower_ps` plus the cheapest all-reduce of k ranks over a hop of `level`: no plan of
+    this shape is faster."""
+    ring_ps: int | None = None
+    """The all-reduce of every ring of the shape, when all cost the same: every pair of the
+    pool joined within `level` and the hops of `level` all priced alike, the dearest (a ring
+    of cheaper hops only belongs to a lower level and is priced there). No circuit needed."""
+
+
+@dataclass(frozen=True)
+class _Block:
+    """A biconnected block of the hops within a level: what its shapes need, for every k."""
+
+    pool: list[NodeInput]
+    cycle: bool
+    """The block is one cycle: it holds only rings of its own size."""
+    top: set[int]
+    """Distinct hops (`RingPricing.hop_id`) of the level itself inside the block."""
+    within: set[int]
+    """Distinct hops within the level inside the block."""
+    complete: bool
+    """Every pair of the block is joined within the level."""
 
 
 def shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
-    """Every shape worth a model, in increasing lower bound. One node or a pair is a shape of
-    its own (alike ones once); for k ≥ 3 the pool at a level holds the nodes with two
-    neighbours within it, and a level adding no node and no link to the one below only costs
-    more all-reduce and is left out."""
-    levels = len(p.comm_ps[0])
-    out = _single_and_pairshapes(p, able)
-    near = {
-        (n.id, lv): sum(1 for m in able if m is not n and p.pair_level[n.id, m.id] <= lv)
-        for n in able
-        for lv in range(levels)
-    }
-    # Levels at which some link among the able nodes first appears.
-    new_links = {p.pair_level[a.id, b.id] for a in able for b in able if a is not b}
+    """Every shape worth a model, in increasing lower bound. One node is a shape of its own
+    (alike ones once), a pair too (at its own level); for k ≥ 3 each biconnected block of the
+    graph of hops within a level is a pool (a ring lies inside one block; a block that is just
+    a cycle holds only rings of its own size), and the ring must take a hop of that level."""
+    out = _single_and_pair_shapes(p, able)
+    present = sorted({p.pair_level[a.id, b.id] for a in able for b in able if a is not b})
     counts = range(3, len(able) + 1) if p.allow_unused else range(len(able), len(able) + 1)
-    for k in counts:
-        if k <= 2:
-            continue
-        for level in range(levels):
-            pool = [n for n in able if near[n.id, level] >= 2]
-            if level > 0:
-                same_pool = len(pool) == sum(1 for n in able if near[n.id, level - 1] >= 2)
-                cheaper = p.comm_ps[k - 1][level] < p.comm_ps[k - 1][level - 1]
-                if same_pool and level not in new_links and not cheaper:
+    for level in present:
+        for block in _blocks(p, able, level):
+            for k in counts:
+                if k > len(block.pool) or (block.cycle and k != len(block.pool)):
                     continue
-            if len(pool) >= k and memory_allows(p, k, pool):
-                lower = fluid_time_ps(p, k, pool)
-                out.append(Shape(k, level, pool, lower, lower + p.comm_ps[k - 1][level]))
+                if k > 2 and block.top and memory_allows(p, k, block.pool):
+                    out.append(_block_shape(p, k, level, block))
     smallest = smallest_node(p).id
     return sorted(
         out,
@@ -59,10 +68,42 @@ def shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
     )
 
 
-def _single_and_pairshapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
-    """A shape for every node that holds the model alone and every pair that holds it together,
-    the pair at its cheapest level for a two-rank all-reduce; nodes alike in memory and
-    bandwidth give one shape (the one without the smallest node, if any)."""
+def _blocks(p: Problem, able: list[NodeInput], level: int) -> list[_Block]:
+    """The biconnected blocks of 3 nodes or more of the graph of hops within `level`."""
+    g = nx.Graph()
+    g.add_edges_from(
+        (a.id, b.id)
+        for i, a in enumerate(able)
+        for b in able[i + 1 :]
+        if p.pair_level[a.id, b.id] <= level
+    )
+    out = []
+    hop_id = p.ring.hop_id
+    for block in nx.biconnected_components(g):
+        if len(block) < 3:
+            continue
+        edges = list(g.subgraph(block).edges)
+        pool = [n for n in able if n.id in block]
+        top = {hop_id[a, b] for a, b in edges if p.pair_level[a, b] == level}
+        within = {hop_id[a, b] for a, b in edges}
+        complete = len(edges) == len(pool) * (len(pool) - 1) // 2
+        out.append(_Block(pool, len(edges) == len(pool), top, within, complete))
+    return out
+
+
+def _block_shape(p: Problem, k: int, level: int, block: _Block) -> Shape:
+    """k nodes of the block with a ring whose dearest hop is of `level`."""
+    price = p.ring.table(k)
+    cheapest = min(price[h] for h in block.top)
+    dearest = max(price[h] for h in block.within)
+    uniform = cheapest if block.complete and dearest == cheapest else None
+    lower = fluid_time_ps(p, k, block.pool)
+    return Shape(k, level, block.pool, lower, lower + cheapest, uniform)
+
+
+def _single_and_pair_shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
+    """A shape for every node that holds the model alone and every pair that holds it together;
+    nodes alike in memory and bandwidth give one shape (the one without the smallest node)."""
     smallest = smallest_node(p).id
     wanted = [1, 2] if p.allow_unused else [len(able)] if len(able) <= 2 else []
     seen: set[tuple[object, ...]] = set()
@@ -78,14 +119,12 @@ def _single_and_pairshapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
         for group in groups:
             if not memory_allows(p, k, group):
                 continue
-            level = 0
-            if k == 2:
-                own = p.pair_level[group[0].id, group[1].id]
-                cost = p.comm_ps[1]
-                level = min(range(own, len(cost)), key=lambda lv: (cost[lv], lv))
+            ids = [n.id for n in group]
+            level = p.pair_level[ids[0], ids[1]] if k == 2 else 0
+            comm = p.ring.ring_ps(ids)
             key = (
                 k,
-                level,
+                comm,
                 tuple(sorted((n.budget, n.bandwidth_gbps) for n in group)),
                 any(n.id == smallest for n in group),
             )
@@ -93,5 +132,5 @@ def _single_and_pairshapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
                 continue
             seen.add(key)
             lower = fluid_time_ps(p, k, group)
-            out.append(Shape(k, level, group, lower, lower + p.comm_ps[k - 1][level]))
+            out.append(Shape(k, level, group, lower, lower + comm, comm))
     return out

@@ -1,8 +1,8 @@
-"""The cluster as a graph: effective links between any two nodes and a ring order over them.
+"""The cluster as a graph: effective links between any two nodes, and what a ring costs.
 
 Two nodes without a direct link talk over the cheapest path (its latencies add up, its
-slowest hop sets the bandwidth). The ring visits the used nodes so that its slowest hop is as
-fast as possible: RDMA before Thunderbolt before Ethernet, as their latencies say.
+slowest hop sets the bandwidth). Which ring to use is the solver's choice (`planner.ring`);
+what it costs is `ring_allreduce_us`, the one pricing of a ring.
 """
 
 from __future__ import annotations
@@ -10,8 +10,6 @@ from __future__ import annotations
 import heapq
 import itertools
 from dataclasses import dataclass
-
-import networkx as nx
 
 from protocol.schema import Link, Topology
 
@@ -22,7 +20,6 @@ LINK_DEFAULTS: dict[str, tuple[float, float]] = {
     "thunderbolt": (50.0, 40.0),
     "ethernet": (100.0, 10.0),
 }
-EXACT_RING_MAX_NODES = 8  # brute-force the ring below this; 7! orders are cheap
 
 
 @dataclass(frozen=True)
@@ -60,21 +57,15 @@ def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, st
             adj[link.b][link.a] = (hop, cost)
     hops: dict[tuple[str, str], Hop] = {}
     for source in adj:
-        for target, edges in _shortest_paths(adj, source).items():
-            slowest = min(edges, key=lambda h: h.bandwidth_gbps)
-            kind = max(edges, key=lambda h: h.cost_us(message_bytes)).kind
-            hops[(source, target)] = Hop(
-                latency_us=sum(h.latency_us for h in edges),
-                bandwidth_gbps=slowest.bandwidth_gbps,
-                kind=kind,
-            )
+        for target, hop in _shortest_paths(adj, source).items():
+            hops[(source, target)] = hop
     return hops
 
 
-def _shortest_paths(
-    adj: dict[str, dict[str, tuple[Hop, float]]], source: str
-) -> dict[str, list[Hop]]:
-    """The hops along the cheapest path from `source` to every other reachable node."""
+def _shortest_paths(adj: dict[str, dict[str, tuple[Hop, float]]], source: str) -> dict[str, Hop]:
+    """The effective hop along the cheapest path from `source` to every other reachable node:
+    latencies added in path order, the slowest link's bandwidth, the kind of the dearest link
+    (the first one along the path on ties), built along the shortest-path tree."""
     dist: dict[str, float] = {}
     seen = {source: 0.0}
     pred: dict[str, str] = {}
@@ -91,87 +82,46 @@ def _shortest_paths(
                 seen[u] = du
                 heapq.heappush(fringe, (du, next(order), u))
                 pred[u] = v
-    paths: dict[str, list[Hop]] = {}
+    paths: dict[str, Hop] = {}
+    dearest: dict[str, float] = {}
     for v in dist:  # in increasing distance: a node's predecessor comes first
-        if v != source:
-            p = pred[v]
-            paths[v] = [*paths.get(p, []), adj[p][v][0]]
+        if v == source:
+            continue
+        p = pred[v]
+        link, cost = adj[p][v]
+        if p == source:
+            paths[v], dearest[v] = link, cost
+            continue
+        up = paths[p]
+        worse = cost > dearest[p]
+        paths[v] = Hop(
+            latency_us=up.latency_us + link.latency_us,
+            bandwidth_gbps=min(up.bandwidth_gbps, link.bandwidth_gbps),
+            kind=link.kind if worse else up.kind,
+        )
+        dearest[v] = cost if worse else dearest[p]
     return paths
 
 
-def ring_order(
-    node_ids: list[str], hops: dict[tuple[str, str], Hop], message_bytes: int
-) -> list[str]:
-    """A cycle over `node_ids` minimising its slowest hop, then its total; deterministic.
-
-    Up to EXACT_RING_MAX_NODES nodes the answer is exact: the first such cycle in
-    `itertools.permutations` order, found by a depth-first search in that order that drops
-    a branch once its bound (slowest hop so far, total so far plus the cheapest hop for every
-    hop left) cannot beat the best cycle found.
-    """
-    if len(node_ids) <= 2:
-        return list(node_ids)
-    n = len(node_ids)
-    cost = [
-        [hops[(a, b)].cost_us(message_bytes) if a != b else 0.0 for b in node_ids] for a in node_ids
-    ]
-    if n <= EXACT_RING_MAX_NODES:
-        return [node_ids[i] for i in _best_cycle(cost)]
-    g = nx.Graph()
-    for a, b in itertools.combinations(node_ids, 2):
-        g.add_edge(a, b, weight=hops[(a, b)].cost_us(message_bytes))
-    cycle = nx.approximation.traveling_salesman_problem(g, cycle=True, weight="weight")
-    order = list(dict.fromkeys(cycle))
-    start = order.index(node_ids[0])
-    return order[start:] + order[:start]
-
-
-def _best_cycle(cost: list[list[float]]) -> list[int]:
-    """Exact (slowest hop, total) minimum over cycles starting at node 0; ties go to the
-    first in `itertools.permutations` order. Sums add hops in cycle order, as a plain sum
-    of the cycle's hops would, so the comparison is the same to the last bit."""
-    n = len(cost)
-    cheapest = min(cost[a][b] for a in range(n) for b in range(n) if a != b)
-    # Every node still to leave needs one hop out: its cheapest bounds the slowest hop.
-    out_min = [min(cost[a][b] for b in range(n) if b != a) for a in range(n)]
-    best_key = (float("inf"), float("inf"))
-    best: list[int] = []
-    path = [0]
-    left = list(range(1, n))
-
-    def visit(worst: float, total: float) -> None:
-        nonlocal best_key, best
-        here = path[-1]
-        if not left:
-            close = cost[here][0]
-            key = (max(worst, close), total + close)
-            if key < best_key:
-                best_key, best = key, list(path)
-            return
-        bound_worst = max(worst, out_min[here], *(out_min[v] for v in left))
-        bound_total = total
-        for _ in range(len(left) + 1):
-            bound_total += cheapest
-        if (bound_worst, bound_total) >= best_key:
-            return
-        for i, v in enumerate(list(left)):
-            step = cost[here][v]
-            path.append(v)
-            left.pop(i)
-            visit(max(worst, step), total + step)
-            left.insert(i, v)
-            path.pop()
-
-    visit(0.0, 0.0)
-    return best
-
-
 def ring_hops(order: list[str], hops: dict[tuple[str, str], Hop]) -> list[Hop]:
+    """The k hops of a ring over k ≥ 2 nodes in `order` (a pair's ring goes there and back)."""
     if len(order) < 2:
         return []
-    if len(order) == 2:
-        return [hops[(order[0], order[1])]]
     return [hops[(a, b)] for a, b in zip(order, order[1:] + order[:1])]
+
+
+def ring_allreduce_us(hops: list[Hop], message_bytes: int) -> float:
+    """One all-reduce of `message_bytes` over the ring whose hops are `hops` (one per rank).
+
+    This is the only place a ring is priced: the plan, the brute-force tests and the solver
+    all call it. The solver relies on its shape: a ring costs the most that any of its hops
+    would cost in a ring of the same size made of that hop alone, i.e.
+    `ring_allreduce_us(hops) == max(ring_allreduce_us([h] * len(hops)) for h in hops)`,
+    which lets CP-SAT price each arc on its own and take the maximum over the chosen ones;
+    `allreduce_us(k, h)` is that uniform ring's price (the solver's tables call it directly).
+    """
+    k = len(hops)
+    return max((allreduce_us(k, h, message_bytes) for h in hops), default=0.0)
 
 
 def allreduce_us(k: int, hop: Hop, message_bytes: int) -> float:

@@ -94,6 +94,10 @@ class Assignment(_Strict):
     rank_plan: RankPlan | None
     model_path: str
     serve_port: int
+    context_tokens: Annotated[int, Field(ge=1)] = 8192
+    batch_size: Annotated[int, Field(ge=1)] = 1
+    """The plan's KV budget (`Constraints`): rank 0 admits sequences within
+    `context_tokens × batch_size` tokens, none longer than `context_tokens`."""
     signature: str = ""
 
     @property

@@ -54,4 +54,6 @@ def assignment_for(
         rank_plan=mine,
         model_path=spec.model_path,
         serve_port=spec.serve_port,
+        context_tokens=spec.constraints.context_tokens,
+        batch_size=spec.constraints.batch_size,
     )

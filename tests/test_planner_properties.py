@@ -1,5 +1,5 @@
 """Property tests: on small random clusters and models the CP-SAT plan is valid and its
-objective equals the optimum found by brute-force enumeration of every split."""
+objective equals the optimum found by brute-force enumeration of every split and every ring."""
 
 from __future__ import annotations
 
@@ -7,15 +7,19 @@ import itertools
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from planner.context import PlanningContext
 from planner.costs import UNITS, unit_costs
-from planner.plan import Cluster, make_plan, problem_for
+from planner.plan import make_plan
 from planner.problem import Problem, time_coefficient
 from protocol.model_spec import read_config
 from protocol.schema import PlanRequest
 from tests.test_planner import assert_valid
+
+GAP_MS = 2e-6  # the solver's optimality gap (under 1 ns) plus the plan's rounding to 1 ns
 
 
 def compositions(total: int, parts: list[bool]) -> Iterator[tuple[int, ...]]:
@@ -54,17 +58,12 @@ def packs(partials: list[int], groups: int, g: int) -> bool:
     return not partials and groups == 0
 
 
-def ring_level(p: Problem, used: list[str]) -> int:
-    k = len(used)
-    if k < 2:
+def cheapest_ring_ps(p: Problem, used: list[str]) -> int:
+    """Every ring over `used` enumerated (rank 0 fixed) and priced the product's way."""
+    if len(used) < 2:
         return 0
-    need = min(2, k - 1)
-    for level in range(len(p.comm_ps[0])):
-        if all(
-            sum(1 for m in used if m != n and p.pair_level[n, m] <= level) >= need for n in used
-        ):
-            return level
-    return len(p.comm_ps[0]) - 1
+    first, rest = used[0], used[1:]
+    return min(p.ring.ring_ps([first, *order]) for order in itertools.permutations(rest))
 
 
 def brute_force(p: Problem) -> int | None:
@@ -77,8 +76,7 @@ def brute_force(p: Problem) -> int | None:
         if k == 0 or (not p.allow_unused and k < len(ids)):
             continue
         replicate = k > n_kv
-        level = ring_level(p, [i for i, u in zip(ids, used) if u])
-        comm = p.comm_ps[k - 1][level]
+        comm = cheapest_ring_ps(p, [i for i, u in zip(ids, used) if u])
         per_node_attention = [attention_options(n_kv, g, u, replicate) for u in used]
         for attention in itertools.product(*per_node_attention):
             whole = sum(w for w, _ in attention)
@@ -204,9 +202,7 @@ def small_requests(draw: st.DrawFn, count: int | None = None, ring: bool = False
 
 
 def assert_valid_and_optimal(req: PlanRequest) -> None:
-    spec = read_config(req.model)
-    costs = unit_costs(spec, req.constraints.context_tokens)
-    problem = problem_for(req, spec, costs, Cluster.of(req, spec))
+    problem = PlanningContext.of(req).problem()
     optimum = brute_force(problem)
     plan = make_plan(req)
     if optimum is None:
@@ -214,7 +210,9 @@ def assert_valid_and_optimal(req: PlanRequest) -> None:
         return
     assert plan.feasible, plan.reasons
     assert_valid(plan)
-    assert plan.solver.objective == round(optimum / 1e9, 6)
+    assert plan.solver.objective == pytest.approx(optimum / 1e9, abs=GAP_MS)
+    assert plan.estimates is not None
+    assert plan.estimates.decode_ms_per_token == pytest.approx(optimum / 1e9, abs=GAP_MS)
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -1,0 +1,101 @@
+"""Rank 0's `Engine` (`executor/engine_api.py`): the model's tokenizer plus the lockstep group
+driven by the continuous-batching `Scheduler`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict
+from typing import Any
+
+from executor.engine_api import Done, Generation, Sampling
+from executor.lockstep import PREFILL_STEP
+from executor.scheduler import DEFAULT_MAX_QUEUE, Scheduler, SequenceHandle
+
+
+class MlxEngine:
+    def __init__(
+        self,
+        lockstep: Any,
+        tokenizer: Any,
+        model_id: str,
+        context_tokens: int,
+        batch_size: int = 1,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        prefix_cache: bool = True,
+        on_fatal: Any = None,
+        prefill_step: int = PREFILL_STEP,
+    ) -> None:
+        self.tokenizer = tokenizer
+        self.model_id = model_id
+        self.context_tokens = context_tokens
+        # Rank 0 alone decides where a sequence ends: the tokenizer's end-of-turn tokens too.
+        lockstep.eos |= set(getattr(tokenizer, "eos_token_ids", None) or ())
+        self.scheduler = Scheduler(
+            lockstep, context_tokens, batch_size, max_queue, prefix_cache, on_fatal, prefill_step
+        )
+
+    def encode(self, text: str) -> list[int]:
+        out: list[int] = self.tokenizer.encode(text)
+        return out
+
+    def decode(self, tokens: Sequence[int]) -> str:
+        out: str = self.tokenizer.decode(list(tokens))
+        return out
+
+    def chat_tokens(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
+    ) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model has no chat template; use /v1/completions")
+        extra = {"tools": tools} if tools else {}
+        out: list[int] = self.tokenizer.apply_chat_template(
+            messages, add_generation_prompt=True, tokenize=True, **extra
+        )
+        return out
+
+    def submit(self, generation: Generation) -> SequenceHandle:
+        return self.scheduler.submit(generation)
+
+    def ping(self) -> None:
+        self.scheduler.ping()
+
+    # ---- beyond the contract: for /healthz, /metrics and the process's own life ------------
+    @property
+    def broken(self) -> str | None:
+        """Why the group cannot serve (rank 0's /healthz is then not ok), or None."""
+        return self.scheduler.broken
+
+    @property
+    def in_flight(self) -> int:
+        return self.scheduler.in_flight
+
+    def stats(self) -> dict[str, int]:
+        """Prefix-cache counters (hits, misses, cached_tokens, entries, tokens, bytes) and the
+        batch's state, for /metrics."""
+        s = self.scheduler
+        return {
+            **{f"prefix_cache_{k}": v for k, v in asdict(s.index.stats).items()},
+            "running": len(s.running),
+            "waiting": len(s.waiting),
+            "steps": s.steps,
+        }
+
+    def abort(self, reason: str) -> None:
+        self.scheduler.abort(reason)
+
+    def close(self) -> None:
+        self.scheduler.close()
+
+    def generate(
+        self, prompt: list[int], max_tokens: int, temperature: float = 0.0, top_p: float = 1.0
+    ) -> Iterator[int]:
+        """The token stream `executor/openai_server.py` reads until `executor/api/` replaces it.
+        Stopping early cancels the sequence."""
+        handle = self.submit(Generation(prompt, Sampling(max_tokens, temperature, top_p)))
+        try:
+            for event in handle:
+                if isinstance(event, Done):
+                    return
+                yield event.token
+        finally:
+            handle.cancel()
