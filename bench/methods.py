@@ -38,8 +38,9 @@ from planner.equal import equal_shares
 from planner.layout import rank_plans
 from planner.plan import Cluster, make_plan
 from planner.problem import budget_bytes
+from protocol.config_reader import read_config
 from protocol.connectivity import full_mesh
-from protocol.model_spec import ModelSpec, read_config
+from protocol.model_spec import ModelSpec
 from protocol.schema import PlanRequest
 
 CONTEXT = 8192
@@ -121,6 +122,12 @@ FAMILIES = (
     ("dense, Llama-3.1-70B width, bf16", "llama-3.1-70b-bf16.json", 1),
     ("MoE, Qwen3-235B-A22B width, 4-bit", "qwen3-235b-a22b-4bit.json", 1),
     ("hybrid, Qwen3-Next-80B width (2 KV heads), 8-bit", "qwen3-next-80b-a3b-8bit.json", 4),
+    # The models people build Mac clusters for (issue 12), at their published widths.
+    ("MLA MoE, DeepSeek-V3.1 width, 4-bit", "deepseek-v3.1-4bit.json", 2),
+    ("MLA MoE, Kimi-K2 width (64 heads), 4-bit", "kimi-k2-instruct-4bit.json", 2),
+    ("MoE, GLM-4.6 width, 4-bit", "glm-4.6-4bit.json", 2),
+    ("MoE, gpt-oss-120b width, MXFP4 experts", "gpt-oss-120b.json", 2),
+    ("MoE, MiniMax-M2 width, 4-bit", "minimax-m2-4bit.json", 2),
 )
 
 
@@ -257,7 +264,7 @@ def method_exo(req: PlanRequest, spec: ModelSpec, costs: UnitCosts) -> dict[str,
     for n in nodes:
         share = r if n.id == larger.id else 1 - r
         weights = round(costs.replicated_weight + share * costs.sharded_weight)
-        kv = round(share * cache)
+        kv = round(share * cache) + costs.replicated_cache  # MLA's latent cache: whole
         rows.append(_node_row(n.id, budget_bytes(n, c.headroom), weights, kv, c.overhead_bytes))
         read = costs.replicated_read + share * _sharded_read(costs)
         compute = max(compute, read / n.bandwidth_gbps / 1e6)
@@ -305,6 +312,9 @@ def compare(cl: Testbed, model_name: str, config: dict[str, Any]) -> dict[str, A
 def grown(config: dict[str, Any], layers: int) -> dict[str, Any]:
     out = copy.deepcopy(config)
     out["num_hidden_layers"] = layers
+    kinds = out.get("layer_types")
+    if isinstance(kinds, list):  # gpt-oss: keep its sliding/full pattern over the new depth
+        out["layer_types"] = [kinds[i % len(kinds)] for i in range(layers)]
     return out
 
 

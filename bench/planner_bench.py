@@ -31,7 +31,7 @@ from bench.plotting import MODEL_COLORS, new_figure, save
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.plan import make_plan
 from planner.problem import budget_bytes
-from protocol.model_spec import read_config
+from protocol.config_reader import read_config
 from protocol.schema import Plan, PlanRequest
 
 SIZES = (2, 4, 8, 16, 32)

@@ -2,10 +2,16 @@
 
 A rule names the axis a weight is cut along and the index segments this rank keeps:
 
-- `out`:    column-parallel (output rows), e.g. q_proj rows of this rank's heads;
+- `out`:    column-parallel (output rows, axis 0), e.g. q_proj rows of this rank's heads,
+            and per-head stacks such as MLA's `embed_q` or gpt-oss's attention sinks;
 - `in`:     row-parallel (input columns), the layer's output is all-summed across ranks;
-- `expert`: whole experts (axis 0 of the stacked SwitchGLU weights);
-- anything not listed is replicated (embeddings, lm_head, norms, routers).
+- `expert`: whole experts (axis 0 of the stacked SwitchGLU weights and biases);
+- anything not listed is replicated (embeddings, lm_head, norms, routers, MLA's latent
+  projections).
+
+A family is an entry of `FAMILY_RULES`; the planner's side of the same facts is
+`planner.layer_bytes`. Slicing needs nothing else; running the slices needs
+`executor.layer_patch`, which is family-agnostic.
 
 Segments come from the rank's ranges (`Ranges`); a fused matrix such as Qwen3.5's
 `in_proj_qkv` ([q | k | v] sections) or the conv1d channels keeps one segment per section.
@@ -28,35 +34,24 @@ Segments = list[tuple[int, int]]
 
 @dataclass(frozen=True)
 class Ranges:
-    """A rank's half-open ranges in model units (heads, FFN columns, experts)."""
+    """A rank's half-open ranges in model units, named as in its `RankPlan`."""
 
-    q: Range
-    kv: Range
+    q_heads: Range
+    kv_heads: Range
     ffn: Range
-    expert: Range
-    lin_k: Range
-    lin_v: Range
+    experts: Range
+    linear_k_heads: Range
+    linear_v_heads: Range
 
     @classmethod
     def of(cls, r: RankPlan) -> Ranges:
         return cls(
-            q=r.q_heads,
-            kv=r.kv_heads,
+            q_heads=r.q_heads,
+            kv_heads=r.kv_heads,
             ffn=r.ffn,
-            expert=r.experts or (0, 0),
-            lin_k=r.linear_k_heads or (0, 0),
-            lin_v=r.linear_v_heads or (0, 0),
-        )
-
-    @classmethod
-    def whole(cls, s: ModelSpec) -> Ranges:
-        return cls(
-            q=(0, s.q_heads),
-            kv=(0, s.kv_heads),
-            ffn=(0, s.ffn_dim),
-            expert=(0, s.experts),
-            lin_k=(0, s.lin_k_heads if s.lin_layers else 0),
-            lin_v=(0, s.lin_v_heads if s.lin_layers else 0),
+            experts=r.experts or (0, 0),
+            linear_k_heads=r.linear_k_heads or (0, 0),
+            linear_v_heads=r.linear_v_heads or (0, 0),
         )
 
 
@@ -81,13 +76,19 @@ def per(unit: str, width: Callable[[ModelSpec], int]) -> SegmentFn:
 def qkv_sections(s: ModelSpec, r: Ranges) -> Segments:
     """[q | k | v] sections of Gated DeltaNet's fused projection and conv1d channels."""
     dk, dv, nk = s.lin_k_dim, s.lin_v_dim, s.lin_k_heads
-    (k0, k1), (v0, v1) = r.lin_k, r.lin_v
+    (k0, k1), (v0, v1) = r.linear_k_heads, r.linear_v_heads
     key = nk * dk
     return [
         (k0 * dk, k1 * dk),
         (key + k0 * dk, key + k1 * dk),
         (2 * key + v0 * dv, 2 * key + v1 * dv),
     ]
+
+
+def shared_columns(s: ModelSpec, r: Ranges) -> Segments:
+    """The shared expert's columns: the `ffn` range's blocks, each `shared_block` wide."""
+    a, b = r.ffn
+    return [(a // s.ffn_block * s.shared_block, b // s.ffn_block * s.shared_block)]
 
 
 def _one(_: ModelSpec) -> int:
@@ -100,7 +101,11 @@ def _head(s: ModelSpec) -> int:
 
 def _q_rows(s: ModelSpec) -> int:
     # Qwen3-Next/3.5 q_proj emits [queries | output gate] per head, head by head.
-    return s.head_dim * (2 if s.q_gated else 1)
+    return s.q_head_rows
+
+
+def _o_cols(s: ModelSpec) -> int:
+    return s.o_head_cols
 
 
 def _lin_v(s: ModelSpec) -> int:
@@ -116,66 +121,103 @@ def _ba_rows(s: ModelSpec) -> int:
     return 2 * s.v_per_k
 
 
-ATTENTION: dict[str, tuple[Axis, SegmentFn]] = {
-    "self_attn.q_proj": ("out", per("q", _q_rows)),
-    "self_attn.k_proj": ("out", per("kv", _head)),
-    "self_attn.v_proj": ("out", per("kv", _head)),
-    "self_attn.o_proj": ("in", per("q", _head)),
+Rules = dict[str, tuple[Axis, SegmentFn]]
+
+ATTENTION: Rules = {
+    "self_attn.q_proj": ("out", per("q_heads", _q_rows)),
+    "self_attn.k_proj": ("out", per("kv_heads", _head)),
+    "self_attn.v_proj": ("out", per("kv_heads", _head)),
+    "self_attn.o_proj": ("in", per("q_heads", _head)),
 }
-DENSE_MLP: dict[str, tuple[Axis, SegmentFn]] = {
+SINKS: Rules = {"self_attn.sinks": ("out", per("q_heads", _one))}
+# MiniMax normalises q and k over all heads at once: each rank holds its heads' weights.
+FULL_WIDTH_QK_NORM: Rules = {
+    "self_attn.q_norm": ("out", per("q_heads", _head)),
+    "self_attn.k_norm": ("out", per("kv_heads", _head)),
+}
+# Multi-head latent attention: the latent projections (q_a_proj, kv_a_proj_with_mqa and their
+# norms) are replicated; each head's slice of q_b_proj and of kv_b_proj's absorbed halves
+# (embed_q, unembed_out: one matrix per head, stacked on axis 0) follows its query head.
+MLA: Rules = {
+    "self_attn.q_proj": ("out", per("q_heads", _q_rows)),
+    "self_attn.q_b_proj": ("out", per("q_heads", _q_rows)),
+    "self_attn.embed_q": ("out", per("q_heads", _one)),
+    "self_attn.unembed_out": ("out", per("q_heads", _one)),
+    "self_attn.o_proj": ("in", per("q_heads", _o_cols)),
+}
+DENSE_MLP: Rules = {
     "mlp.gate_proj": ("out", per("ffn", _one)),
     "mlp.up_proj": ("out", per("ffn", _one)),
     "mlp.down_proj": ("in", per("ffn", _one)),
 }
-EXPERTS: dict[str, tuple[Axis, SegmentFn]] = {
-    "mlp.switch_mlp.gate_proj": ("expert", per("expert", _one)),
-    "mlp.switch_mlp.up_proj": ("expert", per("expert", _one)),
-    "mlp.switch_mlp.down_proj": ("expert", per("expert", _one)),
-}
-SHARED_EXPERT: dict[str, tuple[Axis, SegmentFn]] = {
-    "mlp.shared_expert.gate_proj": ("out", per("ffn", _one)),
-    "mlp.shared_expert.up_proj": ("out", per("ffn", _one)),
-    "mlp.shared_expert.down_proj": ("in", per("ffn", _one)),
-}
-GATED_DELTANET_COMMON: dict[str, tuple[Axis, SegmentFn]] = {
+
+
+def experts(path: str) -> Rules:
+    """Whole experts of a SwitchGLU at `path` (its weights, and biases where it has them)."""
+    return {f"{path}.{m}": ("expert", per("experts", _one)) for m in GLU}
+
+
+def shared_expert(path: str) -> Rules:
+    return {
+        f"{path}.gate_proj": ("out", shared_columns),
+        f"{path}.up_proj": ("out", shared_columns),
+        f"{path}.down_proj": ("in", shared_columns),
+    }
+
+
+GLU = ("gate_proj", "up_proj", "down_proj")
+GATED_DELTANET_COMMON: Rules = {
     "linear_attn.conv1d": ("out", qkv_sections),
-    "linear_attn.dt_bias": ("out", per("lin_v", _one)),
-    "linear_attn.A_log": ("out", per("lin_v", _one)),
-    "linear_attn.out_proj": ("in", per("lin_v", _lin_v)),
+    "linear_attn.dt_bias": ("out", per("linear_v_heads", _one)),
+    "linear_attn.A_log": ("out", per("linear_v_heads", _one)),
+    "linear_attn.out_proj": ("in", per("linear_v_heads", _lin_v)),
 }
-QWEN3_NEXT_DELTANET: dict[str, tuple[Axis, SegmentFn]] = {
-    "linear_attn.in_proj_qkvz": ("out", per("lin_k", _qkvz_rows)),
-    "linear_attn.in_proj_ba": ("out", per("lin_k", _ba_rows)),
+QWEN3_NEXT_DELTANET: Rules = {
+    "linear_attn.in_proj_qkvz": ("out", per("linear_k_heads", _qkvz_rows)),
+    "linear_attn.in_proj_ba": ("out", per("linear_k_heads", _ba_rows)),
     **GATED_DELTANET_COMMON,
 }
-QWEN3_5_DELTANET: dict[str, tuple[Axis, SegmentFn]] = {
+QWEN3_5_DELTANET: Rules = {
     "linear_attn.in_proj_qkv": ("out", qkv_sections),
-    "linear_attn.in_proj_z": ("out", per("lin_v", _lin_v)),
-    "linear_attn.in_proj_b": ("out", per("lin_v", _one)),
-    "linear_attn.in_proj_a": ("out", per("lin_v", _one)),
+    "linear_attn.in_proj_z": ("out", per("linear_v_heads", _lin_v)),
+    "linear_attn.in_proj_b": ("out", per("linear_v_heads", _one)),
+    "linear_attn.in_proj_a": ("out", per("linear_v_heads", _one)),
     **GATED_DELTANET_COMMON,
 }
 
 _DENSE = {**ATTENTION, **DENSE_MLP}
-_MOE = {**ATTENTION, **DENSE_MLP, **EXPERTS}
-FAMILY_RULES: dict[str, dict[str, tuple[Axis, SegmentFn]]] = {
+_MOE = {**_DENSE, **experts("mlp.switch_mlp")}
+_QWEN_HYBRID = {**_MOE, **shared_expert("mlp.shared_expert")}
+_DEEPSEEK_MOE = {**DENSE_MLP, **experts("mlp.switch_mlp"), **shared_expert("mlp.shared_experts")}
+FAMILY_RULES: dict[str, Rules] = {
     "llama": _DENSE,
     "qwen3": _DENSE,
     "qwen3_moe": _MOE,
-    "qwen3_next": {**_MOE, **SHARED_EXPERT, **QWEN3_NEXT_DELTANET},
-    "qwen3_5": {**_MOE, **SHARED_EXPERT, **QWEN3_5_DELTANET},
-    "qwen3_5_moe": {**_MOE, **SHARED_EXPERT, **QWEN3_5_DELTANET},
+    "qwen3_next": {**_QWEN_HYBRID, **QWEN3_NEXT_DELTANET},
+    "qwen3_5": {**_QWEN_HYBRID, **QWEN3_5_DELTANET},
+    "qwen3_5_moe": {**_QWEN_HYBRID, **QWEN3_5_DELTANET},
+    "deepseek_v3": {**MLA, **_DEEPSEEK_MOE},
+    "glm4_moe": {**ATTENTION, **_DEEPSEEK_MOE},
+    "gpt_oss": {**ATTENTION, **SINKS, **experts("mlp.experts")},
+    "minimax": {**ATTENTION, **FULL_WIDTH_QK_NORM, **experts("block_sparse_moe.switch_mlp")},
+    "mixtral": {**ATTENTION, **experts("block_sparse_moe.switch_mlp")},
+    "ministral3": _DENSE,
 }
 
 # Module attributes that carry the local sizes after slicing, per kind of module.
-ATTENTION_HEAD_ATTRS = (("n_heads", "num_attention_heads"), ("n_kv_heads", "num_key_value_heads"))
+ATTENTION_HEAD_ATTRS = (
+    ("n_heads", "num_attention_heads", "num_heads"),
+    ("n_kv_heads", "num_key_value_heads"),
+)
 
 # mlx-lm prefixes of the decoder layers.
 LAYER_PREFIXES = ("model.layers.", "language_model.model.layers.")
 
 
-def rules_for(model_type: str) -> dict[str, tuple[Axis, SegmentFn]]:
-    return FAMILY_RULES[model_type]
+def rules_for(spec: ModelSpec) -> Rules:
+    """The family's table: by model class, so aliases (kimi_k2, mistral) share their class's."""
+    rules = FAMILY_RULES.get(spec.model_type) or FAMILY_RULES[spec.family]
+    return rules
 
 
 def split_layer_name(name: str) -> tuple[int | None, str, str]:

@@ -20,9 +20,12 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import _get_classes
 
+from executor.checkpoint_forms import absorbed_sources, read_absorbed
 from executor.families import Ranges, split_layer_name
-from executor.shard import patch_layer, slice_weights
-from protocol.model_spec import ModelSpec, Quant, read_config
+from executor.layer_patch import patch_layer
+from executor.shard import slice_weights
+from protocol.config_reader import read_config
+from protocol.model_spec import ModelSpec
 from protocol.schema import RankPlan
 
 Progress = Callable[[int, int], None]
@@ -70,22 +73,15 @@ def weight_files(model_dir: Path) -> dict[str, Path]:
     return {name: f for f in files for name in read_header(f)}
 
 
-def quant_overrides(config: dict[str, Any]) -> dict[str, Quant]:
-    block = config.get("quantization") or {}
-    return {
-        k: Quant(bits=v["bits"], group_size=v["group_size"])
-        for k, v in block.items()
-        if isinstance(v, dict)
-    }
-
-
 def skeleton(config: dict[str, Any], names: set[str]) -> nn.Module:
     """mlx-lm's model for `config`, quantized where the checkpoint is (as mlx_lm.load does)."""
     model_cls, args_cls = _get_classes(config)
     model: nn.Module = model_cls(args_cls.from_dict(config))
     quant = config.get("quantization")
     if quant:
-        overrides = {k: v for k, v in quant.items() if isinstance(v, dict)}
+        # As mlx_lm.load: a module's own entry (settings, or false) wins; else the default
+        # wherever the checkpoint holds scales.
+        overrides = {k: v for k, v in quant.items() if isinstance(v, dict | bool)}
 
         def predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
             if path in overrides:
@@ -93,7 +89,11 @@ def skeleton(config: dict[str, Any], names: set[str]) -> nn.Module:
             return hasattr(module, "to_quantized") and f"{path}.scales" in names
 
         nn.quantize(
-            model, group_size=quant["group_size"], bits=quant["bits"], class_predicate=predicate
+            model,
+            group_size=quant["group_size"],
+            bits=quant["bits"],
+            mode=quant.get("mode", "affine"),
+            class_predicate=predicate,
         )
     return model
 
@@ -116,16 +116,16 @@ def load_shard(
     except ValueError as e:
         raise LoadError(f"{model_dir / 'config.json'}: {e}") from None
     files = weight_files(model_dir)
-    model = skeleton(config, set(files))
+    absorbed = absorbed_sources(files)
+    model = skeleton(config, set(files) | set(absorbed))
     expected = dict(tree_flatten(model.parameters()))
-    missing = sorted(set(expected) - set(files))
+    missing = sorted(set(expected) - set(files) - set(absorbed))
     if missing:
         raise LoadError(
             f"{model_dir}: the checkpoint lacks {len(missing)} tensors, e.g. {missing[0]}"
         )
 
     ranges = Ranges.of(rank_plan) if rank_plan is not None else None
-    overrides = quant_overrides(config)
     by_layer: dict[int | None, list[str]] = defaultdict(list)
     for name in expected:
         by_layer[split_layer_name(name)[0]].append(name)
@@ -133,16 +133,11 @@ def load_shard(
     steps = [None, *range(len(layers))]
     for done, layer_index in enumerate(steps, start=1):
         names = by_layer.get(layer_index, [])
-        loaded = _read(names, files)
+        loaded = _read([n for n in names if n in files], files)
+        if made := [n for n in names if n not in files]:
+            loaded.update(read_absorbed(model, made, absorbed, files, _read))
         if ranges is not None:
-            loaded = slice_weights(
-                loaded,
-                config["model_type"],
-                spec,
-                ranges,
-                overrides,
-                rank_plan.rank if rank_plan else 0,
-            )
+            loaded = slice_weights(loaded, spec, ranges, rank_plan.rank if rank_plan else 0)
         for name in names:
             mx.eval(loaded[name])  # one tensor at a time: its full buffer is freed after the copy
         model.update(tree_unflatten(list(loaded.items())))

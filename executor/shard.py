@@ -1,27 +1,12 @@
-"""Cut tensors to a rank's ranges and patch mlx-lm modules to run on their slices.
-
-Column-parallel layers keep output rows; row-parallel layers keep input columns and their
-block's output is all-summed (`AllSum`); MoE blocks keep whole experts (`ExpertParallelMoE`).
-A rank with an empty range for a block contributes zeros (`Zeros`) but still takes part in
-the all-sum, so every rank steps in lockstep.
-"""
+"""Cut tensors to a rank's ranges: column-parallel layers keep output rows, row-parallel
+layers keep input columns (quantized ones on group bounds), MoE blocks keep whole experts.
+`executor.layer_patch` then points mlx-lm's modules at the slices."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import mlx.core as mx
-import mlx.nn as nn
 
-from executor.families import (
-    ATTENTION_HEAD_ATTRS,
-    Axis,
-    Ranges,
-    Segments,
-    rules_for,
-    size,
-    split_layer_name,
-)
+from executor.families import Axis, Ranges, Segments, rules_for, split_layer_name
 from protocol.model_spec import ModelSpec, Quant
 
 PARAM_LEAVES = ("weight", "scales", "biases", "bias")
@@ -70,48 +55,24 @@ def slice_param(
     quant: Quant | None,
     keep_row_parallel_bias: bool,
 ) -> mx.array:
-    if axis == "expert":
-        return _take(array, 0, segments)
-    if axis == "out":
+    if axis in ("expert", "out"):
         return _take(array, 0, segments)
     # Row-parallel: cut input columns; the bias is added after the all-sum, so once.
     if leaf == "bias":
         return array if keep_row_parallel_bias else mx.zeros_like(array)
-    if (
-        quant is None
-        or leaf not in ("weight", "scales", "biases")
-        or array.dtype
-        not in (
-            mx.uint32,
-            mx.float16,
-            mx.bfloat16,
-            mx.float32,
-        )
-    ):
-        return _take(array, array.ndim - 1, segments)
-    if leaf == "weight" and array.dtype == mx.uint32:
-        return _take(array, array.ndim - 1, _scale(segments, quant.bits, 32, name))
-    if leaf in ("scales", "biases"):
-        return _take(array, array.ndim - 1, _scale(segments, 1, quant.group_size, name))
-    return _take(array, array.ndim - 1, segments)
-
-
-def quant_for(
-    spec_quant: Quant | None, overrides: dict[str, Quant], module_path: str
-) -> Quant | None:
-    return overrides.get(module_path, spec_quant)
+    last = array.ndim - 1
+    if quant is not None and leaf == "weight" and array.dtype == mx.uint32:
+        return _take(array, last, _scale(segments, quant.bits, 32, name))
+    if quant is not None and leaf in ("scales", "biases"):
+        return _take(array, last, _scale(segments, 1, quant.group_size, name))
+    return _take(array, last, segments)
 
 
 def slice_weights(
-    weights: dict[str, mx.array],
-    model_type: str,
-    spec: ModelSpec,
-    ranges: Ranges,
-    overrides: dict[str, Quant],
-    rank: int,
+    weights: dict[str, mx.array], spec: ModelSpec, ranges: Ranges, rank: int
 ) -> dict[str, mx.array]:
     """This rank's slice of each named tensor (replicated ones unchanged)."""
-    rules = rules_for(model_type)
+    rules = rules_for(spec)
     out = {}
     for name, array in weights.items():
         _, module, leaf = split_layer_name(name)
@@ -121,129 +82,7 @@ def slice_weights(
             out[name] = array
             continue
         axis, segments_fn = rule
+        quant = spec.quant_at(name.rpartition(".")[0])
         segments = segments_fn(spec, ranges)
-        full_module = name.rpartition(".")[0]
-        quant = quant_for(spec.quant, overrides, full_module)
         out[name] = slice_param(name, leaf_kind, array, axis, segments, quant, rank == 0)
     return out
-
-
-# ---- module patches ---------------------------------------------------------------------
-
-
-class AllSum(nn.Module):
-    """Runs a block on this rank's slice and sums the partial outputs over the group."""
-
-    def __init__(self, inner: nn.Module, group: Any) -> None:
-        super().__init__()
-        self.inner = inner
-        self.group = group
-
-    def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
-        return mx.distributed.all_sum(self.inner(x, *args, **kwargs), group=self.group)
-
-
-class Zeros(nn.Module):
-    """A block this rank holds nothing of: a zero partial output, caches kept in step."""
-
-    def __init__(self, hidden: int, group: Any, linear: bool = False) -> None:
-        super().__init__()
-        self.hidden = hidden
-        self.group = group
-        self.linear = linear
-
-    def __call__(self, x: mx.array, mask: Any = None, cache: Any = None) -> mx.array:
-        b, length = x.shape[0], x.shape[1]
-        if cache is not None:
-            if self.linear:
-                cache.advance(length)
-            else:
-                # Zero KV heads: the cache only advances its offset, which the masks read.
-                empty = mx.zeros((b, 0, length, 1), dtype=x.dtype)
-                cache.update_and_fetch(empty, empty)
-        return mx.distributed.all_sum(
-            mx.zeros((b, length, self.hidden), dtype=x.dtype), group=self.group
-        )
-
-
-class ExpertParallelMoE(nn.Module):
-    """A Qwen3 MoE block holding experts [first, first + local): the router sees all experts,
-    each rank computes only the routed picks that are its own, then one all-sum."""
-
-    def __init__(self, block: nn.Module, first: int, local: int, group: Any, shared: bool) -> None:
-        super().__init__()
-        self.gate = block.gate
-        self.switch_mlp = block.switch_mlp
-        if shared:
-            self.shared_expert = block.shared_expert
-            self.shared_expert_gate = block.shared_expert_gate
-        self.has_shared = shared
-        self.top_k = block.top_k
-        self.norm_topk_prob = block.norm_topk_prob
-        self.first = first
-        self.local = local
-        self.group = group
-
-    def __call__(self, x: mx.array) -> mx.array:
-        # The routing below mirrors mlx-lm's Qwen3 MoE blocks operation for operation.
-        gates = mx.softmax(self.gate(x), axis=-1, precise=True)
-        k = self.top_k
-        inds = mx.stop_gradient(mx.argpartition(gates, kth=-k, axis=-1)[..., -k:])
-        scores = mx.take_along_axis(gates, inds, axis=-1)
-        if self.norm_topk_prob:
-            scores = scores / mx.sum(scores, axis=-1, keepdims=True)
-        if self.local:
-            mine = (inds >= self.first) & (inds < self.first + self.local)
-            local_inds = mx.clip(inds - self.first, 0, self.local - 1)
-            y = self.switch_mlp(x, local_inds)
-            weights = mx.where(mine, scores, mx.zeros_like(scores))
-            y = (y * weights[..., None]).sum(axis=-2).astype(y.dtype)
-        else:
-            y = mx.zeros_like(x)
-        if self.has_shared:
-            shared = self.shared_expert(x)
-            y = y + mx.sigmoid(self.shared_expert_gate(x)) * shared
-        return mx.distributed.all_sum(y, group=self.group)
-
-
-def set_attention_heads(attn: nn.Module, q: int, kv: int) -> None:
-    for names, value in zip(ATTENTION_HEAD_ATTRS, (q, kv)):
-        for n in names:
-            if hasattr(attn, n):
-                setattr(attn, n, value)
-
-
-def set_deltanet_heads(la: nn.Module, spec: ModelSpec, ranges: Ranges) -> None:
-    nk, nv = size(ranges.lin_k), size(ranges.lin_v)
-    la.num_k_heads = nk
-    la.num_v_heads = nv
-    la.key_dim = nk * spec.lin_k_dim
-    la.value_dim = nv * spec.lin_v_dim
-    la.conv_dim = 2 * la.key_dim + la.value_dim
-    la.conv1d.groups = la.conv_dim
-
-
-def patch_layer(layer: nn.Module, spec: ModelSpec, ranges: Ranges, group: Any) -> None:
-    """Point a decoder layer's blocks at their local sizes and add the all-sums."""
-    hidden = spec.hidden
-    if getattr(layer, "is_linear", False):
-        if size(ranges.lin_k):
-            set_deltanet_heads(layer.linear_attn, spec, ranges)
-            layer.linear_attn = AllSum(layer.linear_attn, group)
-        else:
-            layer.linear_attn = Zeros(hidden, group, linear=True)
-    elif size(ranges.q):
-        set_attention_heads(layer.self_attn, size(ranges.q), size(ranges.kv))
-        layer.self_attn = AllSum(layer.self_attn, group)
-    else:
-        layer.self_attn = Zeros(hidden, group)
-
-    mlp = layer.mlp
-    if hasattr(mlp, "switch_mlp"):
-        # The shared expert's columns are this rank's `ffn` range, which may be empty.
-        shared = hasattr(mlp, "shared_expert") and size(ranges.ffn) > 0
-        layer.mlp = ExpertParallelMoE(mlp, ranges.expert[0], size(ranges.expert), group, shared)
-    elif size(ranges.ffn):
-        layer.mlp = AllSum(mlp, group)
-    else:
-        layer.mlp = Zeros(hidden, group)

@@ -15,11 +15,31 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import mlx.nn as nn
 
-FAMILIES = ("llama", "qwen3", "qwen3_moe", "qwen3_next", "qwen3_5_moe")
-QUANTIZATIONS: dict[str, dict[str, int] | None] = {
+FAMILIES = (
+    "llama",
+    "qwen3",
+    "qwen3_moe",
+    "qwen3_next",
+    "qwen3_5_moe",
+    "deepseek_v3",
+    "glm4_moe",
+    "gpt_oss",
+    "minimax",
+    "mixtral",
+    "ministral3",
+)
+QUANTIZATIONS: dict[str, dict[str, Any] | None] = {
     "none": None,
     "4bit": {"bits": 4, "group_size": 64},
     "8bit": {"bits": 8, "group_size": 32},
+    "mxfp4": {"bits": 4, "group_size": 32, "mode": "mxfp4"},
+    # 4-bit layers beside 8-bit embeddings and output head, as mlx-lm's mixed recipes write
+    "mixed": {"bits": 4, "group_size": 64},
+}
+# Modules a quantization keeps at other settings (a per-module override in config.json).
+MIXED_OVERRIDES = {
+    "embed_tokens": {"bits": 8, "group_size": 64},
+    "lm_head": {"bits": 8, "group_size": 64},
 }
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
@@ -65,16 +85,92 @@ _HYBRID: dict[str, Any] = {
     "full_attention_interval": 2,
     "partial_rotary_factor": 0.25,
 }
+_MLA_MOE: dict[str, Any] = {
+    # DeepSeek-V3: MLA, one dense first layer, routed experts in 2 groups, 4 shared experts
+    "num_attention_heads": 8,
+    "num_key_value_heads": 8,
+    "q_lora_rank": 64,
+    "kv_lora_rank": 64,
+    "qk_nope_head_dim": 64,
+    "qk_rope_head_dim": 32,
+    "v_head_dim": 64,
+    "intermediate_size": 256,
+    "moe_intermediate_size": 64,
+    "n_routed_experts": 8,
+    "n_shared_experts": 4,
+    "num_experts_per_tok": 2,
+    "n_group": 2,
+    "topk_group": 1,
+    "routed_scaling_factor": 2.5,
+    "norm_topk_prob": True,
+    "first_k_dense_replace": 1,
+    "moe_layer_freq": 1,
+    "topk_method": "noaux_tc",
+    "scoring_func": "sigmoid",
+}
+_GLM4_MOE: dict[str, Any] = {
+    "intermediate_size": 256,
+    "moe_intermediate_size": 64,
+    "n_routed_experts": 8,
+    "n_shared_experts": 4,
+    "num_experts_per_tok": 2,
+    "n_group": 1,
+    "topk_group": 1,
+    "routed_scaling_factor": 2.5,
+    "norm_topk_prob": True,
+    "first_k_dense_replace": 1,
+    "use_qk_norm": True,
+    "attention_bias": True,
+    "partial_rotary_factor": 0.5,
+    "rope_scaling": None,
+}
+_LOCAL_EXPERTS: dict[str, Any] = {
+    "num_local_experts": 8,
+    "num_experts_per_tok": 2,
+    "intermediate_size": 64,
+}
+_FAMILY_EXTRAS: dict[str, dict[str, Any]] = {
+    "qwen3_moe": _MOE,
+    "qwen3_next": _HYBRID,
+    "qwen3_5_moe": _HYBRID,
+    "deepseek_v3": _MLA_MOE,
+    "glm4_moe": _GLM4_MOE,
+    # gpt-oss: a window shorter than the test prompts, so the rotating cache wraps
+    "gpt_oss": {**_LOCAL_EXPERTS, "sliding_window": 16, "rope_scaling": None},
+    "minimax": {
+        **_LOCAL_EXPERTS,
+        "shared_intermediate_size": 0,
+        "rotary_dim": 32,
+        "use_qk_norm": True,
+        "scoring_func": "sigmoid",
+    },
+    # Mixtral's head_dim is hidden / heads: 64 here, a whole quantization group
+    "ministral3": {
+        "layer_types": ["sliding_attention", "full_attention"],
+        "sliding_window": 16,
+        "rope_parameters": {
+            "rope_theta": 10000.0,
+            "rope_type": "default",
+            "llama_4_scaling_beta": 0.1,
+            "original_max_position_embeddings": 4096,
+        },
+    },
+    "mixtral": {
+        **_LOCAL_EXPERTS,
+        "hidden_size": 256,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    },
+}
 
 
 def config_for(family: str, dtype: str = "float32", **overrides: Any) -> dict[str, Any]:
     if family not in FAMILIES:
         raise ValueError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
     cfg: dict[str, Any] = {**_BASE, "model_type": family, "torch_dtype": dtype}
-    if family == "qwen3_moe":
-        cfg.update(_MOE)
-    if family in ("qwen3_next", "qwen3_5_moe"):
-        cfg.update(_HYBRID)
+    cfg.update(_FAMILY_EXTRAS.get(family, {}))
+    if family not in ("llama", "qwen3", "qwen3_moe", "qwen3_next", "qwen3_5_moe"):
+        cfg["num_hidden_layers"] = 2  # the new families' tests: one dense and one MoE layer
     cfg.update(overrides)
     if family == "qwen3_5_moe":
         text = {**cfg, "model_type": "qwen3_5_moe_text"}
@@ -85,6 +181,37 @@ def config_for(family: str, dtype: str = "float32", **overrides: Any) -> dict[st
             "tie_word_embeddings": cfg["tie_word_embeddings"],
         }
     return cfg
+
+
+def quantize_like_convert(
+    model: nn.Module, q: dict[str, Any], overrides: dict[str, dict[str, int]]
+) -> dict[str, Any]:
+    """Quantize `model` in place as `mlx_lm.convert` does (the model's own quant_predicate,
+    e.g. 8-bit routers, plus `overrides` by module name) and return the config block."""
+    import mlx.nn as nn
+
+    block: dict[str, Any] = dict(q)
+    predicate = getattr(model, "quant_predicate", None)
+
+    def class_predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
+        if not hasattr(module, "to_quantized") or module.weight.shape[-1] % q["group_size"]:
+            return False
+        chosen = predicate(path, module) if predicate else True
+        own = overrides.get(path.rpartition(".")[2])
+        if own is not None and chosen is not False:
+            chosen = own
+        if isinstance(chosen, dict):
+            block[path] = chosen
+        return chosen
+
+    nn.quantize(
+        model,
+        group_size=q["group_size"],
+        bits=q["bits"],
+        mode=q.get("mode", "affine"),
+        class_predicate=class_predicate,
+    )
+    return block
 
 
 def _corpus(seed: int) -> list[str]:
@@ -177,7 +304,6 @@ def build_model(
     # mlx is imported here, not at the top: `asymtp`'s argument parser reads this module's
     # tables, and the planner-only commands (and the planner's container) have no mlx.
     import mlx.core as mx
-    import mlx.nn as nn
     from mlx.utils import tree_flatten
     from mlx_lm.utils import _get_classes
 
@@ -200,21 +326,9 @@ def build_model(
         model.set_dtype(getattr(mx, dtype))
     q = QUANTIZATIONS[quant]
     if q is not None:
-        block: dict[str, Any] = dict(q)
-        predicate = getattr(model, "quant_predicate", None)
-
-        def class_predicate(path: str, module: nn.Module) -> bool | dict[str, Any]:
-            if not hasattr(module, "to_quantized") or module.weight.shape[-1] % q["group_size"]:
-                return False
-            chosen = predicate(path, module) if predicate else True
-            if isinstance(chosen, dict):
-                block[path] = chosen
-            return chosen
-
-        nn.quantize(
-            model, group_size=q["group_size"], bits=q["bits"], class_predicate=class_predicate
+        cfg["quantization"] = quantize_like_convert(
+            model, q, MIXED_OVERRIDES if quant == "mixed" else {}
         )
-        cfg["quantization"] = block
     weights = dict(tree_flatten(model.parameters()))
     mx.eval(weights)
     mx.save_safetensors(str(out / "model.safetensors"), weights, metadata={"format": "mlx"})

@@ -12,7 +12,8 @@ from importlib.metadata import version
 from planner.costs import UnitCosts, unit_costs
 from planner.problem import Cluster, Problem, problem_for
 from planner.solver import FORMULATION
-from protocol.model_spec import ModelSpec, read_config
+from protocol.config_reader import read_config
+from protocol.model_spec import ModelSpec
 from protocol.schema import PlanRequest
 from protocol.version import __version__
 

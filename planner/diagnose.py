@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from planner.context import PlanningContext
-from planner.costs import UNITS, Unit, unit_costs
+from planner.costs import UNITS, Unit, UnitCosts, unit_costs
 from planner.problem import Solution
 from planner.solver import solve
 from protocol.model_spec import KV_CACHE_STEP
@@ -48,16 +48,21 @@ def infeasible(ctx: PlanningContext, solution: Solution) -> list[str]:
             f"no plan found within the {c.time_limit_s:g}s time limit; "
             "raise constraints.time_limit_s or simplify the topology"
         ]
-    fixed = costs.replicated_weight + c.overhead_bytes
+    fixed = costs.replicated_held + c.overhead_bytes
     budgets = cluster.budgets
     reasons: list[str] = []
     able = {n: b for n, b in budgets.items() if b >= fixed}
+    latent = ""
+    if costs.replicated_cache:
+        latent = f" + {gb(costs.replicated_cache)} latent KV cache for {c.context_tokens} tokens"
     for n in sorted(set(budgets) - set(able)):
         reasons.append(
             f"node {n} offers {gb(budgets[n])} after {_pct(c.headroom)}, less than what every "
-            f"rank holds whole ({gb(costs.replicated_weight)} of embeddings, norms and routers "
-            f"+ {gb(c.overhead_bytes)} runtime overhead)"
+            f"rank holds whole ({gb(costs.replicated_weight)} of embeddings, norms and routers"
+            f"{latent} + {gb(c.overhead_bytes)} runtime overhead)"
         )
+    if costs.replicated_cache:
+        reasons.append(replicated_cache_reason(costs, c.context_tokens))
     sharded = costs.sharded_held
     cache = costs.cache_of(costs.total_units)
     k = max(len(able), 1)
@@ -87,6 +92,14 @@ def infeasible(ctx: PlanningContext, solution: Solution) -> list[str]:
     elif largest is None:
         reasons.append("it does not fit even with a minimal context")
     return reasons
+
+
+def replicated_cache_reason(costs: UnitCosts, tokens: int) -> str:
+    return (
+        f"the latent KV cache of multi-head latent attention ({gb(costs.replicated_cache)} for "
+        f"{tokens} tokens) is held whole by every rank: more ranks do not shrink it, a shorter "
+        "context does"
+    )
 
 
 def largest_context(ctx: PlanningContext) -> int | None:

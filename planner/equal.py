@@ -41,10 +41,11 @@ def equal_shares(
     ffn_each = 0
     if spec.ffn_dim:
         cols = divides(spec.ffn_dim, "FFN columns")
-        if cols and cols % spec.ffn_block:
+        if cols and ffn_blocks % n:
+            # A block is whole quantization groups of the dense MLP and the shared expert.
             reasons.append(
-                f"equal split: {cols} FFN columns a rank are not a multiple of the "
-                f"quantization group ({spec.ffn_block})"
+                f"equal split: {cols} FFN columns a rank are not whole blocks of "
+                f"{spec.ffn_block} (quantization groups of every FFN the range covers)"
             )
         ffn_each = ffn_blocks // n if not reasons else 0
     experts_each = divides(spec.experts, "experts") if spec.experts else 0

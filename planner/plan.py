@@ -113,7 +113,7 @@ def beyond_model_range(
     """Reasons the request's sizes do not fit the CP-SAT model's 64-bit integers (bytes and
     picoseconds), e.g. a bandwidth typed in the wrong unit; empty when they fit."""
     reasons = []
-    held = costs.replicated_weight + overhead_bytes + costs.sharded_held
+    held = costs.replicated_held + overhead_bytes + costs.sharded_held
     if held > MODEL_RANGE:
         reasons.append(f"the model needs {held / 1e9:.4g} GB: beyond what the planner can model")
     read = costs.replicated_read + costs.sharded_read

@@ -89,7 +89,7 @@ def budget_bytes(node: Node, headroom: float) -> int:
 
 
 def fixed_bytes(p: Problem) -> int:
-    return p.costs.replicated_weight + p.overhead_bytes
+    return p.costs.replicated_held + p.overhead_bytes
 
 
 def able_nodes(p: Problem) -> list[NodeInput]:

@@ -25,9 +25,9 @@ from pydantic import (
     model_validator,
 )
 
+from protocol.config_reader import read_config
 from protocol.connectivity import components
 from protocol.measurements import FigureSource, InterfaceKind, Measurements, ThunderboltPort
-from protocol.model_spec import ModelSpec
 
 GB = 10**9
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -207,7 +207,7 @@ class PlanRequest(_Strict):
     @field_validator("model")
     @classmethod
     def _model_readable(cls, v: dict[str, Any]) -> dict[str, Any]:
-        ModelSpec.from_config(v)
+        read_config(v)
         return v
 
 

@@ -87,3 +87,41 @@ def test_two_kv_heads_on_three_ranks_copies_a_kv_head(models: Path) -> None:
     print(*report.lines(), sep="\n")
     assert report.max_logit_diff <= 1e-4
     assert report.greedy_equal == 20
+
+
+# The families people build Mac clusters for (2-layer models: one dense and one MoE layer;
+# 8 query heads, so the 3-rank splits cut a head count 3 does not divide). Fewer, shorter
+# greedy runs than above: each case is one ring group.
+FAMILY_CASES = [
+    (family, quant, shares)
+    for family, quant4 in [
+        ("deepseek_v3", "4bit"),
+        ("glm4_moe", "4bit"),
+        ("gpt_oss", "mxfp4"),
+        ("minimax", "4bit"),
+    ]
+    for quant, shares in [
+        ("none", [0.5, 0.3, 0.2]),
+        (quant4, [0.7, 0.3]),
+        ("none", [0.4, 0.3, 0.2, 0.1]),
+    ]
+] + [("mixtral", "8bit", [0.5, 0.3, 0.2]), ("ministral3", "4bit", [0.5, 0.3, 0.2])]
+
+
+@pytest.mark.parametrize(
+    ("family", "quant", "shares"),
+    FAMILY_CASES,
+    ids=[f"{f}-{q}-{len(s)}ranks" for f, q, s in FAMILY_CASES],
+)
+def test_new_family_sharded_equals_unsharded(
+    models: Path, family: str, quant: str, shares: list[float]
+) -> None:
+    model_dir = models / f"{family}-{quant}"
+    if not (model_dir / "config.json").exists():
+        build_model(model_dir, family, quant)
+    plan = plan_for_split(read_json(model_dir / "config.json"), shares)
+    assert len(plan.ranks) == len(shares)
+    report = check(model_dir, plan, n_logit_prompts=2, n_greedy=6, max_tokens=16)
+    print([(r.q_heads, r.kv_heads, r.ffn, r.experts) for r in plan.ranks], *report.lines())
+    assert report.max_logit_diff <= TOLERANCE["float32"]
+    assert report.greedy_equal == report.greedy_total == 6

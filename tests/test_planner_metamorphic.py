@@ -25,7 +25,7 @@ from planner.costs import SHARDED, Unit, unit_costs
 from planner.greedy import KV_GROUP
 from planner.plan import make_plan
 from planner.problem import NodeInput, Problem, fixed_bytes, memory_allows, time_coefficient
-from protocol.model_spec import read_config
+from protocol.config_reader import read_config
 from protocol.schema import Plan, PlanRequest
 
 GAP_MS = 2e-6  # the solver's optimality gap (under 1 ns) plus the plan's rounding to 1 ns

@@ -15,7 +15,7 @@ from planner.context import PlanningContext
 from planner.costs import UNITS, unit_costs
 from planner.plan import make_plan
 from planner.problem import Problem, time_coefficient
-from protocol.model_spec import read_config
+from protocol.config_reader import read_config
 from protocol.schema import PlanRequest
 from tests.test_planner import assert_valid
 
