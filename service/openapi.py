@@ -11,14 +11,13 @@ from fastapi import FastAPI
 from service.settings import Settings
 
 DEPLOYMENT = "/deployments/{name}"
-# link name -> (path, method, parameters from the PUT that published the deployment)
+# link name -> (path, method, parameters from the PUT that published the deployment). The
+# measurement routes are left out: they answer about a name's agents, which exist before and
+# after its deployment (so a DELETE does not make them 404).
 LINKS: dict[str, tuple[str, str, dict[str, str]]] = {
     "GetDeployment": (DEPLOYMENT, "get", {"name": "$request.path.name"}),
     "DeleteDeployment": (DEPLOYMENT, "delete", {"name": "$request.path.name"}),
     "GetTopology": (f"{DEPLOYMENT}/topology", "get", {"name": "$request.path.name"}),
-    "GetPeers": (f"{DEPLOYMENT}/peers", "get", {"name": "$request.path.name"}),
-    "GetDoctor": (f"{DEPLOYMENT}/doctor", "get", {"name": "$request.path.name"}),
-    "Measure": (f"{DEPLOYMENT}/measure", "post", {"name": "$request.path.name"}),
     "GetAssignment": (
         f"{DEPLOYMENT}/assignments/{{node_id}}",
         "get",
