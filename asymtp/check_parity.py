@@ -20,7 +20,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", help="comma-separated shares, e.g. 0.5,0.3,0.2 (default: equal)")
     p.add_argument("--prompts", type=int, default=20, help="greedy prompts to compare")
     p.add_argument("--max-tokens", type=int, default=32)
-    p.add_argument("--tolerance", type=float, default=1e-4, help="max logit difference allowed")
+    p.add_argument(
+        "--rtol",
+        type=float,
+        help="allowed logit difference relative to the largest |logit| (default by dtype: "
+        "1e-5 float32, 2e-2 float16, 5e-2 bfloat16)",
+    )
+    p.add_argument(
+        "--atol", type=float, help="absolute floor added to it (default 1e-5 float32, else 1e-3)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -36,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
         return bad_input(f"--model {args.model}: no config.json there")
 
     from executor.loader import LoadError, read_json
-    from executor.parity import check
+    from executor.parity import Tolerance, check
     from planner.splits import plan_for_split
 
     total = sum(fractions)
@@ -50,9 +58,14 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_MISMATCH
     for line in report.lines():
         print(line)
-    # Identical continuations, or divergence only at near-ties the tolerance allows (bf16).
-    ok = report.max_logit_diff <= args.tolerance and report.greedy_worst_pick <= args.tolerance
+    default = report.tolerance
+    tol = Tolerance(
+        default.relative if args.rtol is None else args.rtol,
+        default.absolute if args.atol is None else args.atol,
+    )
+    ok = report.passes(tol)
     print(
-        f"parity: {'OK' if ok else 'MISMATCH'} (tolerance {args.tolerance:g}, {report.seconds:.1f}s)"
+        f"parity: {'OK' if ok else 'MISMATCH'} (allowed {tol.bound(report.logit_scale):.3g} = "
+        f"{tol.relative:g} × {report.logit_scale:.3g} + {tol.absolute:g}; {report.seconds:.1f}s)"
     )
     return EXIT_OK if ok else EXIT_MISMATCH

@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-test-model": ("executor.cli:make_model", "write a small random model to a directory"),
     "agent": ("executor.cli:agent", "run this node's agent: follow a deployment, serve its rank"),
     "topology": ("executor.cli:topology", "print a topology file built from what agents report"),
+    "import-gguf": ("executor.gguf_import", "convert a GGUF file to an mlx-lm model directory"),
     "doctor": ("asymtp.doctor", "check what an RDMA mesh needs (RDMA, cables, OS), with fixes"),
 }
 

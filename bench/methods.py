@@ -33,6 +33,7 @@ from typing import Any
 from bench import Section, figure_file, write_section
 from bench.cases import deploy_topology, gb, model_config, request
 from bench.plotting import METHOD_COLORS, new_figure, save
+from planner.calibration import read_ms
 from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.equal import equal_shares
 from planner.layout import rank_plans
@@ -267,10 +268,12 @@ def method_exo(req: PlanRequest, spec: ModelSpec, costs: UnitCosts) -> dict[str,
         kv = round(share * cache) + costs.replicated_cache  # MLA's latent cache: whole
         rows.append(_node_row(n.id, budget_bytes(n, c.headroom), weights, kv, c.overhead_bytes))
         read = costs.replicated_read + share * _sharded_read(costs)
-        compute = max(compute, read / n.bandwidth_gbps / 1e6)
+        compute = max(compute, read_ms(read, n.bandwidth_gbps))
     fits = all(x["fits"] for x in rows)
     cluster = Cluster.of(req, spec)
-    decode = compute + cluster.allreduce_ms(cluster.ring([n.id for n in nodes]))
+    decode = (
+        compute + cluster.fixed_us / 1e3 + cluster.allreduce_ms(cluster.ring([n.id for n in nodes]))
+    )
     if not fits:
         over = [x for x in rows if not x["fits"]]
         why += "; " + "; ".join(

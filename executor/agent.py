@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -68,30 +69,22 @@ class AgentConfig:
     jaccl_devices: Path | None = None
     join_timeout_s: float = 60.0
     python: str = sys.executable
+    hf_cache: bool = False
+    """Also look up `ORG/NAME` models in the user's Hugging Face cache (never downloads)."""
     measure_port: int | None = None
     """The measurement responder's port (0: a free one); None: this agent does not measure."""
 
 
-def _inside(root: Path, path: Path) -> bool:
-    return path == root or root in path.parents
+def resolve_model(models_dir: Path, model_path: str, hf_cache: bool = False) -> Path:
+    """The model directory, which must lie under `models_dir` (or the Hugging Face cache when
+    allowed); names such as `ORG/NAME@REV` are looked up in the cache layout. ValueError naming
+    the cause, whatever is wrong with the path (a name too long for the file system included)."""
+    from executor.model_paths import resolve
 
-
-def resolve_model(models_dir: Path, model_path: str) -> Path:
-    """The model directory, which must lie under `models_dir` with its config.json (symlinks
-    resolved); ValueError naming the cause, whatever is wrong with the path."""
-    root = models_dir.resolve()
     try:
-        path = (root / model_path).resolve()
-        config = (path / "config.json").resolve()
-        if not _inside(root, path):
-            raise ValueError(f"model path {model_path!r} leaves the models directory {root}")
-        if not config.is_file():
-            raise ValueError(f"model directory {path} has no config.json")
+        return resolve(models_dir, model_path, hf_cache).path
     except OSError as e:
         raise ValueError(f"model path {model_path[:80]!r}: {e.strerror or e}") from None
-    if not _inside(root, config):
-        raise ValueError(f"{path}/config.json links out of the models directory {root}")
-    return path
 
 
 class Agent:
@@ -211,7 +204,7 @@ class Agent:
     def _start_rank(self, a: Assignment) -> None:
         assert a.rank is not None and a.rank_plan is not None
         try:
-            model_dir = resolve_model(self.cfg.models_dir, a.model_path)
+            model_dir = resolve_model(self.cfg.models_dir, a.model_path, self.cfg.hf_cache)
         except ValueError as e:
             self.refuse(a, str(e))
             return
@@ -382,6 +375,8 @@ class Agent:
         if self.measuring is not None:
             self.measuring.stop()
         self.client.close()
+        # Assignments and ring hostfiles live only as long as the agent.
+        shutil.rmtree(self.workdir, ignore_errors=True)
         return 0
 
 

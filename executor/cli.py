@@ -55,6 +55,12 @@ def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--jaccl-devices", type=Path, help="JACCL device matrix for RDMA plans")
     p.add_argument("--join-timeout", type=float, default=60.0, help="seconds to form the group")
     p.add_argument(
+        "--hf-cache",
+        action="store_true",
+        help="also find ORG/NAME models in the Hugging Face cache ($HF_HUB_CACHE, $HF_HOME/hub "
+        "or ~/.cache/huggingface/hub); nothing is downloaded",
+    )
+    p.add_argument(
         "--measure-port",
         type=int,
         default=DEFAULT_MEASURE_PORT,
@@ -133,6 +139,7 @@ def run_agent(args: argparse.Namespace) -> int:
         serve_host=args.serve_host,
         jaccl_devices=args.jaccl_devices,
         join_timeout_s=args.join_timeout,
+        hf_cache=args.hf_cache,
         measure_port=None if args.no_measure else args.measure_port,
     )
     return Agent(cfg).run()

@@ -73,6 +73,38 @@ def weight_files(model_dir: Path) -> dict[str, Path]:
     return {name: f for f in files for name in read_header(f)}
 
 
+def eos_token_ids(model_dir: Path) -> list[int]:
+    """The ids that end a generation, found as mlx-lm finds them: `eos_token_id` from
+    `generation_config.json` over `config.json` (chat models keep their end-of-turn token
+    there), plus the tokenizer's own `eos_token`."""
+    from mlx_lm.utils import load_config
+
+    try:
+        value = load_config(model_dir).get("eos_token_id")
+    except (OSError, json.JSONDecodeError) as e:
+        raise LoadError(f"{model_dir / 'config.json'}: {e}") from None
+    ids = {value} if isinstance(value, int) else set(value or [])
+    token = _tokenizer_eos(model_dir)
+    if token is not None:
+        ids.add(token)
+    return sorted(ids)
+
+
+def _tokenizer_eos(model_dir: Path) -> int | None:
+    config_file, vocab_file = model_dir / "tokenizer_config.json", model_dir / "tokenizer.json"
+    if not (config_file.is_file() and vocab_file.is_file()):
+        return None
+    name = read_json(config_file).get("eos_token")
+    if isinstance(name, dict):  # an AddedToken as transformers saves it
+        name = name.get("content")
+    if not isinstance(name, str):
+        return None
+    tokenizer = read_json(vocab_file)
+    added = {t.get("content"): t.get("id") for t in tokenizer.get("added_tokens", [])}
+    found = added.get(name, tokenizer.get("model", {}).get("vocab", {}).get(name))
+    return found if isinstance(found, int) else None
+
+
 def skeleton(config: dict[str, Any], names: set[str]) -> nn.Module:
     """mlx-lm's model for `config`, quantized where the checkpoint is (as mlx_lm.load does)."""
     model_cls, args_cls = _get_classes(config)

@@ -34,6 +34,29 @@ def _greedy(ref: Lockstep, prompt: list[int], steps: int) -> list[int]:
 
 
 @dataclass(frozen=True)
+class Tolerance:
+    """Allowed |sharded logit - unsharded logit|: `relative` × the largest |logit| the
+    unsharded model produced, plus an `absolute` floor. Real logits reach tens, and a sum
+    split over ranks rounds differently, so an absolute bound alone fails correct shards; a
+    wrong KV-head mapping or a missing all-sum moves logits by a sizeable fraction of their
+    scale and still fails."""
+
+    relative: float
+    absolute: float
+
+    def bound(self, scale: float) -> float:
+        return self.relative * scale + self.absolute
+
+
+TOLERANCES = {
+    "float32": Tolerance(relative=1e-5, absolute=1e-5),
+    # 8 (bf16) or 11 (fp16) mantissa bits: each rounding moves a logit by ~1e-3 of its size.
+    "float16": Tolerance(relative=2e-2, absolute=1e-3),
+    "bfloat16": Tolerance(relative=5e-2, absolute=1e-3),
+}
+
+
+@dataclass(frozen=True)
 class ParityReport:
     ranks: int
     max_logit_diff: float
@@ -44,16 +67,32 @@ class ParityReport:
     its own best choice given the same prefix (0 when every pick is also its argmax)."""
     plan: Plan
     seconds: float
+    logit_scale: float = 0.0
+    """The largest |logit| of the unsharded model over the compared prompts."""
+    dtype: str = "float32"
+    """The logits' dtype (the model's activation dtype)."""
 
     @property
     def all_equal(self) -> bool:
         return self.greedy_equal == self.greedy_total
 
+    @property
+    def tolerance(self) -> Tolerance:
+        return TOLERANCES.get(self.dtype, TOLERANCES["bfloat16"])
+
+    def passes(self, tolerance: Tolerance | None = None) -> bool:
+        """Logits within the tolerance, and greedy continuations identical or diverging only
+        at a near-tie the tolerance allows."""
+        bound = (tolerance or self.tolerance).bound(self.logit_scale)
+        return self.max_logit_diff <= bound and self.greedy_worst_pick <= bound
+
     def lines(self) -> list[str]:
         shares = ", ".join(f"{r.share * 100:.0f}%" for r in self.plan.ranks)
         return [
             f"ranks: {self.ranks} (weight shares {shares})",
-            f"max |logit - unsharded logit|: {self.max_logit_diff:.3g}",
+            f"max |logit - unsharded logit|: {self.max_logit_diff:.3g} absolute, "
+            f"{self.max_logit_diff / max(self.logit_scale, 1e-30):.3g} of the largest "
+            f"|logit| ({self.logit_scale:.3g}, {self.dtype})",
             f"greedy continuations identical: {self.greedy_equal}/{self.greedy_total}",
             f"worst greedy pick vs the unsharded argmax: {self.greedy_worst_pick:.3g} below",
         ]
@@ -156,6 +195,7 @@ def check(
     n_greedy: int = 20,
     max_tokens: int = 32,
     seed: int = 0,
+    prefixes: list[list[str]] | None = None,
 ) -> ParityReport:
     started = time.monotonic()
     config = read_json(model_dir / "config.json")
@@ -168,7 +208,7 @@ def check(
         "max_tokens": max_tokens,
     }
     with tempfile.TemporaryDirectory(prefix="asymtp-parity-") as tmp:
-        out = run_group(model_dir, plan, job, Path(tmp))
+        out = run_group(model_dir, plan, job, Path(tmp), prefixes=prefixes)
         loaded = mx.load(str(out / "logits.safetensors")) if logit_prompts else {}
         assert isinstance(loaded, dict)
         got_logits = {k: mx.array(v) for k, v in loaded.items()}
@@ -178,12 +218,14 @@ def check(
     model, _, _ = load_shard(model_dir)
     eos = config.get("eos_token_id")
     ref = Lockstep(model, None, [eos] if isinstance(eos, int) else [])
-    diff = 0.0
+    diff, scale, dtype = 0.0, 0.0, "float32"
     for i, p in enumerate(logit_prompts):
-        delta = mx.abs(
-            got_logits[f"logits_{i}"].astype(mx.float32) - ref.logits(p).astype(mx.float32)
-        )
+        want = ref.logits(p)
+        dtype = str(want.dtype).rpartition(".")[2]
+        want = want.astype(mx.float32)
+        delta = mx.abs(got_logits[f"logits_{i}"].astype(mx.float32) - want)
         diff = max(diff, cast(float, delta.max().item()))
+        scale = max(scale, cast(float, mx.abs(want).max().item()))
     # The reference decodes each prompt on its own, through the serving path.
     expected = [_greedy(ref, p, max_tokens) for p in greedy_prompts]
     equal = sum(got == want for got, want in zip(got_tokens, expected))
@@ -191,5 +233,13 @@ def check(
         (_worst_pick(model, p, got) for p, got in zip(greedy_prompts, got_tokens)), default=0.0
     )
     return ParityReport(
-        len(plan.ranks), diff, equal, len(greedy_prompts), worst, plan, time.monotonic() - started
+        len(plan.ranks),
+        diff,
+        equal,
+        len(greedy_prompts),
+        worst,
+        plan,
+        time.monotonic() - started,
+        scale,
+        dtype,
     )

@@ -238,12 +238,13 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
     """(role, rank plan, model id) from an assignment or a plan file."""
+    from executor.model_paths import served_name
     from protocol.schema import Plan
 
     if args.assignment is not None:
         a = Assignment.model_validate_json(args.assignment.read_text())
         role = role_from_assignment(a, args.workdir, args.serve_host, args.jaccl_devices)
-        return role, a.rank_plan, Path(a.model_path).name
+        return role, a.rank_plan, served_name(a.model_path)
     plan = Plan.model_validate_json(args.plan.read_text())
     rank_plan = next((r for r in plan.ranks if r.rank == args.rank), None)
     if rank_plan is None:
@@ -285,16 +286,15 @@ class Started:
 def start(args: argparse.Namespace) -> Started | None:
     """Load this rank's slice, join the group and arm the watchdog (None: failed, said so)."""
     from executor.group import GroupSpec, JoinError, LivenessPort, Watchdog, describe_loss, join
-    from executor.loader import LoadError, load_shard
+    from executor.loader import LoadError, eos_token_ids, load_shard
     from executor.lockstep import Lockstep
 
     try:
         role, rank_plan, model_id = _role(args)
         heartbeat = LivenessPort.for_rank(role.peers, role.rank) if role.peers else None
         model: Any
-        model, config, _ = load_shard(
-            args.model, rank_plan, progress=lambda d, t: emit(Progress(d, t))
-        )
+        eos_ids = eos_token_ids(args.model)
+        model, _, _ = load_shard(args.model, rank_plan, progress=lambda d, t: emit(Progress(d, t)))
         if args.delay_per_token > 0:
             model = SlowModel(model, args.delay_per_token)
         emit(Loaded())
@@ -318,8 +318,6 @@ def start(args: argparse.Namespace) -> Started | None:
             time.sleep(ABORT_GRACE_S)  # let open responses carry the error to their clients
         os._exit(EXIT_FAILED)
 
-    eos = config.get("eos_token_id")
-    eos_ids = eos if isinstance(eos, list) else [eos] if eos is not None else []
     watchdog = Watchdog(on_stall, role.peers, role.rank, describe, heartbeat)
     lockstep = Lockstep(model, group, eos_ids, watchdog, args.step_timeout)
     return Started(role, lockstep, model_id, describe)

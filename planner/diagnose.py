@@ -15,7 +15,11 @@ CONTEXT_SEARCH_TIME_S = 1.0
 
 
 def gb(n: float) -> str:
-    return f"{n / 1e9:.1f} GB"
+    """A byte count in the unit that fits it: GB for machines, MB for scaled-down demos."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if abs(n) >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} B"
 
 
 def _pct(headroom: float) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from planner.costs import SHARDED, Unit
-from planner.problem import NodeInput, Problem, fixed_bytes, time_coefficient
+from planner.problem import NodeInput, Problem, base_time_ps, fixed_bytes, time_coefficient
 
 KV_GROUP = "kv_group"  # G query heads with their KV head: attention's whole unit
 GREEDY_MOVES = 200  # improving moves in the greedy split, at most
@@ -55,7 +55,7 @@ def greedy_split(p: Problem, nodes: list[NodeInput]) -> GreedySplit | None:
     s = _State(
         steps=[{u: step(u, n.bandwidth_gbps) for u in kinds} for n in nodes],
         size=size,
-        t=[time_coefficient(c.replicated_read, n.bandwidth_gbps) for n in nodes],
+        t=[base_time_ps(p, n.bandwidth_gbps) for n in nodes],
         room=[n.budget - fixed_bytes(p) for n in nodes],
         x=[dict.fromkeys([KV_GROUP, *SHARDED], 0) for _ in nodes],
     )

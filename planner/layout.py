@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from planner.calibration import fixed_us, read_ms
 from planner.costs import Unit, UnitCosts
 from planner.problem import NodeShare, budget_bytes
 from protocol.model_spec import ModelSpec
@@ -81,7 +82,11 @@ def rank_plans(
                     total=weights + cache + overhead,
                 ),
                 budget_bytes=budget_bytes(node, headroom),
-                decode_ms=round(costs.read_of(counts[rank]) / node.bandwidth_gbps / 1e6, 6),
+                decode_ms=round(
+                    read_ms(costs.read_of(counts[rank]), node.bandwidth_gbps)
+                    + fixed_us(spec.num_layers) / 1e3,
+                    6,
+                ),
             )
         )
     return plans

@@ -13,6 +13,7 @@ from planner.problem import (
     NodeInput,
     NodeShare,
     Problem,
+    base_time_ps,
     first_rank,
     fixed_bytes,
     smallest_node,
@@ -192,7 +193,7 @@ class SplitModel:
         horizon = 0
         for node in self.nodes:
             n, bw = node.id, node.bandwidth_gbps
-            rho = time_coefficient(c.replicated_read, bw)
+            rho = base_time_ps(self.p, bw)
             tau = {u: time_coefficient(c.per_token(u), bw) for u in UNITS}
             self.t[n] = rho * self.used[n] + sum(tau[u] * self.x[n, u] for u in UNITS)
             horizon = max(horizon, rho + sum(tau[u] * self.totals[u] for u in UNITS))

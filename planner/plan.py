@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass, replace
 
 from planner import diagnose
+from planner.calibration import effective_bandwidth_gbps
 from planner.context import SOLVER_VERSION, Cluster, PlanningContext, plan_id_for
 from planner.costs import UnitCosts
 from planner.equal import equal_shares
@@ -50,17 +51,17 @@ def summary(spec: ModelSpec, costs: UnitCosts) -> ModelSummary:
     )
 
 
-def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
+def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float], fixed_ms: float = 0.0) -> float:
     """Best case ignoring memory, granularity and the network: k ranks each read the
     replicated bytes, and the sharded bytes spread over their bandwidth in proportion."""
     fastest = sorted(bandwidths, reverse=True)
-    return min(fluid_used_ms(costs, fastest[:k]) for k in range(1, len(fastest) + 1))
+    return min(fluid_used_ms(costs, fastest[:k], fixed_ms) for k in range(1, len(fastest) + 1))
 
 
-def fluid_used_ms(costs: UnitCosts, bandwidths: list[float]) -> float:
+def fluid_used_ms(costs: UnitCosts, bandwidths: list[float], fixed_ms: float = 0.0) -> float:
     """The fluid bound over exactly these ranks: what `compute_ms` is measured against."""
     read = costs.sharded_read + len(bandwidths) * costs.replicated_read
-    return read / sum(bandwidths) / 1e6
+    return read / effective_bandwidth_gbps(sum(bandwidths)) / 1e6 + fixed_ms
 
 
 @dataclass
@@ -94,10 +95,18 @@ def _candidate(
             compute_ms=round(compute, 6),
             allreduce_ms=round(comm, 6),
             fluid_bound_ms=round(
-                fluid_bound_ms(costs, [n.bandwidth_gbps for n in cluster.nodes.values()]), 6
+                fluid_bound_ms(
+                    costs,
+                    [n.bandwidth_gbps for n in cluster.nodes.values()],
+                    cluster.fixed_us / 1e3,
+                ),
+                6,
             ),
             fluid_bound_used_ms=round(
-                fluid_used_ms(costs, [cluster.nodes[n].bandwidth_gbps for n in ring]), 6
+                fluid_used_ms(
+                    costs, [cluster.nodes[n].bandwidth_gbps for n in ring], cluster.fixed_us / 1e3
+                ),
+                6,
             ),
         ),
     )
@@ -118,7 +127,7 @@ def beyond_model_range(
         reasons.append(f"the model needs {held / 1e9:.4g} GB: beyond what the planner can model")
     read = costs.replicated_read + costs.sharded_read
     for n in sorted(cluster.nodes.values(), key=lambda n: n.id):
-        ps = read * 1e3 / n.bandwidth_gbps
+        ps = read * 1e3 / effective_bandwidth_gbps(n.bandwidth_gbps)
         if not ps <= MODEL_RANGE:
             reasons.append(
                 f"node {n.id}: one decode token would take {ps / 1e12:.4g} s at "

@@ -12,9 +12,11 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from planner.calibration import effective_bandwidth_gbps, fixed_us, peak_bandwidth_gbps
 from planner.costs import SHARDED, Unit, UnitCosts
 from planner.ring import RingPricing, best_ring
 from planner.topology import Hop, effective_hops
+from protocol.measurements import FigureSource
 from protocol.model_spec import ModelSpec
 from protocol.schema import Node, PlanRequest
 
@@ -41,6 +43,8 @@ class Problem:
     pair_level: dict[tuple[str, str], int]
     """Hop level between two nodes (both orders), levels ascending in cost."""
     levels: int
+    fixed_ps: int = 0
+    """Per token, every used rank alike whatever its share (`planner.calibration.fixed_us`)."""
     allow_unused: bool = True
     time_limit_s: float = 10.0
     feasibility_only: bool = False
@@ -79,8 +83,14 @@ class Solution:
 
 
 def time_coefficient(bytes_per_token: float, bandwidth_gbps: float) -> int:
-    """Picoseconds to read `bytes_per_token` at `bandwidth_gbps` GB/s (rounded up)."""
-    return math.ceil(bytes_per_token * PS_PER_NS / bandwidth_gbps)
+    """Picoseconds to read `bytes_per_token` on a node of peak bandwidth `bandwidth_gbps` GB/s, at
+    the share of it decode achieves (`planner.calibration`; rounded up)."""
+    return math.ceil(bytes_per_token * PS_PER_NS / effective_bandwidth_gbps(bandwidth_gbps))
+
+
+def base_time_ps(p: Problem, bandwidth_gbps: float) -> int:
+    """What a used rank pays whatever its share: the replicated reads and the fixed time."""
+    return time_coefficient(p.costs.replicated_read, bandwidth_gbps) + p.fixed_ps
 
 
 def budget_bytes(node: Node, headroom: float) -> int:
@@ -101,9 +111,11 @@ def fluid_time_ps(p: Problem, k: int, nodes: list[NodeInput] | None = None) -> i
     """No plan on k of `nodes` reads its bytes faster than the k fastest sharing them perfectly
     (rounded down, and one picosecond less against floating-point error)."""
     pool = p.nodes if nodes is None else nodes
-    bandwidth = sum(sorted((n.bandwidth_gbps for n in pool), reverse=True)[:k])
+    bandwidth = effective_bandwidth_gbps(
+        sum(sorted((n.bandwidth_gbps for n in pool), reverse=True)[:k])
+    )
     read = p.costs.sharded_read + k * p.costs.replicated_read
-    return max(math.floor(read * PS_PER_NS / bandwidth) - 1, 0)
+    return max(math.floor(read * PS_PER_NS / bandwidth) - 1, 0) + p.fixed_ps
 
 
 def memory_allows(p: Problem, k: int, nodes: list[NodeInput]) -> bool:
@@ -129,12 +141,14 @@ class Cluster:
     nodes: dict[str, Node]
     budgets: dict[str, int]
     pricing: RingPricing
+    fixed_us: float
+    """Per token, every rank alike, whatever its share (`planner.calibration.fixed_us`)."""
 
     @classmethod
     def of(cls, request: PlanRequest, spec: ModelSpec) -> Cluster:
         c = request.constraints
         message = spec.hidden * spec.dtype_bytes * c.batch_size
-        nodes = {n.id: n for n in request.topology.nodes}
+        nodes = {n.id: _at_peak(n) for n in request.topology.nodes}
         routed = effective_hops(request.topology, message)
         # One hop per pair, the same both ways: the lower id's route.
         hops = {(a, b): routed[min(a, b), max(a, b)] for a, b in routed}
@@ -143,6 +157,7 @@ class Cluster:
             budgets={n.id: budget_bytes(n, c.headroom) for n in nodes.values()},
             # One all-reduce after attention and one after the MLP / MoE block, every layer.
             pricing=RingPricing(hops, message, 2 * spec.num_layers),
+            fixed_us=fixed_us(spec.num_layers),
         )
 
     @property
@@ -162,6 +177,15 @@ class Cluster:
 
     def best_ring(self, used: list[str], seconds: float) -> tuple[list[str], bool]:
         return best_ring(sorted(used), self.pricing, self.first_rank(used), seconds)
+
+
+def _at_peak(node: Node) -> Node:
+    """The node with its peak bandwidth, which every price scales (`planner.calibration`)."""
+    measured = node.source == FigureSource.MEASURED
+    if not measured:
+        return node
+    peak = peak_bandwidth_gbps(node.bandwidth_gbps, measured)
+    return node.model_copy(update={"bandwidth_gbps": peak})
 
 
 def hop_levels(cluster: Cluster, ids: list[str]) -> tuple[int, dict[tuple[str, str], int]]:
@@ -209,6 +233,7 @@ def problem_for(
         q_per_kv=spec.q_per_kv,
         overhead_bytes=c.overhead_bytes,
         ring=cluster.pricing,
+        fixed_ps=round(cluster.fixed_us * 1e6),
         pair_level=pair_level,
         levels=levels,
         allow_unused=c.allow_unused_nodes,

@@ -11,15 +11,8 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
+from planner.calibration import LINK_DEFAULTS, LinkType, uniform_ring_allreduce_us
 from protocol.schema import Link, Topology
-
-# Per-kind defaults, used where a link leaves latency or bandwidth out.
-LINK_DEFAULTS: dict[str, tuple[float, float]] = {
-    # kind: (latency_us, bandwidth Gb/s)
-    "rdma": (5.0, 80.0),
-    "thunderbolt": (50.0, 40.0),
-    "ethernet": (100.0, 10.0),
-}
 
 
 @dataclass(frozen=True)
@@ -27,6 +20,8 @@ class Hop:
     latency_us: float
     bandwidth_gbps: float
     kind: str
+    routed: bool = False
+    """Over more than one link: JACCL cannot use it, whatever the links' kinds."""
 
     def cost_us(self, message_bytes: int) -> float:
         """Time for one message over this hop."""
@@ -34,11 +29,16 @@ class Hop:
 
 
 def link_latency(link: Link) -> float:
-    return link.latency_us if link.latency_us is not None else LINK_DEFAULTS[link.kind][0]
+    """The link's own figure, else its kind's default (`planner.calibration.LINK_DEFAULTS`)."""
+    if link.latency_us is not None:
+        return link.latency_us
+    return LINK_DEFAULTS[LinkType(link.kind)].latency_us
 
 
 def link_bandwidth(link: Link) -> float:
-    return link.bandwidth_gbps if link.bandwidth_gbps is not None else LINK_DEFAULTS[link.kind][1]
+    if link.bandwidth_gbps is not None:
+        return link.bandwidth_gbps
+    return LINK_DEFAULTS[LinkType(link.kind)].bandwidth_gbps
 
 
 def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:
@@ -98,6 +98,7 @@ def _shortest_paths(adj: dict[str, dict[str, tuple[Hop, float]]], source: str) -
             latency_us=up.latency_us + link.latency_us,
             bandwidth_gbps=min(up.bandwidth_gbps, link.bandwidth_gbps),
             kind=link.kind if worse else up.kind,
+            routed=True,
         )
         dearest[v] = cost if worse else dearest[p]
     return paths
@@ -125,11 +126,6 @@ def ring_allreduce_us(hops: list[Hop], message_bytes: int) -> float:
 
 
 def allreduce_us(k: int, hop: Hop, message_bytes: int) -> float:
-    """One ring all-reduce of `message_bytes` over k ranks whose slowest hop is `hop`.
-
-    Reduce-scatter then all-gather: 2(k-1) steps, each moving a 1/k chunk.
-    """
-    if k < 2:
-        return 0.0
-    chunk = -(-message_bytes // k)
-    return 2 * (k - 1) * hop.cost_us(chunk)
+    """One all-reduce of `message_bytes` over k ranks whose every ring hop is like `hop`:
+    `planner.calibration.uniform_ring_allreduce_us`, where every constant of it lives."""
+    return uniform_ring_allreduce_us(k, hop, message_bytes)

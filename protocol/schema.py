@@ -28,6 +28,7 @@ from pydantic import (
 from protocol.config_reader import read_config
 from protocol.connectivity import components
 from protocol.measurements import FigureSource, InterfaceKind, Measurements, ThunderboltPort
+from protocol.model_spec import ModelSpec
 
 GB = 10**9
 NODE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
@@ -35,6 +36,29 @@ MAX_NODES = 256
 MAX_LINKS = 4096
 MAX_BYTES = 1 << 50  # 1 PiB: anything larger is a typo, not a machine
 DEFAULT_OVERHEAD_BYTES = 1 << 30
+"""The per-rank overhead of a bare `Constraints()`; a plan request that names none gets
+`model_overhead_bytes` of its model instead."""
+OVERHEAD_BASE_BYTES = 256 * 10**6
+"""A rank process before any weights: Python, MLX, mlx-lm, and on rank 0 the tokenizer and the
+HTTP server (100-250 MB measured on Linux CPU ranks)."""
+OVERHEAD_PREFILL_TOKENS = 512
+OVERHEAD_ACTIVATION_BYTES = 8
+"""Per element of the widest per-token activation: float32, a result and its input alive."""
+
+
+def model_overhead_bytes(spec: ModelSpec) -> int:
+    """Runtime memory a rank needs besides weights and KV cache, growing with the model: the
+    process itself plus a prefill chunk's widest activation (the logits over the vocabulary,
+    the attention scores of all heads, or the MLP's hidden layer)."""
+    widest = max(
+        spec.vocab,
+        spec.q_heads * OVERHEAD_PREFILL_TOKENS,
+        spec.intermediate,
+        spec.moe_intermediate * spec.experts_per_token,
+        spec.hidden,
+    )
+    return OVERHEAD_BASE_BYTES + OVERHEAD_PREFILL_TOKENS * widest * OVERHEAD_ACTIVATION_BYTES
+
 
 Range = tuple[NonNegativeInt, NonNegativeInt]
 """A half-open index range `[start, end)`."""
@@ -209,6 +233,17 @@ class PlanRequest(_Strict):
     def _model_readable(cls, v: dict[str, Any]) -> dict[str, Any]:
         read_config(v)
         return v
+
+    @model_validator(mode="after")
+    def _overhead_for_the_model(self) -> PlanRequest:
+        # A fixed guess (1 GB a rank) makes small models on small budgets infeasible and
+        # under-counts large ones: unless the request names one, it follows the model.
+        if "overhead_bytes" not in self.constraints.model_fields_set:
+            overhead = model_overhead_bytes(read_config(self.model))
+            constraints = self.constraints.model_copy(update={"overhead_bytes": overhead})
+            constraints.model_fields_set.add("overhead_bytes")
+            object.__setattr__(self, "constraints", constraints)
+        return self
 
 
 class MemoryBreakdown(_Strict):

@@ -154,7 +154,7 @@ def test_same_request_same_plan() -> None:
 
 
 def test_auto_picks_equal_when_it_fits_and_is_no_slower() -> None:
-    nodes = [node("a", 192, 800), node("b", 192, 800)]
+    nodes = [node("a", 128, 800), node("b", 128, 800)]
     plan = make_plan(request(nodes, config(QWEN3_235B), sharding="auto"))
     assert plan.sharding == "equal"
     assert plan.estimates is not None and plan.estimates.equal_split_decode_ms is not None

@@ -24,7 +24,14 @@ from planner.context import PlanningContext
 from planner.costs import SHARDED, Unit, unit_costs
 from planner.greedy import KV_GROUP
 from planner.plan import make_plan
-from planner.problem import NodeInput, Problem, fixed_bytes, memory_allows, time_coefficient
+from planner.problem import (
+    NodeInput,
+    Problem,
+    base_time_ps,
+    fixed_bytes,
+    memory_allows,
+    time_coefficient,
+)
 from protocol.config_reader import read_config
 from protocol.schema import Plan, PlanRequest
 
@@ -65,7 +72,7 @@ def best_split_ps(p: Problem, used: tuple[NodeInput, ...]) -> int | None:
             held = fixed + sum(size[u] * t for u, t in zip(kinds, take))
             if held <= n.budget:
                 bw = n.bandwidth_gbps
-                time = time_coefficient(p.costs.replicated_read, bw)
+                time = base_time_ps(p, bw)
                 time += sum(
                     (time_coefficient(read[u], bw) if u != KV_GROUP else _group_ps(p, bw)) * t
                     for u, t in zip(kinds, take)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from planner.context import PlanningContext
 from planner.costs import UNITS, unit_costs
 from planner.plan import make_plan
-from planner.problem import Problem, time_coefficient
+from planner.problem import Problem, base_time_ps, time_coefficient
 from protocol.config_reader import read_config
 from protocol.schema import PlanRequest
 from tests.test_planner import assert_valid
@@ -107,7 +107,7 @@ def brute_force(p: Problem) -> int | None:
                         fits = False
                         break
                     bw = node.bandwidth_gbps
-                    time = time_coefficient(c.replicated_read, bw) + sum(
+                    time = base_time_ps(p, bw) + sum(
                         time_coefficient(c.read[u] + c.cache[u], bw) * x[u] for u in UNITS
                     )
                     slowest = max(slowest, time)
