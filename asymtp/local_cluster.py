@@ -9,8 +9,6 @@ from __future__ import annotations
 import os
 import secrets
 import signal
-import socket
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,79 +18,11 @@ from typing import Any
 
 import httpx
 
-from protocol.deployment import LIVENESS_OFFSET, Deployment
+from asymtp.processes import Proc, Service, free_port, free_port_block
+from protocol.deployment import Deployment
 
+__all__ = ["LocalCluster", "Proc", "all_ready", "free_port", "free_port_block", "serving_url"]
 ASYMTP = [sys.executable, "-m", "asymtp.cli"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def free_port_block(n: int, offsets: tuple[int, ...] = (0, LIVENESS_OFFSET)) -> int:
-    """A base port b such that b + o + i is free for every offset o and i < n."""
-    for _ in range(200):
-        base = 20000 + secrets.randbelow(20000)
-        ports = [base + o + i for o in offsets for i in range(n)]
-        if all(_is_free(p) for p in ports):
-            return base
-    raise RuntimeError("no free block of ports found")
-
-
-def _is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-@dataclass
-class Proc:
-    name: str
-    cmd: list[str]
-    log: Path
-    env: dict[str, str]
-    popen: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Proc:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        out = self.log.open("ab")
-        self.popen = subprocess.Popen(
-            self.cmd, stdout=out, stderr=subprocess.STDOUT, env=self.env, start_new_session=True
-        )
-        out.close()
-        return self
-
-    @property
-    def alive(self) -> bool:
-        return self.popen is not None and self.popen.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive:
-            assert self.popen is not None
-            os.killpg(self.popen.pid, sig) if sig == signal.SIGKILL else self.popen.send_signal(sig)
-
-    def stop(self, timeout: float = 40.0) -> None:
-        if not self.alive:
-            return
-        assert self.popen is not None
-        self.popen.send_signal(signal.SIGTERM)
-        try:
-            self.popen.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.popen.pid, signal.SIGKILL)
-            self.popen.wait()
-
-    def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
 
 
 @dataclass
@@ -116,33 +46,22 @@ class LocalCluster:
         )
 
     # ---- processes -------------------------------------------------------------------------
-    def start_planner(self, timeout: float = 30.0) -> Proc:
-        cmd = [
-            *ASYMTP,
-            "serve",
-            "--port",
-            str(self.planner_port),
-            "--db",
-            str(self.workdir / "planner.sqlite"),
-            "--log-level",
-            "warning",
-        ]
-        proc = Proc("planner", cmd, self.workdir / "logs" / "planner.log", self.env()).start()
-        self.procs["planner"] = proc
-        return self._wait_healthy(proc, timeout)
+    @property
+    def service(self) -> Service:
+        """The planner's runner: `asymtp serve` with the cluster's token, port and database."""
+        return Service(
+            self.workdir / "planner.sqlite",
+            self.planner_port,
+            self.token,
+            log_path=self.workdir / "logs" / "planner.log",
+            entry="asymtp.cli",
+        )
 
-    def _wait_healthy(self, proc: Proc, timeout: float) -> Proc:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if not proc.alive:
-                raise RuntimeError(f"the planner exited:\n{proc.tail()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=1.0).status_code == 200:
-                    return proc
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"the planner did not answer within {timeout:g}s:\n{proc.tail()}")
+    def start_planner(self, timeout: float = 30.0) -> Proc:
+        service = self.service.start(timeout)
+        assert service.proc is not None
+        self.procs["planner"] = service.proc
+        return service.proc
 
     def start_agent(
         self, node_id: str, deployment: str, memory_gb: float, extra: list[str] | None = None
@@ -162,6 +81,8 @@ class LocalCluster:
             str(memory_gb),
             "--serve-host",
             "127.0.0.1",
+            "--signing-key-file",
+            str(self.service.key_path),
             *["--measure-port", "0"],  # several agents on one host: each its own free port
             *(extra or []),
         ]
@@ -175,8 +96,8 @@ class LocalCluster:
         old = self.procs[name]
         if old.alive:
             return old
-        proc = self.procs[name] = Proc(old.name, old.cmd, old.log, old.env).start()
-        return self._wait_healthy(proc, timeout) if name == "planner" else proc
+        proc = self.procs[name] = Proc(old.name, old.cmd, old.log, old.env, old.cwd).start()
+        return proc.wait_healthy(self.url, timeout) if name == "planner" else proc
 
     def close(self) -> None:
         agents = [p for n, p in self.procs.items() if n != "planner"]

@@ -6,7 +6,6 @@ so a case is named by its node count and seed alone.
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from bench import REPO_ROOT
+from protocol.connectivity import full_mesh
 from protocol.schema import GB, PlanRequest
 
 CONFIGS = REPO_ROOT / "planner" / "examples" / "configs"
@@ -77,10 +77,9 @@ def node_dicts(macs: list[Mac]) -> list[dict[str, Any]]:
 
 def links_for(ids: list[str]) -> list[dict[str, Any]]:
     """Full RDMA mesh up to 8 nodes; beyond, an Ethernet switch plus a Thunderbolt ring."""
-    pairs = itertools.combinations(ids, 2)
     if len(ids) <= FULL_MESH_MAX_NODES:
-        return [{"a": a, "b": b, "kind": "rdma"} for a, b in pairs]
-    links = [{"a": a, "b": b, "kind": "ethernet"} for a, b in pairs]
+        return full_mesh(ids)
+    links = full_mesh(ids, "ethernet")
     links += [
         {"a": ids[i], "b": ids[(i + 1) % len(ids)], "kind": "thunderbolt"} for i in range(len(ids))
     ]

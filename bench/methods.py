@@ -40,6 +40,7 @@ from planner.layout import rank_plans
 from planner.plan import Cluster, make_plan
 from planner.problem import budget_bytes
 from protocol.config_reader import read_config
+from protocol.connectivity import full_mesh
 from protocol.model_spec import ModelSpec
 from protocol.schema import PlanRequest
 
@@ -70,7 +71,7 @@ def _three_node() -> dict[str, Any]:
         {"id": "laptop-48", "memory_gb": 48, "bandwidth_gbps": 273, "chip": "M4 Pro"},
     ]
     ids = [n["id"] for n in nodes]
-    links = [{"a": a, "b": b, "kind": "rdma"} for i, a in enumerate(ids) for b in ids[i + 1 :]]
+    links = full_mesh(ids)
     return {"nodes": nodes, "links": links}
 
 

@@ -23,9 +23,6 @@ import contextlib
 import copy
 import json
 import os
-import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -37,8 +34,9 @@ from typing import Any
 import httpx
 import psutil
 
-from asymtp.local_cluster import free_port
+from asymtp.processes import Service
 from bench import REPO_ROOT, RESULTS_DIR, Section, percentile, write_section
+from protocol.connectivity import full_mesh
 
 MODEL_CONFIG = REPO_ROOT / "planner" / "examples" / "configs" / "llama-3.1-70b-bf16.json"
 HEALTHZ_TARGET_MS = 50.0
@@ -47,39 +45,17 @@ HEALTHZ_TARGET_MS = 50.0
 @contextlib.contextmanager
 def serve(workers: int) -> Iterator[tuple[str, int]]:
     """`asymtp serve` on loopback; yields (base URL, pid), stops it (and its workers) after."""
-    port = free_port()
     folder = Path(tempfile.mkdtemp(prefix="asymtp-bench-"))
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ASYMTP_")}
-    cmd = [sys.executable, "-m", "asymtp.cli", "serve", "--host", "127.0.0.1"]
-    cmd += ["--port", str(port), "--workers", str(workers), "--db", str(folder / "db.sqlite")]
-    cmd += ["--log-level", "warning"]
-    log = (folder / "server.log").open("wb")
-    proc = subprocess.Popen(
-        cmd, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    url = f"http://127.0.0.1:{port}"
+    service = Service(folder / "db.sqlite", workers=workers, entry="asymtp.cli")
+    service.log_path = folder / "server.log"
+    service.start(timeout=90)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"asymtp serve exited: {(folder / 'server.log').read_text()}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError("asymtp serve did not start in 90 s")
-            time.sleep(0.1)
         if workers > 1:
             time.sleep(1.0)  # let every worker finish starting
-        yield url, proc.pid
+        assert service.proc is not None and service.proc.popen is not None
+        yield service.url, service.proc.popen.pid
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(5)
-        log.close()
+        service.stop(timeout=20)
 
 
 def four_node_request(context_tokens: int = 8192) -> dict[str, Any]:
@@ -90,11 +66,7 @@ def four_node_request(context_tokens: int = 8192) -> dict[str, Any]:
         {"id": "mini-m4pro", "memory_bytes": 64 * gb, "bandwidth_gbps": 273},
         {"id": "mbp-m3max", "memory_bytes": 48 * gb, "bandwidth_gbps": 300},
     ]
-    links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"}
-        for i, a in enumerate(nodes)
-        for b in nodes[i + 1 :]
-    ]
+    links = full_mesh(n["id"] for n in nodes)
     return {
         "topology": {"nodes": nodes, "links": links},
         "model": json.loads(MODEL_CONFIG.read_text()),
@@ -108,11 +80,7 @@ def slow_request() -> dict[str, Any]:
         {"id": f"n{i:02d}", "memory_gb": 32 + 16 * (i % 5), "bandwidth_gbps": 200 + 50 * (i % 7)}
         for i in range(24)
     ]
-    links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"}
-        for k, a in enumerate(nodes)
-        for b in nodes[k + 1 :]
-    ]
+    links = full_mesh(n["id"] for n in nodes)
     return {
         "topology": {"nodes": nodes, "links": links},
         "model": json.loads(MODEL_CONFIG.read_text()),

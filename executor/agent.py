@@ -46,7 +46,10 @@ from protocol.measurements import Measurements
 
 RESTART_BACKOFF_S = (1.0, 2.0, 4.0, 8.0, 15.0)
 HEARTBEAT_S = 3.0
+REFUSED_RETRY_S = 2.0
+"""After a refused answer, ask again this much later (a misbehaving planner is not hammered)."""
 POLL_WAIT_S = 20.0
+MAX_REASON_CHARS = 2000
 STOP_GRACE_S = 30.0
 """How long a rank gets to finish its request (rank 0) or to be let go by rank 0 (followers)."""
 
@@ -58,7 +61,8 @@ class AgentConfig:
     node_id: str
     models_dir: Path
     token: str | None = None
-    signing_key: str | None = None
+    signing_key: bytes = b""
+    """Verifies assignments (`protocol.signing.agent_signing_key`)."""
     memory_bytes: int | None = None
     """Simulated machine size (demo, tests): reported and checked instead of the real one."""
     serve_host: str | None = None
@@ -75,10 +79,14 @@ class AgentConfig:
 
 def resolve_model(models_dir: Path, model_path: str, hf_cache: bool = False) -> Path:
     """The model directory, which must lie under `models_dir` (or the Hugging Face cache when
-    allowed); names such as `ORG/NAME@REV` are looked up in the cache layout."""
+    allowed); names such as `ORG/NAME@REV` are looked up in the cache layout. ValueError naming
+    the cause, whatever is wrong with the path (a name too long for the file system included)."""
     from executor.model_paths import resolve
 
-    return resolve(models_dir, model_path, hf_cache).path
+    try:
+        return resolve(models_dir, model_path, hf_cache).path
+    except OSError as e:
+        raise ValueError(f"model path {model_path[:80]!r}: {e.strerror or e}") from None
 
 
 class Agent:
@@ -170,7 +178,11 @@ class Agent:
                 log(f"refused an assignment: {e}")
                 self.pending.append(Refused(f"refused: {e}"))
                 self.wake.set()
-                self.stop.wait(5.0)
+                self.stop.wait(REFUSED_RETRY_S)
+                continue
+            except Exception as e:  # a bug here must not stop the agent following the planner
+                log(f"poll failed: {type(e).__name__}: {e}")
+                self.stop.wait(2.0)
                 continue
             if outage:
                 log("planner reachable again")
@@ -184,6 +196,14 @@ class Agent:
 
     # ---- the rank child --------------------------------------------------------------------
     def start_rank(self, a: Assignment) -> None:
+        """Start the rank `a` asks for; any error doing so is a `failed` status naming it (the
+        agent goes on following the planner)."""
+        try:
+            self._start_rank(a)
+        except Exception as e:
+            self.refuse(a, f"cannot start the rank: {type(e).__name__}: {e}")
+
+    def _start_rank(self, a: Assignment) -> None:
         assert a.rank is not None and a.rank_plan is not None
         try:
             model_dir = resolve_model(self.cfg.models_dir, a.model_path, self.cfg.hf_cache)
@@ -237,7 +257,7 @@ class Agent:
     def refuse(self, a: Assignment, reason: str) -> None:
         """Not retried: only a new plan can change the answer."""
         self.refused_etag = a.etag
-        self.report("failed", reason=reason)
+        self.report("failed", reason=reason[:MAX_REASON_CHARS])
 
     def watch_child(self, child: subprocess.Popen[str]) -> None:
         """Forward the child's events; a child that exits on its own is a failure."""
@@ -300,10 +320,8 @@ class Agent:
         if isinstance(update, Refused):
             with self.lock:
                 running = self.child is not None
-            self.report(
-                "failed",
-                reason=update.reason + ("; the current rank keeps running" if running else ""),
-            )
+            keeps = "; the current rank keeps running" if running else ""
+            self.report("failed", reason=f"{update.reason}{keeps}"[:MAX_REASON_CHARS])
             return
         self.stop_rank("a new plan" if update.assignment else "the deployment is gone")
         self.assignment = update.assignment
@@ -313,6 +331,16 @@ class Agent:
         if a is None or a.rank is None:
             why = "no deployment" if a is None else f"plan {a.plan_id[:12]} does not use this node"
             self.report("idle", detail=why, **self.facts_status())
+
+    def step(self) -> None:
+        """Apply the updates the poller queued, then start the rank if one is due."""
+        while self.pending and not self.stop.is_set():
+            self.apply(self.pending.pop(0))
+        a = self.assignment
+        runnable = a is not None and a.rank is not None and a.etag != self.refused_etag
+        if runnable and self.child is None and time.monotonic() >= self.next_start:
+            assert a is not None
+            self.start_rank(a)
 
     def run(self) -> int:
         def on_signal(*_: Any) -> None:
@@ -337,13 +365,13 @@ class Agent:
         while not self.stop.is_set():
             self.wake.wait(0.5)
             self.wake.clear()
-            while self.pending and not self.stop.is_set():
-                self.apply(self.pending.pop(0))
-            a = self.assignment
-            runnable = a is not None and a.rank is not None and a.etag != self.refused_etag
-            if runnable and self.child is None and time.monotonic() >= self.next_start:
-                assert a is not None
-                self.start_rank(a)
+            try:
+                self.step()
+            except Exception as e:  # the agent outlives any one assignment
+                log(f"error following the planner: {type(e).__name__}: {e}")
+                self.refused_etag = self.assignment.etag if self.assignment else None
+                with contextlib.suppress(Exception):
+                    self.report("failed", reason=f"{type(e).__name__}: {e}"[:MAX_REASON_CHARS])
         # A follower leaving breaks the group anyway: only rank 0 gets time to finish a request.
         self.stop_rank("the agent is stopping", STOP_GRACE_S if self.child_rank == 0 else 0.0)
         self.report("idle", detail="agent stopped")

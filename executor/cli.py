@@ -44,9 +44,11 @@ def add_agent_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--models-dir", type=Path, required=True, help="models live under here only")
     _add_token_arguments(p)
     p.add_argument(
-        "--signing-key",
-        default=os.environ.get("ASYMTP_SIGNING_KEY"),
-        help="plan signing key, if the planner has one besides its token",
+        "--signing-key-file",
+        type=Path,
+        default=os.environ.get("ASYMTP_SIGNING_KEY_FILE"),
+        help="the planner's signing key file (its <db>.signing-key); without one, only a "
+        "planner on loopback is followed (development key)",
     )
     p.add_argument("--memory-gb", type=float, help="simulate a machine of this size (demo/tests)")
     p.add_argument("--serve-host", help="rank 0's API address (default: this node's address)")
@@ -84,16 +86,27 @@ def _add_token_arguments(p: argparse.ArgumentParser) -> None:
 
 def _token(args: argparse.Namespace) -> str | None:
     """The token from --token-file, else --token/$ASYMTP_TOKEN; ValueError if unreadable."""
+    from protocol.signing import read_secret_file
+
     if args.token_file is None:
         token: str | None = args.token
         return token
-    try:
-        text = args.token_file.read_text().strip()
-    except OSError as e:
-        raise ValueError(f"--token-file {args.token_file}: {e.strerror or e}") from None
-    if not text:
-        raise ValueError(f"--token-file {args.token_file}: the file is empty")
-    return text
+    return read_secret_file(args.token_file, "--token-file")
+
+
+def _signing_key(args: argparse.Namespace) -> bytes:
+    from protocol.signing import agent_signing_key, read_secret_file
+
+    key_file = Path(args.signing_key_file) if args.signing_key_file else None
+    key = read_secret_file(key_file, "--signing-key-file") if key_file else None
+    verifying = agent_signing_key(key, args.planner)
+    if key is None:
+        print(
+            "asymtp agent: no --signing-key-file: accepting plans signed with the public "
+            "development key, from this loopback planner only",
+            file=sys.stderr,
+        )
+    return verifying
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -117,6 +130,7 @@ def run_agent(args: argparse.Namespace) -> int:
         return bad_input("--measure-port must be 0-65535")
     try:
         token = _token(args)
+        key = _signing_key(args)
     except ValueError as e:
         return bad_input(str(e))
     cfg = AgentConfig(
@@ -125,7 +139,7 @@ def run_agent(args: argparse.Namespace) -> int:
         node_id=args.node_id,
         models_dir=args.models_dir,
         token=token,
-        signing_key=args.signing_key,
+        signing_key=key,
         memory_bytes=round(args.memory_gb * 1e9) if args.memory_gb else None,
         serve_host=args.serve_host,
         api_token=args.api_token,

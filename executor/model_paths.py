@@ -65,7 +65,11 @@ def _plain(models_dir: Path, model_path: str) -> Path | None:
     path = root / model_path
     if not _inside(path, root):
         raise ModelNotFound(f"model path {model_path!r} leaves the models directory {root}")
-    return path.resolve() if (path / "config.json").is_file() else None
+    if not (path / "config.json").is_file():
+        return None
+    if not _inside(path / "config.json", root):
+        raise ModelNotFound(f"{path}/config.json links out of the models directory {root}")
+    return path.resolve()
 
 
 def _snapshot(root: Path, org: str, name: str, rev: str | None) -> tuple[Path | None, str]:

@@ -1,7 +1,8 @@
 """The agent's side of the planner service: long-poll an assignment, report status.
 
 Every assignment is verified against its HMAC signature before the agent acts on it; an
-unsigned or altered one raises `SignatureError` (the agent refuses it and says so).
+unsigned or altered one raises `SignatureError`, a validly signed one for another deployment
+or node, or older than one already accepted, `Replayed` (the agent refuses both, saying why).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 import httpx
 
 from protocol.deployment import AgentStatus, Assignment
-from protocol.signing import SignatureError, signing_key, verify
+from protocol.signing import SignatureError, check_assignment, verify
 
 POLL_SLACK_S = 10.0  # the HTTP timeout of a long poll beyond the wait the server may take
 
@@ -37,12 +38,14 @@ class PlannerClient:
         base_url: str,
         deployment: str,
         node_id: str,
-        token: str | None = None,
-        signing_key_text: str | None = None,
+        token: str | None,
+        key: bytes,
     ) -> None:
         self.deployment = deployment
         self.node_id = node_id
-        self.key = signing_key(signing_key_text, token)
+        self.key = key
+        self.newest_run = 0
+        """The newest revision accepted: an older one is a replay."""
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=base_url.rstrip("/"), headers=headers, timeout=10.0)
 
@@ -78,6 +81,8 @@ class PlannerClient:
         except ValueError as e:
             raise SignatureError(f"the planner sent an unreadable assignment: {e}") from None
         verify(fresh, self.key)
+        check_assignment(fresh, self.deployment, self.node_id, self.newest_run)
+        self.newest_run = max(self.newest_run, fresh.revision)
         changed = current is None or fresh.etag != current.etag
         return Update(changed=changed, assignment=fresh)
 

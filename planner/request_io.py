@@ -7,6 +7,8 @@ one; relative paths are taken from the request file's folder.
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +34,63 @@ def describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """Safe YAML without anchors and aliases: a 600-byte alias bomb expands to gigabytes."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, "aliases (*name) are not accepted", event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def read_bounded(path: Path, limit: int = MAX_REQUEST_BYTES) -> bytes:
+    """At most `limit` bytes of a regular file: a FIFO, device or directory is refused without
+    blocking on it (opened non-blocking, checked before reading)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as e:
+        raise RequestError(f"{path}: {e.strerror or e}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise RequestError(f"{path}: not a regular file")
+    with os.fdopen(fd, "rb") as f:
+        try:
+            raw = f.read(limit + 1)
+        except OSError as e:
+            raise RequestError(f"{path}: {e.strerror or e}") from None
+    if len(raw) > limit:
+        raise RequestError(f"{path}: larger than {limit} bytes")
+    return raw
+
+
+def parse_text(raw: bytes, path: Path) -> Any:
+    """JSON, or YAML for a .yaml/.yml file; RequestError (one line) for anything unreadable,
+    nested too deep included."""
+    is_yaml = path.suffix in (".yaml", ".yml")
+    try:
+        return yaml.load(raw, Loader=_NoAliasLoader) if is_yaml else json.loads(raw)
+    except RecursionError:
+        raise RequestError(f"{path}: nested too deeply") from None
+    except (yaml.YAMLError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise RequestError(f"{path}: not valid {'YAML' if is_yaml else 'JSON'}: {first}") from None
+
+
 def read_model_config(ref: str, base: Path) -> dict[str, Any]:
     path = Path(ref).expanduser()
     if not path.is_absolute():
         path = base / path
     if path.is_dir():
         path = path / "config.json"
+    if not path.exists():
+        raise RequestError(f"model: no config.json at {path}")
     try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RequestError(f"model: no config.json at {path}") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise RequestError(f"model: cannot read {path}: {e}") from None
+        data = parse_text(read_bounded(path), path.with_suffix(".json"))
+    except RequestError as e:
+        raise RequestError(f"model: {e}") from None
     if not isinstance(data, dict):
         raise RequestError(f"model: {path} does not hold a JSON object")
     return data
@@ -58,20 +105,9 @@ def parse_request(data: Any, base: Path) -> PlanRequest:
         return PlanRequest.model_validate(data)
     except ValidationError as e:
         raise RequestError(describe(e)) from None
+    except RecursionError:
+        raise RequestError("request: nested too deeply") from None
 
 
 def load_request(path: Path) -> PlanRequest:
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise RequestError(f"{path}: {e.strerror or e}") from None
-    if len(raw) > MAX_REQUEST_BYTES:
-        raise RequestError(f"{path}: larger than {MAX_REQUEST_BYTES} bytes")
-    try:
-        data = yaml.safe_load(raw) if path.suffix in (".yaml", ".yml") else json.loads(raw)
-    except (yaml.YAMLError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        first = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise RequestError(
-            f"{path}: not valid {'YAML' if path.suffix != '.json' else 'JSON'}: {first}"
-        ) from None
-    return parse_request(data, path.parent)
+    return parse_request(parse_text(read_bounded(path), path), path.parent)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from planner.plan import make_plan
+from protocol.connectivity import full_mesh
 from protocol.schema import Plan, PlanRequest
 
 
@@ -21,11 +22,7 @@ def plan_for_split(
         {"id": f"node-{i}", "memory_bytes": 1 << 40, "bandwidth_gbps": round(f * 1000, 3)}
         for i, f in enumerate(fractions)
     ]
-    links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"}
-        for i, a in enumerate(nodes)
-        for b in nodes[i + 1 :]
-    ]
+    links = full_mesh(n["id"] for n in nodes)
     request = PlanRequest.model_validate(
         {
             "topology": {"nodes": nodes, "links": links},

@@ -303,7 +303,27 @@ def read_config(config: dict[str, Any]) -> ModelSpec:
     return spec
 
 
+MAX_FFN_BLOCKS = 16384
+"""FFN units a plan places (published models: under 1,000)."""
+
+
+def check_unit_counts(spec: ModelSpec) -> None:
+    """Refuse, by field, more FFN units than any real model has: the planner's work grows with
+    them (`config_values.MAX_UNITS` bounds the counts read straight from the config)."""
+    if spec.ffn_blocks > MAX_FFN_BLOCKS:
+        field = (
+            "intermediate_size"
+            if spec.ffn_dim == spec.intermediate
+            else "shared_expert_intermediate_size"
+        )
+        raise ModelConfigError(
+            f"model.{field} ({spec.ffn_dim}) splits into {spec.ffn_blocks} FFN blocks of "
+            f"{spec.ffn_block} columns; at most {MAX_FFN_BLOCKS}"
+        )
+
+
 def check_shardable(spec: ModelSpec) -> None:
+    check_unit_counts(spec)
     if spec.q_heads % spec.kv_heads:
         raise ModelConfigError(
             f"model.num_attention_heads ({spec.q_heads}) must be a multiple of "

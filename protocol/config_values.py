@@ -17,14 +17,36 @@ def get(cfg: dict[str, Any], key: str, default: Any = None, *, required: bool = 
     return cfg[key]
 
 
-def read_int(cfg: dict[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int:
-    v = get(cfg, key, default, required=default is None)
+MAX_UNITS = {
+    "num_attention_heads": 1024,
+    "num_key_value_heads": 1024,
+    "num_experts": 4096,
+    "n_routed_experts": 4096,
+    "num_local_experts": 4096,
+    "num_experts_per_tok": 4096,
+    "linear_num_key_heads": 1024,
+    "linear_num_value_heads": 1024,
+}
+"""Unit counts the planner places one by one: published models have at most 128 heads and
+512 experts, so more is a typo (or an attack on the planner's time), refused by name."""
+
+
+def whole(v: Any, where: str) -> int:
+    """An integer, or a float that is one (`4.0`): JSON writers differ."""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
     if isinstance(v, bool) or not isinstance(v, int):
-        raise ModelConfigError(f"model.{key} must be an integer, got {v!r}")
+        raise ModelConfigError(f"{where} must be an integer, got {v!r}")
+    return v
+
+
+def read_int(cfg: dict[str, Any], key: str, default: int | None = None, *, minimum: int = 1) -> int:
+    v = whole(get(cfg, key, default, required=default is None), f"model.{key}")
     if v < minimum:
         raise ModelConfigError(f"model.{key} must be >= {minimum}, got {v}")
-    if v > 10**9:
-        raise ModelConfigError(f"model.{key} is implausibly large ({v})")
+    limit = MAX_UNITS.get(key, 10**9)
+    if v > limit:
+        raise ModelConfigError(f"model.{key} must be <= {limit}, got {v}")
     return v
 
 

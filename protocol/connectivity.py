@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
+from typing import Any
 
 
 def components(node_ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> list[set[str]]:
@@ -21,3 +23,9 @@ def components(node_ids: Iterable[str], edges: Iterable[tuple[str, str]]) -> lis
     for n in parent:
         groups.setdefault(root(n), set()).add(n)
     return sorted(groups.values(), key=lambda g: sorted(g))
+
+
+def full_mesh(node_ids: Iterable[object], kind: str = "rdma") -> list[dict[str, Any]]:
+    """A link of `kind` between every pair of nodes, as a topology's `links` list."""
+    ids = [str(n) for n in node_ids]
+    return [{"a": a, "b": b, "kind": kind} for a, b in itertools.combinations(ids, 2)]

@@ -17,7 +17,16 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from protocol.schema import NODE_ID_PATTERN, NodeFacts, Plan, PlanRequest, RankPlan, _Strict
+from protocol.schema import (
+    NODE_ID_PATTERN,
+    NodeFacts,
+    Number,
+    Plan,
+    PlanRequest,
+    RankPlan,
+    Whole,
+    _Strict,
+)
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 DEFAULT_RING_PORT = 52100
@@ -40,10 +49,10 @@ class DeploymentSpec(PlanRequest):
 
     model_path: Annotated[str, Field(min_length=1, max_length=1024)]
     """The model directory, relative to each agent's `--models-dir` (no `..`, not absolute)."""
-    ring_port: Annotated[int, Field(ge=1024, le=64000)] = DEFAULT_RING_PORT
+    ring_port: Annotated[int, Field(ge=1024, le=64000), Whole] = DEFAULT_RING_PORT
     """Rank r listens on `ring_port + r` for the MLX ring (distinct ports share one host) and
     on `ring_port + 1000 + r` for liveness probes: open both ranges between the nodes."""
-    serve_port: Annotated[int, Field(ge=1024, le=65535)] = DEFAULT_SERVE_PORT
+    serve_port: Annotated[int, Field(ge=1024, le=65535), Whole] = DEFAULT_SERVE_PORT
     """Rank 0 serves the OpenAI-compatible API here."""
 
     @field_validator("model_path")
@@ -101,16 +110,16 @@ class AgentStatus(_Strict):
 
     state: AgentState
     plan_id: Annotated[str | None, Field(max_length=128)] = None
-    revision: Annotated[int | None, Field(ge=0)] = None
-    rank: Annotated[int | None, Field(ge=0, le=1024)] = None
-    progress: Annotated[float | None, Field(ge=0, le=1)] = None
+    revision: Annotated[int | None, Field(ge=0), Whole] = None
+    rank: Annotated[int | None, Field(ge=0, le=1024), Whole] = None
+    progress: Annotated[float | None, Field(ge=0, le=1), Number] = None
     """Loading progress, layers done / total."""
     detail: Annotated[str | None, Field(max_length=1024)] = None
     reason: Annotated[str | None, Field(max_length=4096)] = None
     """Why the state is `failed`."""
     serving: Annotated[str | None, Field(max_length=512)] = None
     """Rank 0's OpenAI endpoint once ready."""
-    restarts: Annotated[int, Field(ge=0)] = 0
+    restarts: Annotated[int, Field(ge=0), Whole] = 0
     """Times the rank failed and was restarted under the current plan."""
     last_failure: Annotated[str | None, Field(max_length=4096)] = None
     """Why it last failed under the current plan (kept while it restarts)."""

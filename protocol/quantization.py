@@ -60,7 +60,7 @@ def read_quant(block: Any, where: str) -> Quant:
     except ValueError:
         modes = ", ".join(m.value for m in QuantMode)
         raise ModelConfigError(f"{where}.mode must be one of {modes}, got {mode_name!r}") from None
-    bits, group = block.get("bits"), block.get("group_size")
+    bits, group = (_whole_or_same(block.get(k)) for k in ("bits", "group_size"))
     if mode in _FIXED_MODES:
         fixed = _FIXED_MODES[mode]
         if (bits, group) != fixed and (bits, group) != (None, None):
@@ -69,9 +69,9 @@ def read_quant(block: Any, where: str) -> Quant:
                 f"got {bits!r} and {group!r}"
             )
         return Quant(bits=fixed[0], group_size=fixed[1], mode=mode)
-    if bits not in (2, 3, 4, 5, 6, 8):
+    if isinstance(bits, bool) or bits not in (2, 3, 4, 5, 6, 8):
         raise ModelConfigError(f"{where}.bits must be one of 2, 3, 4, 5, 6, 8, got {bits!r}")
-    if group not in (32, 64, 128):
+    if isinstance(group, bool) or group not in (32, 64, 128):
         raise ModelConfigError(f"{where}.group_size must be 32, 64 or 128, got {group!r}")
     return Quant(bits=bits, group_size=group, mode=mode)
 
@@ -132,3 +132,8 @@ def _hf_quantization(block: dict[str, Any], mode: QuantMode) -> Quantization:
             "model.quantization_config.modules_to_not_convert must be a list of module names"
         )
     return Quantization(default=Quant(bits, group, mode), not_converted=tuple(skip))
+
+
+def _whole_or_same(v: Any) -> Any:
+    """4.0 -> 4 (JSON writers differ); anything else as it is, for the checks to name."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v

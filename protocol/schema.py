@@ -9,13 +9,18 @@ second (Thunderbolt 5: 80). Memory is in bytes; `memory_gb` is accepted as a con
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
+from annotated_types import GroupedMetadata
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     NonNegativeInt,
+    Strict,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -66,22 +71,55 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _whole_number(v: Any) -> Any:
+    """4.0 -> 4: JSON writers differ on whole numbers; 4.5 stays and fails as an integer."""
+    return int(v) if isinstance(v, float) and v.is_integer() else v
+
+
+class _WholeInt(GroupedMetadata):
+    """An integer as clients send it: no "8192" for 8192 and no true for 1 (strict), but a
+    whole-number float is the integer it equals."""
+
+    def __iter__(self) -> Iterator[object]:
+        yield Strict()
+        yield BeforeValidator(_whole_number)
+
+
+Whole = _WholeInt()
+Number = Strict()
+"""On a float field of a request: a number, not a numeric string or a boolean."""
+
+
 def _finite_positive(v: float, what: str) -> float:
     if not math.isfinite(v) or v <= 0:
         raise ValueError(f"{what} must be a finite number > 0")
     return v
 
 
+def _gb_to_bytes(gb: Any, what: str) -> int:
+    if isinstance(gb, bool) or not isinstance(gb, int | float):
+        raise ValueError(f"{what} must be a number")
+    # Compared before any float conversion: a 400-digit integer overflows a float.
+    if isinstance(gb, int) and gb > MAX_BYTES // GB:
+        raise ValueError(f"{what} must be at most {MAX_BYTES // GB} (1 PiB)")
+    if not math.isfinite(gb) or gb <= 0:
+        raise ValueError(f"{what} must be a finite number > 0")
+    return round(gb * GB)
+
+
 class Node(_Strict):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     memory_bytes: Annotated[
-        int, Field(gt=0, le=MAX_BYTES, description="bytes; `memory_gb` (decimal GB) also works")
+        int,
+        Field(gt=0, le=MAX_BYTES, description="bytes; `memory_gb` (decimal GB) also works"),
+        Whole,
     ]
     available_bytes: Annotated[
         int | None,
         Field(gt=0, le=MAX_BYTES, description="bytes; `available_gb` also works; default all"),
+        Whole,
     ] = None
-    bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s")]
+    bandwidth_gbps: Annotated[float, Field(gt=0, le=100_000, description="memory GB/s"), Number]
     address: Annotated[str | None, Field(max_length=255)] = None
     chip: Annotated[str | None, Field(max_length=128)] = None
     source: FigureSource | None = None
@@ -97,11 +135,7 @@ class Node(_Strict):
                     gb = data.pop(short)
                     if full in data:
                         raise ValueError(f"give {full} or {short}, not both")
-                    if isinstance(gb, bool) or not isinstance(gb, int | float):
-                        raise ValueError(f"{short} must be a number")
-                    if not math.isfinite(gb) or gb <= 0:
-                        raise ValueError(f"{short} must be a finite number > 0")
-                    data[full] = round(gb * GB)
+                    data[full] = _gb_to_bytes(gb, short)
         return data
 
     @field_validator("bandwidth_gbps")
@@ -125,10 +159,10 @@ class Link(_Strict):
     b: str
     kind: LinkKind = "ethernet"
     bandwidth_gbps: Annotated[
-        float | None, Field(gt=0, le=100_000, description="network Gb/s; default by kind")
+        float | None, Field(gt=0, le=100_000, description="network Gb/s; default by kind"), Number
     ] = None
     latency_us: Annotated[
-        float | None, Field(ge=0, le=1_000_000, description="one-way µs; default by kind")
+        float | None, Field(ge=0, le=1_000_000, description="one-way µs; default by kind"), Number
     ] = None
     source: FigureSource | None = None
     """Where the figures come from; None counts as `user` where given, `assumed` where not."""
@@ -174,18 +208,18 @@ class Topology(_Strict):
 
 
 class Constraints(_Strict):
-    headroom: Annotated[float, Field(ge=0, lt=1)] = 0.1
+    headroom: Annotated[float, Field(ge=0, lt=1), Number] = 0.1
     """Fraction of each node's usable memory kept free."""
-    context_tokens: Annotated[int, Field(ge=1, le=10_000_000)] = 8192
-    batch_size: Annotated[int, Field(ge=1, le=4096)] = 1
+    context_tokens: Annotated[int, Field(ge=1, le=10_000_000), Whole] = 8192
+    batch_size: Annotated[int, Field(ge=1, le=4096), Whole] = 1
     """Concurrent sequences whose KV cache must fit."""
     sharding: ShardingMode = "auto"
-    overhead_bytes: Annotated[int, Field(ge=0, le=MAX_BYTES)] = DEFAULT_OVERHEAD_BYTES
+    overhead_bytes: Annotated[int, Field(ge=0, le=MAX_BYTES), Whole] = DEFAULT_OVERHEAD_BYTES
     """Per-rank runtime memory besides weights and cache (framework, activations)."""
-    kv_cache_bytes_per_element: Annotated[int | None, Field(ge=1, le=4)] = None
+    kv_cache_bytes_per_element: Annotated[int | None, Field(ge=1, le=4), Whole] = None
     """Defaults to the model's activation dtype (2 for bf16/fp16, 4 for float32)."""
-    time_limit_s: Annotated[float, Field(gt=0, le=120)] = 10.0
-    allow_unused_nodes: bool = True
+    time_limit_s: Annotated[float, Field(gt=0, le=120), Number] = 10.0
+    allow_unused_nodes: StrictBool = True
 
 
 class PlanRequest(_Strict):
@@ -317,10 +351,10 @@ class NodeFacts(_Strict):
     hostname: Annotated[str, Field(max_length=255)] = ""
     os: Annotated[str, Field(max_length=64)] = ""
     chip: Annotated[str | None, Field(max_length=128)] = None
-    memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
-    available_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES)]
+    memory_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES), Whole]
+    available_bytes: Annotated[int, Field(gt=0, le=MAX_BYTES), Whole]
     interfaces: Annotated[list[Interface], Field(max_length=64)] = []
-    rdma: bool | None = None
+    rdma: StrictBool | None = None
     """RDMA over Thunderbolt enabled (macOS `rdma_ctl status`); None where unknown."""
     os_version: Annotated[str | None, Field(max_length=64)] = None
     """macOS `sw_vers` "26.2 (25C56)"; the kernel release elsewhere."""

@@ -7,6 +7,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from protocol.connectivity import full_mesh
+
 GB = 10**9
 CONFIGS = Path(__file__).resolve().parent.parent / "planner" / "examples" / "configs"
 
@@ -59,9 +61,7 @@ def _four_nodes() -> dict[str, Any]:
     nodes = [
         {"id": i, "memory_bytes": m * GB, "bandwidth_gbps": bw, "address": a} for i, m, bw, a in ids
     ]
-    links = [
-        {"a": a[0], "b": b[0], "kind": "rdma"} for k, a in enumerate(ids) for b in ids[k + 1 :]
-    ]
+    links = full_mesh(i[0] for i in ids)
     return {
         "topology": {"nodes": nodes, "links": links},
         "model": _config("llama-3.1-70b-bf16"),

@@ -56,6 +56,7 @@ class Metrics:
         self.solves: dict[str, Histogram] = {}
         self.cache = {"hit": 0, "miss": 0}
         self.long_polls = 0
+        self.pending_solves = 0
         self.rejected_busy = 0
 
     def request(self, method: str, route: str, status: int, seconds: float) -> None:
@@ -97,6 +98,8 @@ class Metrics:
             lines.append(f"asymtp_plan_rejected_busy_total{_labels(w)} {self.rejected_busy}")
             family("asymtp_long_polls_waiting", "gauge", "assignment long-polls waiting now")
             lines.append(f"asymtp_long_polls_waiting{_labels(w)} {self.long_polls}")
+            family("asymtp_plan_solves_pending", "gauge", "solves running or queued now")
+            lines.append(f"asymtp_plan_solves_pending{_labels(w)} {self.pending_solves}")
         family("asymtp_deployments", "gauge", "published deployments")
         lines.append(f"asymtp_deployments {deployments}")
         family("asymtp_agents", "gauge", "agents seen (latest record per node), by state")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,6 +10,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from planner.request_io import MAX_REQUEST_BYTES
+from protocol.signing import DEVELOPMENT_KEY, keep_key_file, read_secret_file
 
 DEFAULT_PORT = 8420
 
@@ -25,8 +25,9 @@ class Settings(BaseSettings):
     """Bearer token for the deployment endpoints; required to listen beyond loopback."""
     token_file: Path | None = None
     """Read the token from this file (first line) when `token` is not set."""
-    signing_key: SecretStr | None = None
-    """HMAC key for assignments; defaults to the token (`protocol.signing.signing_key`)."""
+    signing_key_file: Path | None = None
+    """The HMAC key for assignments (first line). Default: `<db_path>.signing-key`, created on
+    the first start with a token; a service without a token signs with the development key."""
     db_path: Path = Path("asymtp.sqlite")
     max_solver_seconds: Annotated[float, Field(gt=0, le=120)] = 30.0
     """A request may ask for a shorter `constraints.time_limit_s`, not a longer one."""
@@ -45,7 +46,10 @@ class Settings(BaseSettings):
     graceful_shutdown_s: Annotated[float, Field(ge=0, le=600)] = 3.0
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
 
-    @field_validator("token", "signing_key", mode="before")
+    body_timeout_s: Annotated[float, Field(gt=0, le=600)] = 10.0
+    """A request body not received in full within this is answered 408."""
+
+    @field_validator("token", mode="before")
     @classmethod
     def _empty_is_none(cls, v: object) -> object:
         return None if v == "" else v
@@ -53,14 +57,8 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _token_from_file(self) -> Settings:
         if self.token is None and self.token_file is not None:
-            try:
-                lines = self.token_file.read_text().splitlines()
-            except OSError as e:
-                raise ValueError(f"token_file {self.token_file}: {e.strerror or e}") from None
-            first = lines[0].strip() if lines else ""
-            if not first:
-                raise ValueError(f"token_file {self.token_file} is empty")
-            object.__setattr__(self, "token", SecretStr(first))
+            token = read_secret_file(self.token_file, "token_file")
+            object.__setattr__(self, "token", SecretStr(token))
         return self
 
     @property
@@ -68,16 +66,14 @@ class Settings(BaseSettings):
         return self.token.get_secret_value() if self.token is not None else None
 
     @property
-    def signing_key_value(self) -> str | None:
-        return self.signing_key.get_secret_value() if self.signing_key is not None else None
+    def key_path(self) -> Path:
+        return self.signing_key_file or self.db_path.with_name(self.db_path.name + ".signing-key")
 
-
-def is_loopback(host: str) -> bool:
-    """True only for addresses that other machines cannot reach (names other than localhost
-    could resolve anywhere, so they count as non-loopback)."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
+    def signing_key(self) -> bytes:
+        """The service's own key (read, or created on first start); the development key only
+        for a token-less service, which listens on loopback alone."""
+        if self.signing_key_file is not None:
+            return read_secret_file(self.signing_key_file, "signing_key_file").encode()
+        if self.token is None:
+            return DEVELOPMENT_KEY.encode()
+        return keep_key_file(self.key_path).encode()

@@ -17,6 +17,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.responses import DeploymentSummary
+
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_MS = 10_000
 
@@ -62,15 +64,6 @@ class StoredDeployment:
     """DeploymentSpec JSON."""
     plan: str
     """Plan JSON (`plan_json`)."""
-
-
-@dataclass(frozen=True)
-class DeploymentSummary:
-    name: str
-    revision: int
-    plan_id: str
-    updated_at: float
-    agents: int
 
 
 class Store:
@@ -209,7 +202,8 @@ class Store:
             )
             .fetchall()
         )
-        return [DeploymentSummary(*row) for row in rows]
+        fields = DeploymentSummary.model_fields
+        return [DeploymentSummary(**dict(zip(fields, row))) for row in rows]
 
     # -- agents --------------------------------------------------------------------------
     def put_agent(

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 from typing import Any
 
+from protocol.connectivity import full_mesh
 from protocol.schema import PlanRequest
 
 CONFIGS = Path(__file__).resolve().parent.parent / "planner" / "examples" / "configs"
@@ -34,7 +34,7 @@ def qwen35_two_kv() -> dict[str, Any]:
 
 
 def mesh(nodes: list[dict[str, Any]], kind: str = "rdma") -> list[dict[str, Any]]:
-    return [{"a": a["id"], "b": b["id"], "kind": kind} for a, b in itertools.combinations(nodes, 2)]
+    return full_mesh((n["id"] for n in nodes), kind)
 
 
 def request(

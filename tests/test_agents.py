@@ -28,6 +28,7 @@ from asymtp.local_cluster import (
 )
 from executor.loader import read_json
 from executor.tiny_models import build_model
+from protocol.connectivity import full_mesh
 from protocol.deployment import Deployment
 
 pytestmark = pytest.mark.slow
@@ -47,11 +48,7 @@ def spec(model_dir: Path, bandwidths: dict[str, float] | None = None) -> dict[st
             "nodes": [
                 {"id": n, "memory_gb": m, "bandwidth_gbps": bw[n]} for n, (m, _) in NODES.items()
             ],
-            "links": [
-                {"a": a, "b": b, "kind": "thunderbolt"}
-                for i, a in enumerate(ids)
-                for b in ids[i + 1 :]
-            ],
+            "links": full_mesh(ids, "thunderbolt"),
         },
         "model": read_json(model_dir / "config.json"),
         "constraints": {

@@ -99,11 +99,11 @@ def test_types_without_an_exact_mlx_form_are_refused_by_name() -> None:
 
 
 # ---- parity on ring groups ------------------------------------------------------------------
-def _plan(model_dir: Path, shares: list[float]):  # type: ignore[no-untyped-def]
+def _plan(model_dir: Path, shares: list[float], sharding: str = "asymmetric"):  # type: ignore[no-untyped-def]
     from executor.loader import read_json
     from planner.splits import plan_for_split
 
-    return plan_for_split(read_json(model_dir / "config.json"), shares)
+    return plan_for_split(read_json(model_dir / "config.json"), shares, sharding=sharding)
 
 
 def _wrong_kv_heads(plan):  # type: ignore[no-untyped-def]
@@ -118,20 +118,20 @@ def _wrong_kv_heads(plan):  # type: ignore[no-untyped-def]
     return plan.model_copy(update={"ranks": ranks})
 
 
-def _no_all_sum(tmp: Path) -> list[list[str]]:
+def _no_all_sum(tmp: Path, ranks: int) -> list[list[str]]:
     """Command prefixes that start each rank with its all-sums removed (a sitecustomize on
     PYTHONPATH replaces the block wrapper's call before the rank starts)."""
     site = tmp / "sabotage"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import executor.shard as shard\n"
-        "shard.AllSum.__call__ = lambda self, x, *a, **k: self.inner(x, *a, **k)\n"
+        "import executor.layer_patch as patch\n"
+        "patch.AllSum.__call__ = lambda self, x, *a, **k: self.inner(x, *a, **k)\n"
     )
-    return [["env", f"PYTHONPATH={site}"]] * 2
+    return [["env", f"PYTHONPATH={site}"]] * ranks
 
 
-# The planner keeps attention whole on one rank of the float32 copy (its FFN columns weigh
-# more) and splits the 4-bit copy's heads one KV group per rank at these shares.
+# At these shares the planner keeps attention whole on one rank (the all-reduce is paid either
+# way, and the FFN columns are the finer unit) and splits the FFN unevenly.
 CASES = [
     pytest.param(Variant.FLOAT32, [0.6, 0.4], id="f32-2-ranks"),
     pytest.param(Variant.PACKED, [0.4, 0.3, 0.3], id="q4-3-ranks"),
@@ -156,7 +156,8 @@ def test_sharded_real_model_matches_unsharded(
 def test_a_wrong_kv_head_mapping_fails_parity(packed: Path) -> None:
     from executor.parity import check
 
-    plan = _plan(packed, [0.4, 0.3, 0.3])
+    # The equal split gives each rank one KV group: moving them is a wrong GQA mapping.
+    plan = _plan(packed, [1 / 3] * 3, sharding="equal")
     assert [r.kv_heads for r in plan.ranks] == [(0, 1), (1, 2), (2, 3)]
     report = check(packed, _wrong_kv_heads(plan), **PARITY)
     print("\n".join(report.lines()))
@@ -167,7 +168,9 @@ def test_a_wrong_kv_head_mapping_fails_parity(packed: Path) -> None:
 def test_missing_all_sums_fail_parity(packed: Path, tmp_path: Path) -> None:
     from executor.parity import check
 
-    report = check(packed, _plan(packed, [0.6, 0.4]), prefixes=_no_all_sum(tmp_path), **PARITY)
+    # Every rank holds heads and FFN columns, so each runs the same (sabotaged) all-sums.
+    plan = _plan(packed, [1 / 3] * 3, sharding="equal")
+    report = check(packed, plan, prefixes=_no_all_sum(tmp_path, 3), **PARITY)
     print("\n".join(report.lines()))
     assert not report.passes()
 

@@ -20,7 +20,7 @@ from service_server import ROOT, Server, free_port, running_server
 
 from planner.request_io import load_request
 from protocol.deployment import Assignment
-from protocol.signing import DEVELOPMENT_KEY, SignatureError, verify
+from protocol.signing import DEVELOPMENT_KEY, SignatureError, read_secret_file, verify
 
 SEED_FILE = ROOT / "planner" / "examples" / "seed-128-48.yaml"
 FOUR_NODES_FILE = ROOT / "deploy" / "examples" / "mixed-4-node.yaml"
@@ -45,19 +45,6 @@ def without_wall_time(text: str) -> dict[str, Any]:
 
 def etag_of(assignment: dict[str, Any]) -> str:
     return f'"{assignment["plan_id"]}:{assignment["revision"]}"'
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    db = tmp_path_factory.mktemp("service") / "planner.sqlite"
-    with running_server(db) as s:
-        yield s
-
-
-@pytest.fixture
-def client(server: Server) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=server.url, timeout=60) as c:
-        yield c
 
 
 # -- POST /plan --------------------------------------------------------------------------------
@@ -147,6 +134,8 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("model as path", _set(_two_nodes(), "model", "/etc/passwd"), "model"),
     ("dtype a list", _set(_two_nodes(), "model.torch_dtype", ["x"]), "torch_dtype"),
     ("absurd layers", _set(_two_nodes(), "model.num_hidden_layers", 10**9), "num_hidden_layers"),
+    # More FFN blocks than any model has: the planner's work grows with them (issue 15).
+    ("absurd ffn", _set(_two_nodes(), "model.intermediate_size", 10**9), "intermediate_size"),
     ("deep nesting", _set(_two_nodes(), "model.junk", json.loads("[" * 300 + "]" * 300)), "deeper"),
     ("extra field", {**_two_nodes(), "surprise": 1}, "surprise"),
     ("no topology", {"model": config(LLAMA_70B)}, "topology"),
@@ -209,7 +198,6 @@ def test_malformed_json_is_422(client: httpx.Client, raw: bytes) -> None:
     ("path", "value"),
     [
         ("model.hidden_size", 10**9),
-        ("model.intermediate_size", 10**9),
         ("topology.nodes.0.bandwidth_gbps", 1e-300),
         ("topology.links.0.bandwidth_gbps", 1e-300),
         ("topology.nodes.0.memory_bytes", 2**50),
@@ -533,10 +521,13 @@ def test_auth_refused_without_or_with_a_wrong_token(tmp_path: Path) -> None:
         )
         a = httpx.get(s.url + "/deployments/auth/assignments/m1-ultra", headers=right)
         assert a.status_code == 200
-        # Signed with the token: the development key does not verify it.
-        with pytest.raises(SignatureError):
-            verify(Assignment.model_validate(a.json()), DEVELOPMENT_KEY.encode())
-        verify(Assignment.model_validate(a.json()), b"right-token")
+        # Signed with the service's own key (kept next to its database): neither the
+        # development key nor the bearer token verifies it.
+        signed = Assignment.model_validate(a.json())
+        for not_the_key in (DEVELOPMENT_KEY.encode(), b"right-token"):
+            with pytest.raises(SignatureError):
+                verify(signed, not_the_key)
+        verify(signed, read_secret_file(s.key_path, "key").encode())
         # Stateless planning and health stay open.
         assert (
             httpx.post(s.url + "/plan", json=request_body(SEED_FILE), timeout=60).status_code == 200
@@ -611,40 +602,31 @@ def test_topology_from_facts_reported_before_any_deployment(client: httpx.Client
     assert plan.status_code == 200, plan.text
 
 
-def test_healthz_stays_responsive_while_a_slow_plan_solves(client: httpx.Client) -> None:
-    nodes = [
-        {"id": f"n{i:02d}", "memory_gb": 32 + 16 * (i % 5), "bandwidth_gbps": 200 + 50 * (i % 7)}
-        for i in range(24)
-    ]
-    links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"}
-        for k, a in enumerate(nodes)
-        for b in nodes[k + 1 :]
-    ]
-    body = {
-        "topology": {"nodes": nodes, "links": links},
-        "model": config(LLAMA_70B),  # 24 uneven nodes: a few seconds of CP-SAT
-        "constraints": {"time_limit_s": 5},
-    }
+def test_healthz_stays_responsive_while_a_slow_plan_solves(tmp_path: Path) -> None:
+    # Every solve of this service sleeps 3 s first (in the solver thread, without the GIL, as
+    # CP-SAT searches): /healthz is probed while a solve runs whatever this machine's speed.
+    # A loop blocked by the solve would hold a probe for seconds; a busy machine, not for 1 s.
+    body = _two_nodes()
     out: dict[str, Any] = {}
+    slow = {"SLOW_SOLVE_S": "3"}
+    with running_server(tmp_path / "db", entry="tests.slow_solves", env=slow) as s:
 
-    def solve() -> None:
-        out["response"] = client.post("/plan", json=body)
+        def solve() -> None:
+            out["response"] = httpx.post(f"{s.url}/plan", json=body, timeout=60)
 
-    t = threading.Thread(target=solve)
-    t.start()
-    time.sleep(0.2)
-    latencies = []
-    while t.is_alive():
-        started = time.perf_counter()
-        assert client.get("/healthz").status_code == 200
-        latencies.append(time.perf_counter() - started)
-        time.sleep(0.02)
-    t.join()
+        t = threading.Thread(target=solve)
+        t.start()
+        time.sleep(0.2)
+        latencies = []
+        while t.is_alive():
+            started = time.perf_counter()
+            assert httpx.get(f"{s.url}/healthz").status_code == 200
+            latencies.append(time.perf_counter() - started)
+            time.sleep(0.02)
+        t.join()
     assert out["response"].status_code == 200
-    assert out["response"].json()["solver"]["wall_ms"] > 500, "the plan was not slow enough"
     assert len(latencies) > 10
-    assert max(latencies) < 0.25, f"/healthz took {max(latencies) * 1e3:.0f} ms during a solve"
+    assert max(latencies) < 1.0, f"/healthz took {max(latencies) * 1e3:.0f} ms during a solve"
 
 
 def test_metrics_and_openapi(client: httpx.Client) -> None:
