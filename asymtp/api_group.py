@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from executor.loader import read_json
-from executor.parity import free_ports
+from executor.parity import free_ports, rank_command
 from planner.splits import plan_for_split
 from protocol.schema import plan_json
 
@@ -74,17 +73,7 @@ def serving_group(
     procs = [
         subprocess.Popen(
             [
-                sys.executable,
-                "-m",
-                "executor.rank_process",
-                "--model",
-                str(model_dir),
-                "--plan",
-                str(workdir / "plan.json"),
-                "--rank",
-                str(r),
-                "--hostfile",
-                str(workdir / "hosts.json"),
+                *rank_command(model_dir, workdir, r),
                 "--serve",
                 f"127.0.0.1:{serve}",
                 *extra,

@@ -118,3 +118,8 @@ class Engine(Protocol):
     def ping(self) -> None:
         """A round trip through the group while idle; raises if the group is broken."""
         ...
+
+    def stats(self) -> dict[str, int]:
+        """Counters for rank 0's `/metrics`: the prefix cache's hits, misses, cached tokens
+        and bytes, and the batch's running and waiting sequences."""
+        ...

@@ -118,6 +118,15 @@ def free_ports(n: int) -> list[int]:
     return ports
 
 
+def rank_command(model_dir: Path, workdir: Path, rank: int) -> list[str]:
+    """The command of one local rank process over the `plan.json` and `hosts.json` of
+    `workdir` (what it then does — a parity job, serving — follows as more flags)."""
+    plan, hosts = workdir / "plan.json", workdir / "hosts.json"
+    module = ["-m", "executor.rank_process"]
+    where = ["--plan", str(plan), "--rank", str(rank), "--hostfile", str(hosts)]
+    return [sys.executable, *module, "--model", str(model_dir), *where]
+
+
 def run_group(
     model_dir: Path,
     plan: Plan,
@@ -136,17 +145,7 @@ def run_group(
         subprocess.Popen(
             [
                 *(prefixes[r] if prefixes else []),
-                sys.executable,
-                "-m",
-                "executor.rank_process",
-                "--model",
-                str(model_dir),
-                "--plan",
-                str(workdir / "plan.json"),
-                "--rank",
-                str(r),
-                "--hostfile",
-                str(workdir / "hosts.json"),
+                *rank_command(model_dir, workdir, r),
                 "--parity",
                 str(workdir / "job.json"),
                 "--out",

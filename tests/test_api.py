@@ -275,3 +275,19 @@ def test_beyond_loopback_needs_a_token() -> None:
     check_exposure("0.0.0.0", "t")
     with pytest.raises(TokenRequired, match="--api-token"):
         check_exposure("0.0.0.0", None)
+
+
+def _metric(group: Group, name: str) -> int:
+    text = httpx.get(f"{group.url}/metrics", headers=AUTH, timeout=30).text
+    values = dict(line.split(" ") for line in text.splitlines())
+    return int(values[f"asymtp_rank0_{name}"])
+
+
+def test_a_prefix_cache_hit_shows_in_usage_and_metrics_with_the_same_text(group: Group) -> None:
+    body = {"model": "model", "messages": ASK, "max_tokens": 8, **GREEDY}
+    hits = _metric(group, "prefix_cache_hits")
+    first = post(group, "/v1/chat/completions", body).json()
+    second = post(group, "/v1/chat/completions", body).json()
+    assert second["choices"][0]["message"] == first["choices"][0]["message"]
+    assert second["usage"]["prompt_tokens_details"]["cached_tokens"] > 0
+    assert _metric(group, "prefix_cache_hits") > hits

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
 
 from executor.api import anthropic_routes, errors, openai_routes
 from executor.api.bounds import DEFAULT_MAX_BODY_BYTES, Bounds
@@ -45,5 +46,11 @@ def create_app(
             "served": serving.served,
             **(status or {}),
         }
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    def metrics(engine: EngineDep, serving: ServingDep) -> str:
+        """Prometheus text: the engine's counters and what this server has served."""
+        values = {**engine.stats(), "in_flight": serving.in_flight, "served": serving.served}
+        return "".join(f"asymtp_rank0_{k} {v}\n" for k, v in sorted(values.items()))
 
     return app, serving
