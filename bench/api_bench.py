@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 
 from bench import RESULTS_DIR, Section, write_section
+from executor.tiny_models import CORPUS_WORDS
 
 CONCURRENCY = (1, 4, 8)
 READY_TIMEOUT_S = 240.0
@@ -39,23 +40,6 @@ QUICK_CONVERSATION_WORDS = 150
 TARGET_VS_MLX_LM = 0.9
 TARGET_SCALING = 3.0
 TARGET_TTFT = 5.0
-WORDS = [
-    "mac",
-    "studio",
-    "ultra",
-    "memory",
-    "tensor",
-    "head",
-    "expert",
-    "ring",
-    "token",
-    "split",
-    "rank",
-    "plan",
-    "model",
-    "layer",
-    "cache",
-]
 
 
 @contextmanager
@@ -107,7 +91,7 @@ def _complete(url: str, headers: dict[str, str], prompt: str, max_tokens: int) -
 def throughput(url: str, headers: dict[str, str], streams: int, max_tokens: int) -> float:
     """Completion tokens of `streams` concurrent requests ÷ the wall time they took."""
     rng = random.Random(streams)
-    prompts = [" ".join(rng.choice(WORDS) for _ in range(16)) for _ in range(streams)]
+    prompts = [" ".join(rng.choice(CORPUS_WORDS) for _ in range(16)) for _ in range(streams)]
     counts: list[int] = []
     errors: list[BaseException] = []
 
@@ -146,7 +130,7 @@ def _first_token_s(url: str, headers: dict[str, str], messages: list[dict[str, s
 def second_turn_ttft(url: str, headers: dict[str, str], seed: int, warm: bool, words: int) -> float:
     """TTFT of turn 2 of a `words`-token conversation; `warm`: turn 1 was just served."""
     rng = random.Random(seed)
-    first = [{"role": "user", "content": " ".join(rng.choice(WORDS) for _ in range(words))}]
+    first = [{"role": "user", "content": " ".join(rng.choice(CORPUS_WORDS) for _ in range(words))}]
     answer = "the plan fits."
     if warm:
         _first_token_s(url, headers, first)

@@ -41,6 +41,39 @@ MIXED_OVERRIDES = {
     "embed_tokens": {"bits": 8, "group_size": 64},
     "lm_head": {"bits": 8, "group_size": 64},
 }
+CORPUS_WORDS = (
+    "mac",
+    "studio",
+    "ultra",
+    "max",
+    "memory",
+    "tensor",
+    "head",
+    "expert",
+    "ring",
+    "token",
+    "split",
+    "rank",
+    "plan",
+    "model",
+    "layer",
+    "cache",
+    "bandwidth",
+    "cable",
+    "the",
+    "a",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "fits",
+    "fast",
+    "slow",
+    "small",
+    "big",
+)
+"""The words a tiny model's tokenizer is trained on: prompts made of them stay in vocabulary."""
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
@@ -216,40 +249,8 @@ def quantize_like_convert(
 
 def _corpus(seed: int) -> list[str]:
     rng = random.Random(seed)
-    words = [
-        "mac",
-        "studio",
-        "ultra",
-        "max",
-        "memory",
-        "tensor",
-        "head",
-        "expert",
-        "ring",
-        "token",
-        "split",
-        "rank",
-        "plan",
-        "model",
-        "layer",
-        "cache",
-        "bandwidth",
-        "cable",
-        "the",
-        "a",
-        "of",
-        "and",
-        "to",
-        "in",
-        "is",
-        "fits",
-        "fast",
-        "slow",
-        "small",
-        "big",
-    ]
     return [
-        " ".join(rng.choice(words) for _ in range(rng.randint(4, 16))) + "." for _ in range(4000)
+        " ".join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(4, 16))) + "." for _ in range(4000)
     ]
 
 
