@@ -250,7 +250,8 @@ def quantize_like_convert(
 def _corpus(seed: int) -> list[str]:
     rng = random.Random(seed)
     return [
-        " ".join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(4, 16))) + "." for _ in range(4000)
+        " ".join(rng.choice(CORPUS_WORDS) for _ in range(rng.randint(4, 16))) + "."
+        for _ in range(4000)
     ]
 
 
