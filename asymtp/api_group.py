@@ -16,7 +16,7 @@ from pathlib import Path
 from executor.loader import read_json
 from executor.parity import free_ports, rank_command
 from planner.splits import plan_for_split
-from protocol.schema import plan_json
+from protocol.plan import plan_json
 
 READY_TIMEOUT_S = 180.0
 

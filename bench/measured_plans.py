@@ -28,7 +28,8 @@ from planner.calibration import LINK_DEFAULTS, LinkType
 from planner.plan import make_plan
 from planner.topology_from_facts import build_topology
 from protocol.measurements import Measurements
-from protocol.schema import NodeFacts, Plan, PlanRequest, Topology
+from protocol.plan import Plan
+from protocol.schema import NodeFacts, PlanRequest, Topology
 
 MODEL = "llama-3.1-70b-bf16"
 NODE_IDS = ("node-a", "node-b")

@@ -32,7 +32,8 @@ from planner.costs import UNITS, UnitCosts, unit_costs
 from planner.plan import make_plan
 from planner.problem import budget_bytes
 from protocol.config_reader import read_config
-from protocol.schema import Plan, PlanRequest
+from protocol.plan import Plan
+from protocol.schema import PlanRequest
 
 SIZES = (2, 4, 8, 16, 32)
 SEEDS_FULL = 10

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from protocol.model_spec import ModelSpec
-from protocol.schema import Range, RankPlan
+from protocol.plan import RankPlan
+from protocol.schema import Range
 
 Axis = Literal["out", "in", "expert"]
 Segments = list[tuple[int, int]]

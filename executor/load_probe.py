@@ -22,7 +22,7 @@ from mlx.utils import tree_flatten
 
 from executor.families import split_layer_name
 from executor.loader import load_shard, read_header, weight_files
-from protocol.schema import Plan
+from protocol.plan import Plan
 
 
 def _peak_rss_bytes() -> int:

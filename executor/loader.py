@@ -26,7 +26,7 @@ from executor.layer_patch import patch_layer
 from executor.shard import slice_weights
 from protocol.config_reader import read_config
 from protocol.model_spec import ModelSpec
-from protocol.schema import RankPlan
+from protocol.plan import RankPlan
 
 Progress = Callable[[int, int], None]
 

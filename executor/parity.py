@@ -18,7 +18,7 @@ import mlx.core as mx
 
 from executor.loader import load_shard, read_json
 from executor.lockstep import Lockstep
-from protocol.schema import Plan, plan_json
+from protocol.plan import Plan, plan_json
 
 GROUP_TIMEOUT_S = 300.0
 GREEDY_PROMPT_TOKENS = 12

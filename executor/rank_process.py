@@ -249,7 +249,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
     """(role, rank plan, model id) from an assignment or a plan file."""
     from executor.model_paths import served_name
-    from protocol.schema import Plan
+    from protocol.plan import Plan
 
     if args.assignment is not None:
         a = Assignment.model_validate_json(args.assignment.read_text())

@@ -24,7 +24,7 @@ def run(args: argparse.Namespace) -> int:
     from planner.plan import make_plan
     from planner.request_io import RequestError, load_request
     from planner.table import render
-    from protocol.schema import plan_json
+    from protocol.plan import plan_json
 
     try:
         request = load_request(args.request)

@@ -9,7 +9,7 @@ from planner.costs import UNITS, Unit, UnitCosts, unit_costs
 from planner.problem import Solution
 from planner.solver import solve
 from protocol.model_spec import KV_CACHE_STEP
-from protocol.schema import RankPlan
+from protocol.plan import RankPlan
 
 CONTEXT_SEARCH_TIME_S = 1.0
 

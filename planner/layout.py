@@ -6,7 +6,8 @@ from planner.calibration import fixed_us, read_ms
 from planner.costs import Unit, UnitCosts
 from planner.problem import NodeShare, budget_bytes
 from protocol.model_spec import ModelSpec
-from protocol.schema import MemoryBreakdown, Node, Range, RankPlan
+from protocol.plan import MemoryBreakdown, RankPlan
+from protocol.schema import Node, Range
 
 
 def _cursor_ranges(sizes: list[int], scale: int = 1) -> list[Range]:
@@ -87,6 +88,7 @@ def rank_plans(
                     + fixed_us(spec.num_layers) / 1e3,
                     6,
                 ),
+                layers=(0, spec.num_layers),
             )
         )
     return plans

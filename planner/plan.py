@@ -21,7 +21,8 @@ from planner.solver import SEED, WORKERS, solve
 from planner.sources import figure_sources
 from protocol.measurements import FigureSource
 from protocol.model_spec import ModelSpec
-from protocol.schema import Estimates, ModelSummary, Plan, PlanRequest, RankPlan, SolverInfo
+from protocol.plan import Estimates, ModelSummary, Plan, RankPlan, SolverInfo
+from protocol.schema import PlanRequest
 
 __all__ = ["SOLVER_VERSION", "Cluster", "make_plan", "plan_id_for"]
 

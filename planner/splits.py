@@ -6,7 +6,8 @@ from typing import Any
 
 from planner.plan import make_plan
 from protocol.connectivity import full_mesh
-from protocol.schema import Plan, PlanRequest
+from protocol.plan import Plan
+from protocol.schema import PlanRequest
 
 
 def plan_for_split(

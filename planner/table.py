@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from protocol.measurements import FigureSource
-from protocol.schema import Plan, Range
+from protocol.plan import Plan
+from protocol.schema import Range
 
 
 def _r(r: Range | None) -> str:

@@ -17,16 +17,8 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from protocol.schema import (
-    NODE_ID_PATTERN,
-    NodeFacts,
-    Number,
-    Plan,
-    PlanRequest,
-    RankPlan,
-    Whole,
-    _Strict,
-)
+from protocol.plan import Plan, RankPlan
+from protocol.schema import NODE_ID_PATTERN, NodeFacts, Number, PlanRequest, StrictModel, Whole
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 DEFAULT_RING_PORT = 52100
@@ -69,7 +61,7 @@ class DeploymentSpec(PlanRequest):
         return PlanRequest(topology=self.topology, model=self.model, constraints=self.constraints)
 
 
-class Peer(_Strict):
+class Peer(StrictModel):
     rank: int
     node_id: str
     host: str
@@ -77,7 +69,7 @@ class Peer(_Strict):
     port: int
 
 
-class Assignment(_Strict):
+class Assignment(StrictModel):
     """Everything one node needs to start its rank. `rank` is None for a node the plan leaves
     out (it idles). `signature` is the HMAC-SHA256 (hex) of the other fields' canonical JSON."""
 
@@ -105,7 +97,7 @@ class Assignment(_Strict):
         return f"{self.plan_id}:{self.revision}"
 
 
-class AgentStatus(_Strict):
+class AgentStatus(StrictModel):
     """An agent's report (heartbeat or state change)."""
 
     state: AgentState
@@ -132,7 +124,7 @@ class AgentRecord(AgentStatus):
     """Unix time of the last report."""
 
 
-class MeasurePeers(_Strict):
+class MeasurePeers(StrictModel):
     """`GET /deployments/{name}/peers`: the agents an agent may measure, and the planner's
     measurement request number (a new number asks every agent to measure again)."""
 
@@ -140,7 +132,7 @@ class MeasurePeers(_Strict):
     agents: list[NodeFacts] = Field(default_factory=list)
 
 
-class Deployment(_Strict):
+class Deployment(StrictModel):
     name: Annotated[str, Field(pattern=DEPLOYMENT_NAME_PATTERN)]
     revision: int
     created_at: float

@@ -65,9 +65,10 @@ Range = tuple[NonNegativeInt, NonNegativeInt]
 
 LinkKind = Literal["rdma", "thunderbolt", "ethernet"]
 ShardingMode = Literal["asymmetric", "equal", "auto"]
+ParallelismMode = Literal["tensor", "pipeline", "auto"]
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
@@ -107,7 +108,7 @@ def _gb_to_bytes(gb: Any, what: str) -> int:
     return round(gb * GB)
 
 
-class Node(_Strict):
+class Node(StrictModel):
     id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
     memory_bytes: Annotated[
         int,
@@ -154,7 +155,7 @@ class Node(_Strict):
         return self.available_bytes if self.available_bytes is not None else self.memory_bytes
 
 
-class Link(_Strict):
+class Link(StrictModel):
     a: str
     b: str
     kind: LinkKind = "ethernet"
@@ -180,7 +181,7 @@ class Link(_Strict):
         return v
 
 
-class Topology(_Strict):
+class Topology(StrictModel):
     nodes: Annotated[list[Node], Field(min_length=1, max_length=MAX_NODES)]
     links: Annotated[list[Link], Field(max_length=MAX_LINKS)] = []
 
@@ -207,13 +208,16 @@ class Topology(_Strict):
         return self
 
 
-class Constraints(_Strict):
+class Constraints(StrictModel):
     headroom: Annotated[float, Field(ge=0, lt=1), Number] = 0.1
     """Fraction of each node's usable memory kept free."""
     context_tokens: Annotated[int, Field(ge=1, le=10_000_000), Whole] = 8192
     batch_size: Annotated[int, Field(ge=1, le=4096), Whole] = 1
     """Concurrent sequences whose KV cache must fit."""
     sharding: ShardingMode = "auto"
+    parallelism: ParallelismMode = "auto"
+    """`tensor`: one stage over the used nodes (every layer split across them); `pipeline`:
+    stages of one rank each; `auto`: the fastest of every layout, hybrids included."""
     overhead_bytes: Annotated[int, Field(ge=0, le=MAX_BYTES), Whole] = DEFAULT_OVERHEAD_BYTES
     """Per-rank runtime memory besides weights and cache (framework, activations)."""
     kv_cache_bytes_per_element: Annotated[int | None, Field(ge=1, le=4), Whole] = None
@@ -222,7 +226,7 @@ class Constraints(_Strict):
     allow_unused_nodes: StrictBool = True
 
 
-class PlanRequest(_Strict):
+class PlanRequest(StrictModel):
     topology: Topology
     model: dict[str, Any]
     """A Hugging Face config.json object (with mlx-community's `quantization` block)."""
@@ -246,105 +250,14 @@ class PlanRequest(_Strict):
         return self
 
 
-class MemoryBreakdown(_Strict):
-    weights: int
-    kv_cache: int
-    overhead: int
-    total: int
-
-
-class RankPlan(_Strict):
-    rank: int
-    node_id: str
-    address: str | None = None
-    q_heads: Range
-    kv_heads: Range
-    ffn: Range
-    experts: Range | None = None
-    linear_k_heads: Range | None = None
-    linear_v_heads: Range | None = None
-    share: float
-    """This rank's fraction of the sharded weight bytes."""
-    memory_bytes: MemoryBreakdown
-    budget_bytes: int
-    decode_ms: float
-    """Time to read this rank's bytes for one decode token at its memory bandwidth."""
-
-
-class ModelSummary(_Strict):
-    model_type: str
-    family: str
-    num_layers: int
-    full_attention_layers: int
-    linear_attention_layers: int
-    q_heads: int
-    kv_heads: int
-    head_dim: int
-    ffn_dim: int
-    ffn_block: int
-    """`ffn` ranges are multiples of this (the quantization group size when quantized)."""
-    experts: int
-    experts_per_token: int
-    linear_k_heads: int
-    linear_v_heads: int
-    bits: int | None
-    group_size: int | None
-    weight_bytes: int
-
-
-class Estimates(_Strict):
-    decode_ms_per_token: float
-    tokens_per_s: float
-    bottleneck_rank: int
-    compute_ms: float
-    """Slowest rank's memory-read time per decode token."""
-    allreduce_ms: float
-    """All-reduce time per decode token over the ring's slowest link."""
-    fluid_bound_ms: float
-    """Lower bound: every rank reads the replicated bytes, the rest spreads over all bandwidth."""
-    fluid_bound_used_ms: float | None = None
-    """The same bound over the nodes this plan uses: each reads the replicated bytes, the rest
-    spreads over their bandwidth in proportion. `compute_ms` above it is the cost of whole
-    units (heads, experts, FFN blocks) and of memory budgets that cap the fastest nodes."""
-    equal_split_decode_ms: float | None = None
-    """The same estimate for today's even split, where one fits."""
-
-
-class SolverInfo(_Strict):
-    wall_ms: float
-    objective: float | None = None
-    bound: float | None = None
-    time_limited: bool = False
-    workers: int
-    seed: int
-    version: str
-
-
-class Plan(_Strict):
-    feasible: bool
-    status: Literal["optimal", "feasible", "infeasible"]
-    plan_id: str
-    sharding: Literal["asymmetric", "equal"] | None = None
-    ranks: list[RankPlan] = []
-    ring: list[str] = []
-    estimates: Estimates | None = None
-    reasons: list[str] = []
-    warnings: list[str] = []
-    model: ModelSummary | None = None
-    solver: SolverInfo
-    sources: dict[str, FigureSource] = {}
-    """`node:ID` / `link:A-B` -> whether the figures the estimate used were measured,
-    assumed (defaults) or given by the user."""
-
-
-class Interface(_Strict):
+class Interface(StrictModel):
     name: Annotated[str, Field(max_length=64)]
     addresses: Annotated[list[Annotated[str, Field(max_length=64)]], Field(max_length=32)] = []
     """IPv4/IPv6 addresses with prefix length, e.g. `169.254.10.1/16`."""
     kind: InterfaceKind = "other"
 
 
-class NodeFacts(_Strict):
+class NodeFacts(StrictModel):
     """What an agent reports about its machine, so a topology can be built from the reports."""
 
     node_id: Annotated[str, Field(pattern=NODE_ID_PATTERN)]
@@ -367,8 +280,3 @@ class NodeFacts(_Strict):
     measure_port: Annotated[int | None, Field(ge=1, le=65535)] = None
     """Where this agent's measurement responder listens (on all its addresses)."""
     measurements: Measurements | None = None
-
-
-def plan_json(plan: Plan) -> str:
-    """The one JSON rendering of a plan: the CLI's `--json`, the HTTP body, a rank's input."""
-    return plan.model_dump_json(indent=2)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 
 from protocol.deployment import Assignment, Backend, DeploymentSpec, Peer
-from protocol.schema import Plan
+from protocol.plan import Plan
 
 LOOPBACK_HOST = "127.0.0.1"
 

@@ -25,7 +25,8 @@ import anyio.to_thread
 from starlette.requests import Request
 
 from planner.plan import make_plan, plan_id_for
-from protocol.schema import Plan, PlanRequest, plan_json
+from protocol.plan import Plan, plan_json
+from protocol.schema import PlanRequest
 from service.metrics import Metrics
 
 T = TypeVar("T")

@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from protocol.schema import Plan
+from protocol.plan import Plan
 
 
 class Health(BaseModel):

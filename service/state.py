@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 import anyio.to_thread
 
 from protocol.deployment import AgentRecord, Deployment, DeploymentSpec
-from protocol.schema import Plan
+from protocol.plan import Plan
 from service.metrics import Metrics
 from service.plans import Planner
 from service.settings import Settings

@@ -9,7 +9,8 @@ import sys
 import time
 
 import service.plans
-from protocol.schema import Plan, PlanRequest
+from protocol.plan import Plan
+from protocol.schema import PlanRequest
 from service.__main__ import main
 
 _solve = service.plans.make_plan

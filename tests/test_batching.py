@@ -19,7 +19,7 @@ from executor.loader import read_json
 from executor.parity import free_ports
 from executor.tiny_models import build_model
 from planner.splits import plan_for_split
-from protocol.schema import plan_json
+from protocol.plan import plan_json
 
 pytestmark = pytest.mark.slow
 

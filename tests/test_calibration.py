@@ -22,7 +22,7 @@ from planner.calibration import (
 )
 from planner.plan import make_plan
 from planner.topology import Hop
-from protocol.schema import Plan
+from protocol.plan import Plan
 from tests.planner_cases import LLAMA_70B, config, node, request
 
 PAIR = [node("a", 192, 800), node("b", 192, 800)]

@@ -16,7 +16,7 @@ import pytest
 from executor.loader import read_json
 from executor.tiny_models import build_model
 from planner.splits import plan_for_split
-from protocol.schema import plan_json
+from protocol.plan import plan_json
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from planner.plan import make_plan
-from protocol.schema import Plan
+from protocol.plan import Plan
 from tests.planner_cases import (
     LLAMA_70B,
     QWEN3_235B,

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from planner.plan import make_plan
-from protocol.schema import Plan
+from protocol.plan import Plan
 from tests.planner_cases import LLAMA_70B, config, mesh, node, request
 
 LLAMA_405B = "llama-3.1-405b-4bit"

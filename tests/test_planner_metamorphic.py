@@ -33,7 +33,8 @@ from planner.problem import (
     time_coefficient,
 )
 from protocol.config_reader import read_config
-from protocol.schema import Plan, PlanRequest
+from protocol.plan import Plan
+from protocol.schema import PlanRequest
 
 GAP_MS = 2e-6  # the solver's optimality gap (under 1 ns) plus the plan's rounding to 1 ns
 FAMILIES = ("mesh", "ring", "chain", "islands", "switch")

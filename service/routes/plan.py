@@ -7,7 +7,8 @@ from typing import Annotated, TypeVar
 from fastapi import APIRouter, Body, Request
 from fastapi.responses import Response
 
-from protocol.schema import Plan, PlanRequest
+from protocol.plan import Plan
+from protocol.schema import PlanRequest
 from service import examples, responses
 from service.deps import PlannerDep, SettingsDep
 from service.errors import invalid
