@@ -54,6 +54,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     # (section name, module in this package), in the order they run and are reported
     ("planner", "planner_bench"),
     ("planner-families", "planner_families"),
+    ("layouts", "layouts"),
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),
