@@ -26,6 +26,7 @@ import math
 import time
 from collections.abc import Callable
 from enum import StrEnum
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -142,11 +143,11 @@ def run_case(
     layers = int(config["num_hidden_layers"])
     results: dict[str, Any] = {}
     for method, mode in ((Method.AUTO, "auto"), (Method.TENSOR, "tensor")):
-        results[method] = outcome(*timed(lambda m=mode: make_plan(req(m))), limit)
+        results[method] = outcome(*timed(partial(make_plan, req(mode))), limit)
     fixed = req("auto")
     for method, layout in BASELINES.items():
         stages = layout(cluster, layers)
-        results[method] = outcome(*timed(lambda s=stages: plan_for_layout(fixed, s)), limit)
+        results[method] = outcome(*timed(partial(plan_for_layout, fixed, stages)), limit)
     return {
         "cluster": cluster.name,
         "family": cluster.family,
