@@ -120,10 +120,17 @@ def outcome(plan: Plan, wall_s: float, limit: int) -> dict[str, Any]:
     }
 
 
-def timed(fn: Callable[[], Plan]) -> tuple[Plan, float]:
+def priced(fn: Callable[[], Plan], limit: int) -> dict[str, Any]:
+    """The outcome of one planner call; a planner error is recorded (and flagged), not hidden
+    and not allowed to stop the other rows."""
     started = time.perf_counter()
-    plan = fn()
-    return plan, time.perf_counter() - started
+    try:
+        plan = fn()
+    except (RuntimeError, ValueError) as e:
+        wall_s = round(time.perf_counter() - started, 3)
+        error = f"{type(e).__name__}: {e}"
+        return {"fits": False, "error": error, "time_limited": False, "wall_s": wall_s}
+    return outcome(plan, time.perf_counter() - started, limit)
 
 
 def run_case(
@@ -143,11 +150,11 @@ def run_case(
     layers = int(config["num_hidden_layers"])
     results: dict[str, Any] = {}
     for method, mode in ((Method.AUTO, "auto"), (Method.TENSOR, "tensor")):
-        results[method] = outcome(*timed(partial(make_plan, req(mode))), limit)
+        results[method] = priced(partial(make_plan, req(mode)), limit)
     fixed = req("auto")
     for method, layout in BASELINES.items():
         stages = layout(cluster, layers)
-        results[method] = outcome(*timed(partial(plan_for_layout, fixed, stages)), limit)
+        results[method] = priced(partial(plan_for_layout, fixed, stages), limit)
     return {
         "cluster": cluster.name,
         "family": cluster.family,
@@ -162,7 +169,7 @@ def run_case(
 def flags(results: dict[str, Any]) -> list[str]:
     """Where auto misses the target: slower than, or not fitting where, another layout does."""
     auto = results[Method.AUTO]
-    out = []
+    out = [f"{m}: planner error" for m, r in results.items() if r.get("error")]
     if auto["time_limited"]:
         out.append("auto hit its time limit")
     for method, r in results.items():
@@ -182,6 +189,8 @@ def tokens(n: int) -> str:
 
 
 def cell(r: dict[str, Any], limit: int) -> str:
+    if r.get("error"):
+        return "planner error"
     if not r["fits"]:
         return "does not fit"
     held = "max" if r["context"] >= limit else tokens(r["context"])
@@ -211,7 +220,7 @@ def table_rows(cases: list[dict[str, Any]]) -> list[list[Any]]:
                 c["cluster"],
                 c["model"],
                 *(cell(m[method], c["context_limit"]) for method in Method),
-                auto["layout"] or "—",
+                auto.get("layout") or "—",
                 "; ".join(c["flags"]) or "ok",
                 "; ".join(context_notes(m)) or "—",
             ]
@@ -298,4 +307,7 @@ def notes(cases: list[dict[str, Any]], limit_s: float) -> list[str]:
     for c in cases:
         for f in c["flags"]:
             out.append(f"**Flagged**: {c['cluster']}, {c['model']}: {f}.")
+        for method, r in c["methods"].items():
+            if r.get("error"):
+                out.append(f"Planner error, {c['cluster']}, {c['model']}, {method}: {r['error']}")
     return out
