@@ -15,13 +15,15 @@ from bench.planner_families import links
 from planner.layouts import LayoutSplit, StageLayout
 
 M3_ULTRA = Mac("M3 Ultra", 192, 819)
-M2_ULTRA = Mac("M2 Ultra", 192, 800)
+M1_ULTRA = Mac("M1 Ultra", 128, 800)
 M4_MAX = Mac("M4 Max", 128, 546)
+M2_MAX = Mac("M2 Max", 96, 400)
 M4_PRO_64 = Mac("M4 Pro", 64, 273)
 M4_PRO_48 = Mac("M4 Pro", 48, 273)
 
-# The Macs of a ring or a switch, repeated: a 192 GB Ultra, a 128 GB Max, a 64 and a 48 GB Pro.
-MIX = (M2_ULTRA, M4_MAX, M4_PRO_64, M4_PRO_48)
+# A Thunderbolt ring's Macs, repeated: none holds a 70B bf16 model alone.
+RING_MIX = (M4_MAX, M4_PRO_64, M2_MAX, M4_PRO_48)
+# An RDMA island's (or a switch's) Macs, repeated: a 192 GB Ultra, a 128 GB Max, two Pros.
 RDMA_MIX = (M3_ULTRA, M4_MAX, M4_PRO_64, M4_PRO_48)
 
 
@@ -49,11 +51,11 @@ CLUSTERS: tuple[Cluster, ...] = (
     Cluster("RDMA mesh ×2", "mesh", (M3_ULTRA, M4_MAX)),
     Cluster("RDMA mesh ×3", "mesh", (M3_ULTRA, M4_MAX, M4_PRO_64)),
     Cluster("RDMA mesh ×4", "mesh", (M3_ULTRA, M4_MAX, M4_MAX, M4_PRO_64)),
-    # Thunderbolt 4 between two Macs without RDMA: TCP only.
-    Cluster("TB4 TCP pair", "chain", (M2_ULTRA, M4_MAX)),
-    Cluster("TB ring ×8", "ring", _repeat(MIX, 8)),
-    Cluster("TB ring ×16", "ring", _repeat(MIX, 16)),
-    Cluster("TB ring ×32", "ring", _repeat(MIX, 32)),
+    # Thunderbolt 4 between two Macs without RDMA (M1 Ultra, M2 Max): TCP only.
+    Cluster("TB4 TCP pair", "chain", (M1_ULTRA, M2_MAX)),
+    Cluster("TB ring ×8", "ring", _repeat(RING_MIX, 8)),
+    Cluster("TB ring ×16", "ring", _repeat(RING_MIX, 16)),
+    Cluster("TB ring ×32", "ring", _repeat(RING_MIX, 32)),
     Cluster("2 RDMA islands ×4 + Ethernet", "islands", _repeat(RDMA_MIX, 8)),
     Cluster("switch + RDMA pairs ×8", "switch", _repeat(RDMA_MIX, 8)),
 )

@@ -300,9 +300,12 @@ def notes(cases: list[dict[str, Any]], limit_s: float) -> list[str]:
         "`--tensor-split`, exo's pipeline); *exo equal TP* = one stage over every node, every "
         "dimension cut evenly. Stage 0 holds the embeddings and the output head, so a pipeline "
         "of S stages pays S activation transfers per token (the contract of `protocol/plan.py`).",
-        "Clusters: Macs with uneven memory and bandwidth (M3/M2 Ultra 192 GB 819/800 GB/s, M4 "
-        "Max 128 GB 546 GB/s, M4 Pro 64/48 GB 273 GB/s). Links: `rdma` (Thunderbolt 5 RDMA), "
-        "`thunderbolt` (TCP over Thunderbolt, 40 Gb/s default), `ethernet` (10 Gb/s default).",
+        "Clusters (`bench/layout_clusters.py`): Macs with uneven memory and bandwidth. RDMA "
+        "meshes, islands and the switch: M3 Ultra 192 GB 819 GB/s, M4 Max 128 GB 546 GB/s, M4 "
+        "Pro 64 and 48 GB 273 GB/s (four per island, repeated); the TB4 pair: M1 Ultra 128 GB "
+        "800 GB/s + M2 Max 96 GB 400 GB/s (no RDMA); the rings: M4 Max 128, M4 Pro 64, M2 Max "
+        "96, M4 Pro 48, repeated. Links: `rdma` (Thunderbolt 5 RDMA), `thunderbolt` (TCP over "
+        "Thunderbolt, 40 Gb/s default), `ethernet` (10 Gb/s default).",
     ]
     for c in cases:
         for f in c["flags"]:
