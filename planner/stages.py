@@ -23,7 +23,7 @@ from enum import StrEnum
 
 from planner.calibration import SYNC_US, collective_of, fixed_us, hop_step_us
 from planner.context import PlanningContext
-from planner.costs import UNITS, UnitCosts
+from planner.costs import SHARDED, UNITS, Unit, UnitCosts
 from planner.equal import equal_shares
 from planner.problem import (
     Cluster,
@@ -159,6 +159,13 @@ def tensor_stage(ctx: PlanningContext, p: Problem, solution: Solution) -> StageS
     return priced_stage(p, ctx.cluster, layers, solution.shares, solution.ring, proven)
 
 
+def whole_share(p: Problem, node: str) -> NodeShare:
+    """Every unit on one node."""
+    totals = p.costs.total_units
+    sharded = {u: totals[u] for u in SHARDED}
+    return NodeShare(node, totals[Unit.KV_HEAD], sharded=sharded, q_per_kv=p.q_per_kv)
+
+
 def solve_stage(
     ctx: PlanningContext,
     nodes: list[str],
@@ -170,6 +177,10 @@ def solve_stage(
     """The stage split as asked, or None when those nodes cannot hold those layers so."""
     p = stage_problem(ctx, nodes, layers, first, seconds)
     cluster = stage_cluster(ctx.cluster, nodes, layers[1] - layers[0])
+    if len(nodes) == 1:
+        # One node holds every unit: nothing to search, and nothing a time limit can cut.
+        whole = priced_stage(p, cluster, layers, [whole_share(p, nodes[0])], nodes, (True, False))
+        return whole if stage_fits(p, cluster, whole) else None
     if split is LayoutSplit.EQUAL:
         stage = equal_stage(p, cluster, layers, ctx.spec, seconds)[0]
         return stage if stage is not None and stage_fits(p, cluster, stage) else None
