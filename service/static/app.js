@@ -442,7 +442,7 @@
     const stages = est.stages || [];
     return h("section", { id: "stages", class: "stages" },
       h("h3", {}, `${stages.length} pipeline stages`),
-      h("ol", { start: 0 }, stages.map((s) => h("li", { class: "stage" }, stageText(s, plan.ranks)))),
+      h("ul", {}, stages.map((s) => h("li", { class: "stage" }, stageText(s, plan.ranks)))),
       h("p", { class: "muted" },
         `${ms(est.transfer_ms)} of activation transfers per token (the last stage sends back to ` +
         `stage 0, which holds the output head); bound ${ms(est.fluid_bound_ms)}`));
