@@ -177,7 +177,7 @@ def flags(results: dict[str, Any]) -> list[str]:
             out.append(f"{method} fits, auto does not")
         elif auto["decode_ms"] > r["decode_ms"] * (1 + SLOWER_TOLERANCE):
             out.append(
-                f"auto slower than {method} ({auto['decode_ms']:.2f} > {r['decode_ms']:.2f} ms)"
+                f"auto slower than {method} ({auto['decode_ms']:.3f} > {r['decode_ms']:.3f} ms)"
             )
     return out
 
@@ -208,6 +208,13 @@ def context_notes(results: dict[str, Any]) -> list[str]:
     ]
 
 
+def check_text(flags: list[str], time_limited: bool) -> str:
+    limit = ["auto stopped at its time limit"] if time_limited else []
+    if not flags:
+        return "ok (time limit)" if time_limited else "ok"
+    return "**" + "; ".join([*flags, *limit]) + "**"
+
+
 def table_rows(cases: list[dict[str, Any]]) -> list[list[Any]]:
     rows = []
     for c in cases:
@@ -219,7 +226,7 @@ def table_rows(cases: list[dict[str, Any]]) -> list[list[Any]]:
                 c["model"],
                 *(cell(m[method], c["context_limit"]) for method in Method),
                 auto.get("layout") or "—",
-                "; ".join(c["flags"]) or ("ok (time limit)" if auto["time_limited"] else "ok"),
+                check_text(c["flags"], auto["time_limited"]),
                 "; ".join(context_notes(m)) or "—",
             ]
         )
