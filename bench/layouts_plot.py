@@ -20,7 +20,10 @@ def plot(results_dir: Path, cases: list[dict[str, Any]], methods: list[str]) -> 
     for ax, model in zip(axes, models):
         by_cluster = {c["cluster"]: c for c in cases if c["model"] == model}
         for j, method in enumerate(methods):
-            xs, ys, missing, errors = [], [], [], []
+            xs: list[float] = []
+            ys: list[float] = []
+            missing: list[float] = []
+            errors: list[float] = []
             for i, name in enumerate(clusters):
                 x = i - 0.4 + width * (j + 0.5)
                 r = by_cluster[name]["methods"][method] if name in by_cluster else None
