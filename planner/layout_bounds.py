@@ -60,7 +60,9 @@ class Bounds:
     outer_read: float
     outer_held: int
     overhead: int
-    _single: dict[tuple[str, int, int, bool], int | None] = field(default_factory=dict)
+    kinds: list[tuple[int, ...]]
+    """kinds[i]: how many layers of each kind (alike bytes) layers [0, i) hold."""
+    _single: dict[tuple[object, ...], int | None] = field(default_factory=dict)
     _matrices: dict[tuple[object, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict
     )
@@ -79,7 +81,12 @@ class Bounds:
             outer.replicated_read,
             outer.replicated_held,
             ctx.request.constraints.overhead_bytes,
+            _kind_counts(ctx),
         )
+
+    def content(self, a: int, b: int) -> tuple[int, ...]:
+        """What a stage's price depends on about its layers [a, b): how many of each kind."""
+        return tuple(y - x for x, y in zip(self.kinds[a], self.kinds[b]))
 
     @property
     def layers(self) -> int:
@@ -142,7 +149,8 @@ class Bounds:
     def single_ps(self, node: str, a: int, b: int, first: bool) -> int | None:
         """The exact price of layers [a, b) on one node (None when they do not fit): it holds
         every unit, so there is no split to search."""
-        key = (node, a, b, first)
+        cluster = self.ctx.cluster
+        key = (cluster.budgets[node], cluster.nodes[node].bandwidth_gbps, first, self.content(a, b))
         if key not in self._single:
             self._single[key] = self._single_ps(node, a, b, first)
         return self._single[key]
@@ -160,3 +168,23 @@ class Bounds:
 
     def transfer(self, sender: Group, receiver: Group) -> int:
         return transfer_ps(self.ctx.cluster, sender.leader, list(receiver.nodes))
+
+
+def _kind_counts(ctx: PlanningContext) -> list[tuple[int, ...]]:
+    """Prefix counts of layer kinds: layers whose bytes per unit are all alike are one kind
+    (a range's costs are sums over its layers, so they depend on these counts only)."""
+    kinds: dict[tuple[object, ...], int] = {}
+    of = []
+    for i in range(ctx.spec.num_layers):
+        c = ctx.table.costs((i, i + 1), outer=False)
+        key = (
+            tuple(sorted(c.weight.items())),
+            tuple(sorted(c.cache.items())),
+            c.replicated_weight,
+            c.replicated_cache,
+        )
+        of.append(kinds.setdefault(key, len(kinds)))
+    out = [(0,) * len(kinds)]
+    for k in of:
+        out.append(tuple(n + (j == k) for j, n in enumerate(out[-1])))
+    return out

@@ -35,6 +35,7 @@ time limit leaves the best layout known with `time_limited`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -88,6 +89,7 @@ class _Search:
         self.allocations: dict[tuple[object, ...], tuple[Allocation | None, float]] = {}
         self.least = 1 if pipeline else 2
         self.allow_unused = ctx.request.constraints.allow_unused_nodes
+        self.fewest = cands.min_stages()
         self.everyone = set(ctx.cluster.nodes)
         """Fewest stages a layout of the mode has here (one node alone is a pipeline)."""
 
@@ -97,14 +99,15 @@ class _Search:
         return self.limited
 
     def run(self, best: _Best) -> _Best:
-        closing = self.cands.min_transfer * 2 if self.least > 1 else 0
+        stages = max(self.least, self.fewest)
+        closing = self.cands.min_transfer * stages if stages > 1 else 0
         if self.cands.free_lower_ps(set()) + closing >= best.cost_ps:
             return best  # no layout of two stages or more can beat the best
         self._extend([], set(), 0, best)
         return best
 
     def _extend(self, seq: list[Group], used: set[str], known_ps: int, best: _Best) -> None:
-        for g in self.cands.next_groups(used):
+        for g in self.cands.next_groups(used, seq[-1] if seq else None):
             if self.expired():
                 return
             nxt = [*seq, g]
@@ -119,12 +122,13 @@ class _Search:
 
     def _lower(self, seq: list[Group], used: set[str], known_ps: int) -> float:
         """No layout starting with `seq` (it alone, or extended) is cheaper than this."""
-        if len(seq) >= 2:
-            closing = min(self.bounds.transfer(seq[-1], seq[0]), self.cands.min_transfer)
-        else:
-            closing = self.cands.min_transfer if self.least > 1 else 0
+        m, cheapest = len(seq), self.cands.min_transfer
+        # Stopping here closes the cycle; going on costs a transfer per stage added and one
+        # back, and a layout has at least `fewest` stages.
+        stop = _closing(self.bounds, seq) if m >= max(self.least, self.fewest) else math.inf
+        more = (max(self.fewest, m + 1, 2) - m + 1) * cheapest
         floor = self.cands.sequence_lower_ps(seq, used)
-        return floor + known_ps + closing
+        return floor + known_ps + min(stop, more)
 
     def _allocate(self, seq: list[Group], budget: float) -> Allocation | None:
         """`allocate`, once per sequence of stage signatures: groups alike are priced alike,
@@ -193,7 +197,8 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
         return Found(None, time_limited=limited)
     stages = search.stages(best)
     cost = _cost(stages) + _transfers(search, best.seq)
-    if cost != best.cost_ps:
+    if cost != best.cost_ps and proven:
+        # A proven stage's price depends only on what its signature holds.
         raise RuntimeError(f"layout priced {best.cost_ps} ps in the search, {cost} ps solved")
     return Found(stages, proven and single.optimal, limited, cost if proven else None)
 

@@ -86,10 +86,11 @@ def stage_cluster(cluster: Cluster, nodes: list[str], count: int) -> Cluster:
     """The cluster as a stage of `count` layers over `nodes` sees it: those nodes, its ring
     priced for two all-reduces a layer, its fixed time for its layers."""
     pricing = cluster.pricing
+    hops = {(a, b): pricing.hops[a, b] for a in nodes for b in nodes if a != b}
     return Cluster(
         nodes={n: cluster.nodes[n] for n in nodes},
         budgets={n: cluster.budgets[n] for n in nodes},
-        pricing=RingPricing(pricing.hops, pricing.message_bytes, 2 * count),
+        pricing=RingPricing(hops, pricing.message_bytes, 2 * count),
         fixed_us=fixed_us(count),
     )
 
