@@ -29,10 +29,9 @@ BOUND_SLACK = 1e-9  # relative: prefix sums of floats against the solver's own s
 
 @dataclass(frozen=True)
 class Group:
-    """A candidate stage: its nodes (sorted), its leader and its cheapest ring's price."""
+    """A candidate stage: its nodes (sorted) and its cheapest ring's price."""
 
     nodes: tuple[str, ...]
-    leader: str
     ring_us: float
     """One all-reduce over the group's cheapest ring (0 for one node)."""
     bandwidth: float
@@ -63,6 +62,9 @@ class Bounds:
     kinds: list[tuple[int, ...]]
     """kinds[i]: how many layers of each kind (alike bytes) layers [0, i) hold."""
     _single: dict[tuple[object, ...], int | None] = field(default_factory=dict)
+    _transfers: dict[tuple[tuple[str, ...], tuple[str, ...], bool], int] = field(
+        default_factory=dict
+    )
     _matrices: dict[tuple[object, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict
     )
@@ -98,7 +100,7 @@ class Bounds:
         us = ring_allreduce_us(hops, cluster.pricing.message_bytes) if hops else 0.0
         speeds = tuple(cluster.nodes[n].bandwidth_gbps for n in nodes)
         bw = sum(effective_bandwidth_gbps(v) for v in speeds)
-        return Group(nodes, ring[0], us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))
+        return Group(nodes, us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))
 
     def allreduce_ps(self, g: Group, count: int) -> int:
         """The group's ring for `count` layers, as `RingPricing.ring_ps` rounds it."""
@@ -166,8 +168,14 @@ class Bounds:
         base = time_coefficient(costs.replicated_read, bw) + round(fixed_us(b - a) * 1e6)
         return base + units
 
-    def transfer(self, sender: Group, receiver: Group) -> int:
-        return transfer_ps(self.ctx.cluster, sender.leader, list(receiver.nodes))
+    def transfer(self, sender: Group, receiver: Group, first: bool) -> int:
+        """Stage `sender`'s output to `receiver` (`first`: the sender is stage 0)."""
+        key = (sender.nodes, receiver.nodes, first)
+        if key not in self._transfers:
+            cluster = self.ctx.cluster
+            found = transfer_ps(cluster, list(sender.nodes), list(receiver.nodes), first)
+            self._transfers[key] = found[0]
+        return self._transfers[key]
 
 
 def _kind_counts(ctx: PlanningContext) -> list[tuple[int, ...]]:

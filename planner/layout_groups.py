@@ -128,13 +128,14 @@ class Candidates:
 
     def free_rate(self, used: set[str]) -> tuple[float, int]:
         """The cheapest rate of any group of free nodes, and the most layers they could hold
-        between them (a group of k holds no more than its k nodes' single capacities)."""
+        between them (their memory pooled, each layer at its lightest)."""
         groups = self._free_groups(used)
         if not groups:
             return math.inf, 0
         rate = self.rate(groups[0])[0]
-        cap = sum(self.rate(self.group((n,)))[1] for n in self._free_nodes(used))
-        return rate, cap
+        b = self.bounds
+        room = sum(b.ctx.cluster.budgets[n] - b.overhead for n in self._free_nodes(used))
+        return rate, min(b.layers, max(0, room) // self._lightest)
 
     def _free_groups(self, used: set[str]) -> list[Group]:
         """Every group of the family on free nodes (a superset of what may come next),
@@ -152,6 +153,19 @@ class Candidates:
                 (self.group(r) for r in runs), key=lambda g: (self.rate(g)[0], g.nodes)
             )
         return [g for g in self._family if not used.intersection(g.nodes)]
+
+    @property
+    def _lightest(self) -> int:
+        """The fewest bytes any rank of any group holds for one layer (at least 1)."""
+        b = self.bounds
+        held = [
+            b.sharded_held[i + 1]
+            - b.sharded_held[i]
+            + b.replicated_held[i + 1]
+            - b.replicated_held[i]
+            for i in range(b.layers)
+        ]
+        return max(1, min(held))
 
     def min_stages(self) -> int:
         """No layout holds the model in fewer stages than this (capacities at their most)."""
@@ -181,6 +195,8 @@ class Candidates:
             return math.inf
         room.append(self.free_rate(used))
         for r, c in sorted(room):
+            if c <= 0 or left <= 0:
+                continue  # (nothing free: an infinite rate times no layers)
             take = min(left, c)
             total += take * r
             left -= take
@@ -212,7 +228,7 @@ def _min_transfer(bounds: Bounds) -> int:
     if len(ids) < 2:
         return 0
     return min(
-        bounds.transfer(bounds.group((a,), [a]), bounds.group((b,), [b]))
+        bounds.transfer(bounds.group((a,), [a]), bounds.group((b,), [b]), False)
         for a in ids
         for b in ids
         if a != b

@@ -4,7 +4,7 @@ and the split inside each stage.
 A layout is a sequence of disjoint groups g_0 … g_{S-1} (pipeline order, stage 0 holds the
 embeddings and the output head) and boundaries 0 = b_0 < … < b_S = L. Its decode time is::
 
-    Σ_s  stage(g_s, [b_s, b_{s+1}), s = 0)  +  Σ_s  transfer(leader(g_s) → g_{s+1 mod S})
+    Σ_s  stage(g_s, [b_s, b_{s+1}), s = 0)  +  Σ_s  transfer(g_s → g_{s+1 mod S})
 
 where stage(…) is the single-stage optimum of those layers over exactly those nodes — the
 CP-SAT model of `planner.solver` with that stage's bytes, ring and fixed time
@@ -111,7 +111,7 @@ class _Search:
             if self.expired():
                 return
             nxt = [*seq, g]
-            link = self.bounds.transfer(seq[-1], g) if seq else 0
+            link = self.bounds.transfer(seq[-1], g, len(seq) == 1) if seq else 0
             known = known_ps + link
             taken = used.union(g.nodes)
             if self._lower(nxt, taken, known) >= best.cost_ps:
@@ -170,7 +170,9 @@ def _single(ctx: PlanningContext, seconds: float) -> Found:
     p = replace(ctx.problem(), time_limit_s=seconds)
     solution = solve(p)
     if solution.status == "infeasible":
-        return Found(None, time_limited=solution.time_limited)
+        # Proven: no single stage fits (unless the time limit cut the solve short).
+        limited = solution.time_limited
+        return Found(None, optimal=not limited, time_limited=limited)
     stage = tensor_stage(ctx, p, solution)
     return Found([stage], solution.status == "optimal", solution.time_limited, solution.bound_ps)
 
@@ -204,10 +206,11 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
 
 
 def _closing(bounds: Bounds, seq: list[Group]) -> int:
-    return bounds.transfer(seq[-1], seq[0]) if len(seq) > 1 else 0
+    return bounds.transfer(seq[-1], seq[0], len(seq) == 1) if len(seq) > 1 else 0
 
 
 def _transfers(search: _Search, seq: list[Group]) -> int:
     if len(seq) < 2:
         return 0
-    return sum(search.bounds.transfer(g, seq[(s + 1) % len(seq)]) for s, g in enumerate(seq))
+    count = len(seq)
+    return sum(search.bounds.transfer(g, seq[(s + 1) % count], s == 0) for s, g in enumerate(seq))
