@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from planner.calibration import effective_bandwidth_gbps, fixed_us
 from planner.layout_bounds import Bounds, Group
+from planner.layout_proof import cheapest_send_ps
 from planner.problem import PS_PER_NS
 from planner.ring import PS_PER_US
 
@@ -222,19 +223,6 @@ def _templates(classes: list[list[str]], pipeline: bool) -> list[tuple[int, ...]
     return [v for v in vectors if any(v)]
 
 
-def _min_transfer(bounds: Bounds) -> int:
-    cluster = bounds.ctx.cluster
-    ids = sorted(cluster.nodes)
-    if len(ids) < 2:
-        return 0
-    return min(
-        bounds.transfer(bounds.group((a,), [a]), bounds.group((b,), [b]), False)
-        for a in ids
-        for b in ids
-        if a != b
-    )
-
-
 def candidate_groups(bounds: Bounds, pipeline: bool) -> Candidates:
     classes = twin_classes(bounds)
     templates = _templates(classes, pipeline)
@@ -243,4 +231,6 @@ def candidate_groups(bounds: Bounds, pipeline: bool) -> Candidates:
         order = bounds.ctx.cluster.ring(sorted(bounds.ctx.cluster.nodes), RING_ORDER_S)
     longest = 1 if pipeline else MAX_RUN
     complete = templates is not None
-    return Candidates(bounds, classes, templates, order, longest, complete, _min_transfer(bounds))
+    return Candidates(
+        bounds, classes, templates, order, longest, complete, cheapest_send_ps(bounds)
+    )

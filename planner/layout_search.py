@@ -44,6 +44,7 @@ from planner.cpsat import GAP_PS
 from planner.layout_alloc import Allocation, StagePrices, allocate
 from planner.layout_bounds import Bounds, Group
 from planner.layout_groups import Candidates, candidate_groups
+from planner.layout_proof import cheapest_send_ps, layouts_lower_ps
 from planner.solver import solve
 from planner.stages import StageSolution, tensor_stage
 
@@ -181,28 +182,39 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
     """The best layout of `mode` (`pipeline` or `auto`) within `seconds`."""
     started = time.perf_counter()
     deadline = started + seconds
-    single = _single(ctx, seconds) if mode == "auto" else Found(None, optimal=True)
-    cands = candidate_groups(Bounds.of(ctx), pipeline=mode == "pipeline")
+    pipeline = mode == "pipeline"
+    single = _single(ctx, seconds) if not pipeline else Found(None, optimal=True)
     best = _Best(single.cost_ps, single=single if single.stages else None)
-    search = _Search(ctx, cands, deadline, mode == "pipeline")
+    bounds = Bounds.of(ctx)
+    least = 1 if pipeline else 2
+    floor = layouts_lower_ps(bounds, pipeline, least, cheapest_send_ps(bounds))
+    if floor >= best.cost_ps - GAP_PS:
+        # No layout of two stages or more can beat the single stage: it stands, proven or not.
+        return replace(single, bound_ps=_least(single.bound_ps, floor))
+    search = _Search(ctx, candidate_groups(bounds, pipeline), deadline, pipeline)
     search.run(best)
     limited = search.limited or single.time_limited
-    proven = not limited and cands.complete and not search.prices.unproven
+    # A restricted family proves nothing, unless no layout at all can beat the plan.
+    covered = search.cands.complete or floor >= best.cost_ps - GAP_PS
+    proven = not limited and covered and not search.prices.unproven and single.optimal
+    bound = _least(single.bound_ps, floor) if not proven else None
     if best.single is not None:
-        return replace(
-            best.single,
-            optimal=single.optimal and proven,
-            time_limited=limited,
-            bound_ps=None if not proven else best.single.bound_ps,
-        )
+        return replace(best.single, optimal=proven, time_limited=limited, bound_ps=bound)
     if best.seq is None:
-        return Found(None, time_limited=limited)
+        return Found(None, optimal=proven, time_limited=limited)
     stages = search.stages(best)
     cost = _cost(stages) + _transfers(search, best.seq)
     if cost != best.cost_ps and proven:
         # A proven stage's price depends only on what its signature holds.
         raise RuntimeError(f"layout priced {best.cost_ps} ps in the search, {cost} ps solved")
-    return Found(stages, proven and single.optimal, limited, cost if proven else None)
+    return Found(stages, proven, limited, cost if proven else bound)
+
+
+def _least(a: int | None, b: float) -> int | None:
+    """The lower of two bounds (None: no bound known)."""
+    if a is None or not math.isfinite(b):
+        return a
+    return min(a, math.floor(b))
 
 
 def _closing(bounds: Bounds, seq: list[Group]) -> int:
