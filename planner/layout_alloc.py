@@ -33,14 +33,19 @@ class StagePrices:
     solved: dict[tuple[tuple[str, ...], int, int, bool], StageSolution | None] = field(
         default_factory=dict
     )
+    prices: dict[tuple[object, ...], int | None] = field(default_factory=dict)
+    """By what a price depends on (`Group.signature`, stage 0 or not, `Bounds.content`)."""
     unproven: bool = False
     """Some stage solve was cut short by the time limit (its price may not be the least)."""
 
     def exact(self, g: Group, a: int, b: int, first: bool) -> int | None:
         if len(g.nodes) == 1:
             return self.bounds.single_ps(g.nodes[0], a, b, first)
-        stage = self.stage(g, a, b, first)
-        return None if stage is None else stage.objective_ps
+        key = (g.signature, first, self.bounds.content(a, b))
+        if key not in self.prices:
+            stage = self.stage(g, a, b, first)
+            self.prices[key] = None if stage is None else stage.objective_ps
+        return self.prices[key]
 
     def stage(self, g: Group, a: int, b: int, first: bool) -> StageSolution | None:
         key = (g.nodes, a, b, first)

@@ -29,10 +29,9 @@ BOUND_SLACK = 1e-9  # relative: prefix sums of floats against the solver's own s
 
 @dataclass(frozen=True)
 class Group:
-    """A candidate stage: its nodes (sorted), its leader and its cheapest ring's price."""
+    """A candidate stage: its nodes (sorted) and its cheapest ring's price."""
 
     nodes: tuple[str, ...]
-    leader: str
     ring_us: float
     """One all-reduce over the group's cheapest ring (0 for one node)."""
     bandwidth: float
@@ -60,7 +59,12 @@ class Bounds:
     outer_read: float
     outer_held: int
     overhead: int
-    _single: dict[tuple[str, int, int, bool], int | None] = field(default_factory=dict)
+    kinds: list[tuple[int, ...]]
+    """kinds[i]: how many layers of each kind (alike bytes) layers [0, i) hold."""
+    _single: dict[tuple[object, ...], int | None] = field(default_factory=dict)
+    _transfers: dict[tuple[tuple[str, ...], tuple[str, ...], bool], int] = field(
+        default_factory=dict
+    )
     _matrices: dict[tuple[object, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict
     )
@@ -79,7 +83,12 @@ class Bounds:
             outer.replicated_read,
             outer.replicated_held,
             ctx.request.constraints.overhead_bytes,
+            _kind_counts(ctx),
         )
+
+    def content(self, a: int, b: int) -> tuple[int, ...]:
+        """What a stage's price depends on about its layers [a, b): how many of each kind."""
+        return tuple(y - x for x, y in zip(self.kinds[a], self.kinds[b]))
 
     @property
     def layers(self) -> int:
@@ -91,7 +100,7 @@ class Bounds:
         us = ring_allreduce_us(hops, cluster.pricing.message_bytes) if hops else 0.0
         speeds = tuple(cluster.nodes[n].bandwidth_gbps for n in nodes)
         bw = sum(effective_bandwidth_gbps(v) for v in speeds)
-        return Group(nodes, ring[0], us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))
+        return Group(nodes, us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))
 
     def allreduce_ps(self, g: Group, count: int) -> int:
         """The group's ring for `count` layers, as `RingPricing.ring_ps` rounds it."""
@@ -142,7 +151,8 @@ class Bounds:
     def single_ps(self, node: str, a: int, b: int, first: bool) -> int | None:
         """The exact price of layers [a, b) on one node (None when they do not fit): it holds
         every unit, so there is no split to search."""
-        key = (node, a, b, first)
+        cluster = self.ctx.cluster
+        key = (cluster.budgets[node], cluster.nodes[node].bandwidth_gbps, first, self.content(a, b))
         if key not in self._single:
             self._single[key] = self._single_ps(node, a, b, first)
         return self._single[key]
@@ -158,5 +168,31 @@ class Bounds:
         base = time_coefficient(costs.replicated_read, bw) + round(fixed_us(b - a) * 1e6)
         return base + units
 
-    def transfer(self, sender: Group, receiver: Group) -> int:
-        return transfer_ps(self.ctx.cluster, sender.leader, list(receiver.nodes))
+    def transfer(self, sender: Group, receiver: Group, first: bool) -> int:
+        """Stage `sender`'s output to `receiver` (`first`: the sender is stage 0)."""
+        key = (sender.nodes, receiver.nodes, first)
+        if key not in self._transfers:
+            cluster = self.ctx.cluster
+            found = transfer_ps(cluster, list(sender.nodes), list(receiver.nodes), first)
+            self._transfers[key] = found[0]
+        return self._transfers[key]
+
+
+def _kind_counts(ctx: PlanningContext) -> list[tuple[int, ...]]:
+    """Prefix counts of layer kinds: layers whose bytes per unit are all alike are one kind
+    (a range's costs are sums over its layers, so they depend on these counts only)."""
+    kinds: dict[tuple[object, ...], int] = {}
+    of = []
+    for i in range(ctx.spec.num_layers):
+        c = ctx.table.costs((i, i + 1), outer=False)
+        key = (
+            tuple(sorted(c.weight.items())),
+            tuple(sorted(c.cache.items())),
+            c.replicated_weight,
+            c.replicated_cache,
+        )
+        of.append(kinds.setdefault(key, len(kinds)))
+    out = [(0,) * len(kinds)]
+    for k in of:
+        out.append(tuple(n + (j == k) for j, n in enumerate(out[-1])))
+    return out

@@ -4,7 +4,7 @@ and the split inside each stage.
 A layout is a sequence of disjoint groups g_0 … g_{S-1} (pipeline order, stage 0 holds the
 embeddings and the output head) and boundaries 0 = b_0 < … < b_S = L. Its decode time is::
 
-    Σ_s  stage(g_s, [b_s, b_{s+1}), s = 0)  +  Σ_s  transfer(leader(g_s) → g_{s+1 mod S})
+    Σ_s  stage(g_s, [b_s, b_{s+1}), s = 0)  +  Σ_s  transfer(g_s → g_{s+1 mod S})
 
 where stage(…) is the single-stage optimum of those layers over exactly those nodes — the
 CP-SAT model of `planner.solver` with that stage's bytes, ring and fixed time
@@ -35,6 +35,7 @@ time limit leaves the best layout known with `time_limited`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field, replace
 
@@ -43,6 +44,7 @@ from planner.cpsat import GAP_PS
 from planner.layout_alloc import Allocation, StagePrices, allocate
 from planner.layout_bounds import Bounds, Group
 from planner.layout_groups import Candidates, candidate_groups
+from planner.layout_proof import cheapest_send_ps, layouts_lower_ps
 from planner.solver import solve
 from planner.stages import StageSolution, tensor_stage
 
@@ -88,6 +90,7 @@ class _Search:
         self.allocations: dict[tuple[object, ...], tuple[Allocation | None, float]] = {}
         self.least = 1 if pipeline else 2
         self.allow_unused = ctx.request.constraints.allow_unused_nodes
+        self.fewest = cands.min_stages()
         self.everyone = set(ctx.cluster.nodes)
         """Fewest stages a layout of the mode has here (one node alone is a pipeline)."""
 
@@ -97,18 +100,19 @@ class _Search:
         return self.limited
 
     def run(self, best: _Best) -> _Best:
-        closing = self.cands.min_transfer * 2 if self.least > 1 else 0
+        stages = max(self.least, self.fewest)
+        closing = self.cands.min_transfer * stages if stages > 1 else 0
         if self.cands.free_lower_ps(set()) + closing >= best.cost_ps:
             return best  # no layout of two stages or more can beat the best
         self._extend([], set(), 0, best)
         return best
 
     def _extend(self, seq: list[Group], used: set[str], known_ps: int, best: _Best) -> None:
-        for g in self.cands.next_groups(used):
+        for g in self.cands.next_groups(used, seq[-1] if seq else None):
             if self.expired():
                 return
             nxt = [*seq, g]
-            link = self.bounds.transfer(seq[-1], g) if seq else 0
+            link = self.bounds.transfer(seq[-1], g, len(seq) == 1) if seq else 0
             known = known_ps + link
             taken = used.union(g.nodes)
             if self._lower(nxt, taken, known) >= best.cost_ps:
@@ -119,12 +123,13 @@ class _Search:
 
     def _lower(self, seq: list[Group], used: set[str], known_ps: int) -> float:
         """No layout starting with `seq` (it alone, or extended) is cheaper than this."""
-        if len(seq) >= 2:
-            closing = min(self.bounds.transfer(seq[-1], seq[0]), self.cands.min_transfer)
-        else:
-            closing = self.cands.min_transfer if self.least > 1 else 0
+        m, cheapest = len(seq), self.cands.min_transfer
+        # Stopping here closes the cycle; going on costs a transfer per stage added and one
+        # back, and a layout has at least `fewest` stages.
+        stop = _closing(self.bounds, seq) if m >= max(self.least, self.fewest) else math.inf
+        more = (max(self.fewest, m + 1, 2) - m + 1) * cheapest
         floor = self.cands.sequence_lower_ps(seq, used)
-        return floor + known_ps + closing
+        return floor + known_ps + min(stop, more)
 
     def _allocate(self, seq: list[Group], budget: float) -> Allocation | None:
         """`allocate`, once per sequence of stage signatures: groups alike are priced alike,
@@ -166,7 +171,9 @@ def _single(ctx: PlanningContext, seconds: float) -> Found:
     p = replace(ctx.problem(), time_limit_s=seconds)
     solution = solve(p)
     if solution.status == "infeasible":
-        return Found(None, time_limited=solution.time_limited)
+        # Proven: no single stage fits (unless the time limit cut the solve short).
+        limited = solution.time_limited
+        return Found(None, optimal=not limited, time_limited=limited)
     stage = tensor_stage(ctx, p, solution)
     return Found([stage], solution.status == "optimal", solution.time_limited, solution.bound_ps)
 
@@ -175,34 +182,47 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
     """The best layout of `mode` (`pipeline` or `auto`) within `seconds`."""
     started = time.perf_counter()
     deadline = started + seconds
-    single = _single(ctx, seconds) if mode == "auto" else Found(None, optimal=True)
-    cands = candidate_groups(Bounds.of(ctx), pipeline=mode == "pipeline")
+    pipeline = mode == "pipeline"
+    single = _single(ctx, seconds) if not pipeline else Found(None, optimal=True)
     best = _Best(single.cost_ps, single=single if single.stages else None)
-    search = _Search(ctx, cands, deadline, mode == "pipeline")
+    bounds = Bounds.of(ctx)
+    least = 1 if pipeline else 2
+    floor = layouts_lower_ps(bounds, pipeline, least, cheapest_send_ps(bounds))
+    if floor >= best.cost_ps - GAP_PS:
+        # No layout of two stages or more can beat the single stage: it stands, proven or not.
+        return replace(single, bound_ps=_least(single.bound_ps, floor))
+    search = _Search(ctx, candidate_groups(bounds, pipeline), deadline, pipeline)
     search.run(best)
     limited = search.limited or single.time_limited
-    proven = not limited and cands.complete and not search.prices.unproven
+    # A restricted family proves nothing, unless no layout at all can beat the plan.
+    covered = search.cands.complete or floor >= best.cost_ps - GAP_PS
+    proven = not limited and covered and not search.prices.unproven and single.optimal
+    bound = _least(single.bound_ps, floor) if not proven else None
     if best.single is not None:
-        return replace(
-            best.single,
-            optimal=single.optimal and proven,
-            time_limited=limited,
-            bound_ps=None if not proven else best.single.bound_ps,
-        )
+        return replace(best.single, optimal=proven, time_limited=limited, bound_ps=bound)
     if best.seq is None:
-        return Found(None, time_limited=limited)
+        return Found(None, optimal=proven, time_limited=limited)
     stages = search.stages(best)
     cost = _cost(stages) + _transfers(search, best.seq)
-    if cost != best.cost_ps:
+    if cost != best.cost_ps and proven:
+        # A proven stage's price depends only on what its signature holds.
         raise RuntimeError(f"layout priced {best.cost_ps} ps in the search, {cost} ps solved")
-    return Found(stages, proven and single.optimal, limited, cost if proven else None)
+    return Found(stages, proven, limited, cost if proven else bound)
+
+
+def _least(a: int | None, b: float) -> int | None:
+    """The lower of two bounds (None: no bound known)."""
+    if a is None or not math.isfinite(b):
+        return a
+    return min(a, math.floor(b))
 
 
 def _closing(bounds: Bounds, seq: list[Group]) -> int:
-    return bounds.transfer(seq[-1], seq[0]) if len(seq) > 1 else 0
+    return bounds.transfer(seq[-1], seq[0], len(seq) == 1) if len(seq) > 1 else 0
 
 
 def _transfers(search: _Search, seq: list[Group]) -> int:
     if len(seq) < 2:
         return 0
-    return sum(search.bounds.transfer(g, seq[(s + 1) % len(seq)]) for s, g in enumerate(seq))
+    count = len(seq)
+    return sum(search.bounds.transfer(g, seq[(s + 1) % count], s == 0) for s, g in enumerate(seq))

@@ -182,6 +182,7 @@ def clusters(draw: st.DrawFn) -> PlanRequest:
                 "context_tokens": 256,
                 "overhead_bytes": 0,
                 "sharding": "asymmetric",
+                "parallelism": "tensor",
             },
         }
     )

@@ -1,0 +1,126 @@
+"""A lower bound on every layout of two stages or more (one or more in `pipeline`), over the
+whole space of the mode and not only the groups the search enumerates: what lets a search over
+a restricted family still prove its plan optimal.
+
+Per layer, any stage over k nodes costs at least the layer's bytes read by its k ranks (the
+sharded ones once, the replicated ones k times) at the k fastest nodes' summed bandwidth, its
+fixed time, and two all-reduces over the cheapest hop any ring of k could have (0 for k = 1);
+stage 0 reads the embeddings and output head at the fastest node's bandwidth at best; and S
+stages make S transfers, each no cheaper than the cheapest send between two nodes. In
+`pipeline` every stage is one node: layers go to the nodes of least cost per layer, as many as
+each node's memory holds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+from planner.calibration import (
+    SYNC_US,
+    collective_of,
+    effective_bandwidth_gbps,
+    fixed_us,
+    hop_step_us,
+    uniform_ring_allreduce_us,
+)
+from planner.layout_bounds import Bounds
+from planner.problem import PS_PER_NS
+from planner.ring import PS_PER_US
+
+BOUND_SLACK = 1e-9  # relative, against floating-point sums
+
+
+def _per_layer(bounds: Bounds, k: int) -> list[float]:
+    """Bytes k ranks read for each layer (sharded once, replicated k times)."""
+    return [
+        (bounds.sharded_read[i + 1] - bounds.sharded_read[i])
+        + k * (bounds.replicated_read[i + 1] - bounds.replicated_read[i])
+        for i in range(bounds.layers)
+    ]
+
+
+def _ring_floor_ps(bounds: Bounds, k: int, reach: list[Counter[int]]) -> float:
+    """Two all-reduces of a layer over the cheapest ring of k nodes there could be: a pair's
+    ring is its one hop; in a ring of k ≥ 3 every node has two ring neighbours, so its dearest
+    hop is no cheaper than any of its nodes' second-cheapest hop, hence than the k-th least of
+    those over all nodes (`reach`: each node's hops to the others, by `RingPricing.hop_id`)."""
+    if k < 2:
+        return 0.0
+    pricing = bounds.ctx.cluster.pricing
+    price = [uniform_ring_allreduce_us(k, h, pricing.message_bytes) for h in pricing.distinct]
+    if k == 2:
+        return 2 * min(price) * PS_PER_US
+    seconds = []
+    for hops in reach:
+        cheapest = sorted((price[h], count) for h, count in hops.items())
+        seconds.append(cheapest[0][0] if cheapest[0][1] > 1 else cheapest[1][0])
+    return 2 * sorted(seconds)[k - 1] * PS_PER_US
+
+
+def _reach(bounds: Bounds) -> list[Counter[int]]:
+    cluster = bounds.ctx.cluster
+    hop_id = cluster.pricing.hop_id
+    ids = sorted(cluster.nodes)
+    return [Counter(hop_id[a, b] for b in ids if b != a) for a in ids]
+
+
+def _tensor_rate(bounds: Bounds) -> float:
+    """The least a layer can cost on any group of any size (ps)."""
+    speeds = sorted(
+        (effective_bandwidth_gbps(n.bandwidth_gbps) for n in bounds.ctx.cluster.nodes.values()),
+        reverse=True,
+    )
+    fixed = fixed_us(1) * 1e6
+    reach = _reach(bounds) if len(speeds) > 2 else []
+    best = math.inf
+    for k in range(1, len(speeds) + 1):
+        read = min(_per_layer(bounds, k)) * PS_PER_NS / sum(speeds[:k])
+        best = min(best, read + fixed + _ring_floor_ps(bounds, k, reach))
+    return best
+
+
+def _pipeline_floor(bounds: Bounds) -> float:
+    """Layers on single nodes, each node's cheapest-per-layer as far as its memory goes."""
+    cluster = bounds.ctx.cluster
+    per_layer = _per_layer(bounds, 1)
+    lightest = min(
+        bounds.sharded_held[i + 1]
+        - bounds.sharded_held[i]
+        + bounds.replicated_held[i + 1]
+        - bounds.replicated_held[i]
+        for i in range(bounds.layers)
+    )
+    options = []
+    for n, node in cluster.nodes.items():
+        rate = min(per_layer) * PS_PER_NS / effective_bandwidth_gbps(node.bandwidth_gbps)
+        room = cluster.budgets[n] - bounds.overhead
+        cap = bounds.layers if lightest <= 0 else max(0, room) // lightest
+        options.append((rate + fixed_us(1) * 1e6, min(cap, bounds.layers)))
+    left, total = bounds.layers, 0.0
+    for rate, cap in sorted(options):
+        take = min(left, cap)
+        total += take * rate
+        left -= take
+    return math.inf if left > 0 else total
+
+
+def layouts_lower_ps(bounds: Bounds, pipeline: bool, least: int, min_transfer: int) -> float:
+    """No layout of the mode with at least `least` stages costs less (see the module)."""
+    cluster = bounds.ctx.cluster
+    fastest = max(effective_bandwidth_gbps(n.bandwidth_gbps) for n in cluster.nodes.values())
+    outer = bounds.outer_read * PS_PER_NS / fastest
+    layers = _pipeline_floor(bounds) if pipeline else bounds.layers * _tensor_rate(bounds)
+    transfers = least * min_transfer if least > 1 else 0
+    return (layers + outer) * (1 - BOUND_SLACK) + transfers
+
+
+def cheapest_send_ps(bounds: Bounds) -> int:
+    """No transfer between two stages is cheaper than one send over the cheapest hop."""
+    pricing = bounds.ctx.cluster.pricing
+    if not pricing.distinct:
+        return 0
+    send = min(
+        SYNC_US[collective_of(h)] + hop_step_us(h, pricing.message_bytes) for h in pricing.distinct
+    )
+    return math.floor(send * PS_PER_US)
