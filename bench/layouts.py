@@ -264,7 +264,11 @@ def run(results_dir: Path, quick: bool = False) -> Section:
         "section": "layouts",
         "title": "Layouts: asymtp auto against tensor-only, pipelines and exo's equal split",
         "headline": [
-            {"metric": "rows where auto is slower or fits less", "value": len(flagged), "unit": ""},
+            {
+                "metric": "rows flagged: auto slower or fitting less, or a layout not priced",
+                "value": len(flagged),
+                "unit": "",
+            },
             {
                 "metric": "rows where auto stopped at its time limit (best plan found)",
                 "value": sum(c["methods"][Method.AUTO]["time_limited"] for c in cases),
