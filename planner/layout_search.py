@@ -112,7 +112,7 @@ class _Search:
             if self.expired():
                 return
             nxt = [*seq, g]
-            link = self.bounds.transfer(seq[-1], g, len(seq) == 1) if seq else 0
+            link = self.bounds.transfer(seq[-1], g) if seq else 0
             known = known_ps + link
             taken = used.union(g.nodes)
             if self._lower(nxt, taken, known) >= best.cost_ps:
@@ -218,11 +218,11 @@ def _least(a: int | None, b: float) -> int | None:
 
 
 def _closing(bounds: Bounds, seq: list[Group]) -> int:
-    return bounds.transfer(seq[-1], seq[0], len(seq) == 1) if len(seq) > 1 else 0
+    return bounds.transfer(seq[-1], seq[0]) if len(seq) > 1 else 0
 
 
 def _transfers(search: _Search, seq: list[Group]) -> int:
     if len(seq) < 2:
         return 0
     count = len(seq)
-    return sum(search.bounds.transfer(g, seq[(s + 1) % count], s == 0) for s, g in enumerate(seq))
+    return sum(search.bounds.transfer(g, seq[(s + 1) % count]) for s, g in enumerate(seq))
