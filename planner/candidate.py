@@ -77,7 +77,7 @@ def build(sharding: str, stages: list[StageSolution], ctx: PlanningContext) -> C
                 transfer_ms=_ms(transfer),
             )
         )
-        decode_ms += compute + allreduce + _ms(transfer)
+        decode_ms += compute + (stage.allreduce_ps + transfer) / PS_PER_MS
         bws = [cluster.nodes[n].bandwidth_gbps for n in stage.ring]
         used_bound += fluid_used_ms(stage.costs, bws, fixed_us(stage.count) / 1e3)
         ranks += mine

@@ -62,9 +62,7 @@ class Bounds:
     kinds: list[tuple[int, ...]]
     """kinds[i]: how many layers of each kind (alike bytes) layers [0, i) hold."""
     _single: dict[tuple[object, ...], int | None] = field(default_factory=dict)
-    _transfers: dict[tuple[tuple[str, ...], tuple[str, ...], bool], int] = field(
-        default_factory=dict
-    )
+    _transfers: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = field(default_factory=dict)
     _matrices: dict[tuple[object, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict
     )
@@ -168,12 +166,12 @@ class Bounds:
         base = time_coefficient(costs.replicated_read, bw) + round(fixed_us(b - a) * 1e6)
         return base + units
 
-    def transfer(self, sender: Group, receiver: Group, first: bool) -> int:
-        """Stage `sender`'s output to `receiver` (`first`: the sender is stage 0)."""
-        key = (sender.nodes, receiver.nodes, first)
+    def transfer(self, sender: Group, receiver: Group) -> int:
+        """Stage `sender`'s output to `receiver`, from its cheapest leader."""
+        key = (sender.nodes, receiver.nodes)
         if key not in self._transfers:
             cluster = self.ctx.cluster
-            found = transfer_ps(cluster, list(sender.nodes), list(receiver.nodes), first)
+            found = transfer_ps(cluster, list(sender.nodes), list(receiver.nodes))
             self._transfers[key] = found[0]
         return self._transfers[key]
 

@@ -1,36 +1,48 @@
 r"""The search over layouts: how many stages, which nodes in each, how many layers each runs,
 and the split inside each stage.
 
-A layout is a sequence of disjoint groups g_0 … g_{S-1} (pipeline order, stage 0 holds the
+A layout is a sequence of disjoint groups g_0 … g_{S-1} (pipeline order; stage 0 holds the
 embeddings and the output head) and boundaries 0 = b_0 < … < b_S = L. Its decode time is::
 
     Σ_s  stage(g_s, [b_s, b_{s+1}), s = 0)  +  Σ_s  transfer(g_s → g_{s+1 mod S})
 
 where stage(…) is the single-stage optimum of those layers over exactly those nodes — the
 CP-SAT model of `planner.solver` with that stage's bytes, ring and fixed time
-(`planner.stages`) — and a transfer is zero when S = 1. Modes: `tensor` is S = 1 (the solver
-alone); `pipeline` is every layout whose groups are single nodes; `auto` every layout, the
-single stage included.
+(`planner.stages`) — and transfer(g → h) the cheapest over g's nodes of the dearest send to
+h's nodes (zero when S = 1). Modes: `tensor` is S = 1 (the solver alone); `pipeline` is every
+layout whose groups are single nodes (one node alone included); `auto` every layout.
 
-Decomposition (exact over the groups it enumerates):
+Decomposition, exact over what it enumerates, proven against a bound over everything:
 
-* S = 1 is `planner.solver.solve` over the whole cluster, exactly as before.
-* For S ≥ 2, groups are enumerated: in `pipeline` every node; in `auto` every subset of the
-  nodes, up to twins (nodes with the same memory, bandwidth and hop to every other node are
-  used in one order only: any layout maps onto one that does), when there are at most
-  MAX_GROUPS such subsets; beyond that, single nodes and the runs of consecutive nodes along
-  the cluster's cheapest ring (a restriction: the status then cannot be `optimal`).
-* Sequences of disjoint groups are searched depth first; a sequence of two groups or more is
-  a layout, whose layers are allocated exactly by branch and bound (`planner.layout_alloc`).
-  A sequence is extended only while a lower bound on every extension beats the best layout
-  known: its groups' fluid prices (`planner.layout_bounds`), the remaining layers at the
-  cheapest per-layer bound of any node set still free, its known transfers and the
-  cheapest transfer back to stage 0.
+1. S = 1 is `planner.solver.solve` over the whole cluster, exactly as before (`auto`).
+2. A lower bound on every layout of the mode with S ≥ 2 (S ≥ 1 in `pipeline`) over the whole
+   space, not only what is enumerated (`planner.layout_proof`): per layer, the cheapest any
+   group of k nodes could run it (fluid reads at the k fastest nodes, the cheapest ring k
+   nodes could form); stage 0's outer weights; S transfers at the cheapest send. When it
+   cannot beat step 1's plan, that plan stands and the search stops.
+3. Groups (`planner.layout_groups`): nodes fall into twin classes (same memory, bandwidth and
+   hop to every other node; swapping twins changes no price). When the classes are few
+   (EXACT_CLASSES) and their count vectors few (MAX_GROUPS), every group up to twins is
+   enumerated — every node in `pipeline` — and a layout takes the lowest free twins first:
+   complete. Otherwise runs of consecutive nodes along the cluster's cheapest ring, each
+   stage's run starting where the previous one's ends (single nodes in `pipeline`): a
+   restriction.
+4. Sequences of groups are searched depth first, cheapest per layer first. A sequence is
+   extended only while a lower bound on it and every extension beats the best layout known:
+   each group's fluid rate per layer within its memory, the layers left at the cheapest rate
+   of any free group, the transfers known, and one transfer per stage still needed (memory
+   sets the fewest stages) and back to stage 0.
+5. Each sequence's layers are allocated by branch and bound over contiguous ranges
+   (`planner.layout_alloc`): exact stage prices (closed form for one node, the solver for
+   more; memoised by what a price depends on: the group's memory, bandwidths and ring price,
+   stage 0 or not, and how many layers of each kind), pruned by a suffix table of fluid
+   bounds. Alike sequences (the same signatures in order) are allocated once.
 
-The status is `optimal` only when the S = 1 solve was optimal (in `auto`), the group
-enumeration was complete, no search was cut short and every stage solved was proven; the
-plan returned is then the least decode time over the whole space of layouts of the mode. A
-time limit leaves the best layout known with `time_limited`.
+Status: `optimal` only when step 1 was proven (in `auto`), no search was cut short, every
+stage price was proven, and either the enumeration was complete or step 2's bound is no less
+than the plan returned; the plan is then the least decode time over the whole space of
+layouts of the mode (within `planner.cpsat.GAP_PS`). A time limit leaves the best layout known
+with `time_limited`; otherwise the plan is `feasible` and the bound is reported.
 """
 
 from __future__ import annotations
@@ -112,7 +124,7 @@ class _Search:
             if self.expired():
                 return
             nxt = [*seq, g]
-            link = self.bounds.transfer(seq[-1], g, len(seq) == 1) if seq else 0
+            link = self.bounds.transfer(seq[-1], g) if seq else 0
             known = known_ps + link
             taken = used.union(g.nodes)
             if self._lower(nxt, taken, known) >= best.cost_ps:
@@ -218,11 +230,11 @@ def _least(a: int | None, b: float) -> int | None:
 
 
 def _closing(bounds: Bounds, seq: list[Group]) -> int:
-    return bounds.transfer(seq[-1], seq[0], len(seq) == 1) if len(seq) > 1 else 0
+    return bounds.transfer(seq[-1], seq[0]) if len(seq) > 1 else 0
 
 
 def _transfers(search: _Search, seq: list[Group]) -> int:
     if len(seq) < 2:
         return 0
     count = len(seq)
-    return sum(search.bounds.transfer(g, seq[(s + 1) % count], s == 0) for s, g in enumerate(seq))
+    return sum(search.bounds.transfer(g, seq[(s + 1) % count]) for s, g in enumerate(seq))

@@ -86,7 +86,7 @@ from planner.shapes import Shape, shapes
 __all__ = ["FORMULATION", "SEED", "WORKERS", "solve"]
 
 SPLIT_BOUND_DETERMINISTIC_S = 0.1  # a bound that helps, not a proof: keep it short
-FORMULATION = 3
+FORMULATION = 4
 """Bumped whenever the same request can get a different plan: it is part of every plan_id."""
 
 

@@ -10,9 +10,9 @@ layouts and `planner.layouts.plan_for_layout`.
 Between stages one hidden vector travels per decode token: stage s's first rank (its leader)
 sends it to every rank of stage s + 1, and the last stage sends it back to stage 0, which holds
 the output head. Every rank of a stage holds the hidden vector after its last all-reduce, and a
-ring has no start, so the leader is the node whose sends are cheapest (on stage 0, among the
-nodes with the most memory and bandwidth, one of which is rank 0 and serves requests; ties
-by id). A transfer costs what the dearest of the leader's sends costs: the backend's
+ring has no start, so the leader is the node whose sends are cheapest (ties by id); on stage 0
+it is rank 0. (A rule tied to anything else, such as memory, would let more memory make a plan
+slower.) A transfer costs what the dearest of the leader's sends costs: the backend's
 synchronisation (`planner.calibration.SYNC_US`: a send ends the command buffer as an all-reduce
 does) and one step of the effective hop (`hop_step_us`: latency + bytes at its bandwidth,
 routed hops as routed).
@@ -207,21 +207,10 @@ def send_ps(cluster: Cluster, sender: str, receivers: list[str]) -> int:
     return math.ceil(worst * PS_PER_US)
 
 
-def senders(cluster: Cluster, nodes: list[str], first: bool) -> list[str]:
-    """Who may lead a stage (be its first rank and send its output on): any of its nodes, on
-    stage 0 those with the most memory and bandwidth (rank 0 serves requests)."""
-    if not first:
-        return sorted(nodes)
-    top = max((cluster.budgets[n], cluster.nodes[n].bandwidth_gbps) for n in nodes)
-    return sorted(n for n in nodes if (cluster.budgets[n], cluster.nodes[n].bandwidth_gbps) == top)
-
-
-def transfer_ps(
-    cluster: Cluster, nodes: list[str], receivers: list[str], first: bool
-) -> tuple[int, str]:
+def transfer_ps(cluster: Cluster, nodes: list[str], receivers: list[str]) -> tuple[int, str]:
     """A stage's output to the next stage's nodes, and its leader: the sender that makes it
     cheapest (a ring has no start, so any node of it can be the stage's first rank)."""
-    return min((send_ps(cluster, n, receivers), n) for n in senders(cluster, nodes, first))
+    return min((send_ps(cluster, n, receivers), n) for n in sorted(nodes))
 
 
 def transfers_ps(cluster: Cluster, rings: list[list[str]]) -> list[tuple[int, str]]:
@@ -230,9 +219,7 @@ def transfers_ps(cluster: Cluster, rings: list[list[str]]) -> list[tuple[int, st
     if len(rings) < 2:
         return [(0, ring[0]) for ring in rings]
     count = len(rings)
-    return [
-        transfer_ps(cluster, ring, rings[(s + 1) % count], s == 0) for s, ring in enumerate(rings)
-    ]
+    return [transfer_ps(cluster, ring, rings[(s + 1) % count]) for s, ring in enumerate(rings)]
 
 
 def led_by(stage: StageSolution, leader: str) -> StageSolution:

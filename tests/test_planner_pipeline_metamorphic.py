@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from planner.context import PlanningContext
 from planner.costs import unit_costs
-from planner.plan import make_plan
+from planner.plan import INVARIANT_TOLERANCE_MS, make_plan
 from planner.problem import Problem
 from planner.stages import send_ps, stage_problem
 from protocol.config_reader import read_config
@@ -56,13 +56,9 @@ def _compositions(total: int, parts: int) -> list[list[int]]:
 
 
 def _move(ctx: PlanningContext, stages: list[tuple[str, ...]], s: int) -> int:
-    """Stage s's output to the next stage: from whichever of its nodes sends it cheapest (on
-    stage 0, one of those with the most memory and bandwidth)."""
+    """Stage s's output to the next stage: from whichever of its nodes sends it cheapest."""
     c = ctx.cluster
     nodes = list(stages[s])
-    if s == 0:
-        top = max((c.budgets[n], c.nodes[n].bandwidth_gbps) for n in nodes)
-        nodes = [n for n in nodes if (c.budgets[n], c.nodes[n].bandwidth_gbps) == top]
     receivers = list(stages[(s + 1) % len(stages)])
     return min(send_ps(c, n, receivers) for n in nodes)
 
@@ -166,8 +162,9 @@ def test_decode_time_is_the_objective_and_the_reference_optimum(req: PlanRequest
         assert not plan.feasible
         return
     assert plan.feasible and plan.status == "optimal", plan.reasons
-    assert plan.solver.objective == pytest.approx(_ms(plan), abs=GAP_MS)
-    assert _ms(plan) == pytest.approx(optimum / 1e9, abs=GAP_MS)
+    # The reported decode time adds each stage's rounded figures; the objective is integer ps.
+    assert plan.solver.objective == pytest.approx(_ms(plan), abs=INVARIANT_TOLERANCE_MS)
+    assert plan.solver.objective == pytest.approx(optimum / 1e9, abs=GAP_MS)
 
 
 @SETTINGS
