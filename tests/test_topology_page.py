@@ -344,6 +344,37 @@ def test_deployment_view_shows_agents_live(server: Server, page: Any) -> None:
         expect(box[studio].locator(".state")).to_have_text("ready")
 
 
+def test_pipeline_deployment_shows_each_agents_stage(server: Server, page: Any) -> None:
+    name = "page-pipeline"
+    spec = {
+        "topology": TB4_PAIR,
+        "model": config(QWEN3_235B),
+        "model_path": "mlx-community/Qwen3-235B-A22B-4bit",
+        "constraints": {"parallelism": "pipeline", "allow_unused_nodes": False},
+    }
+    with httpx.Client(base_url=server.url, headers=server.auth, timeout=60) as client:
+        res = client.put(f"/deployments/{name}", json=spec)
+        assert res.status_code == 200, res.text
+        plan = res.json()["plan"]
+        assert len(plan["estimates"]["stages"]) == 2, plan
+        for rank in plan["ranks"]:
+            report = {"state": "loading", "progress": 0.5, "rank": rank["rank"]}
+            res = client.post(f"/deployments/{name}/status/{rank['node_id']}", json=report)
+            assert res.status_code == 200, res.text
+    page.fill("#deployment-name", name)
+    page.fill("#token", TOKEN)
+    page.click("#watch-button")
+    expect(page.locator(".deployment-title")).to_have_text(f"{name} · revision 1")
+    expect(page.locator("#stages .stage")).to_have_count(2)
+    for rank in plan["ranks"]:
+        box = page.locator(f'.node[data-node="{rank["node_id"]}"]')
+        expect(box.locator(".badge")).to_have_text(f"rank {rank['rank']} · stage {rank['stage']}")
+        start, end = rank["layers"]
+        expect(box.locator(".layers")).to_have_text(f"layers {start}–{end} ({end - start})")
+        expect(box.locator(".agent .seen").last).to_have_text(f" · rank {rank['rank']}")
+    screenshot(page, "deployment-pipeline")
+
+
 def test_deployment_view_without_the_token_says_so(page: Any) -> None:
     page.evaluate("sessionStorage.clear()")
     page.fill("#deployment-name", "page-demo")
