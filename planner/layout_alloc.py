@@ -22,6 +22,8 @@ from planner.layout_bounds import Bounds, Group
 from planner.stages import LayoutSplit, StageSolution, solve_stage
 
 INF = float("inf")
+ROUNDINGS = 4  # integer coefficients besides the units': replicated read, fixed time, ring
+POLISH_S = 0.1  # at least this for the chosen stages' polish, whatever the search left
 
 
 @dataclass
@@ -34,6 +36,8 @@ class StagePrices:
         default_factory=dict
     )
     prices: dict[tuple[object, ...], int | None] = field(default_factory=dict)
+    known: dict[tuple[object, ...], list[tuple[int, int]]] = field(default_factory=dict)
+    """(layers, price) solved so far by (signature, stage 0 or not), one kind of layer only."""
     """By what a price depends on (`Group.signature`, stage 0 or not, `Bounds.content`)."""
     unproven: bool = False
     """Some stage solve was cut short by the time limit (its price may not be the least)."""
@@ -45,14 +49,43 @@ class StagePrices:
         if key not in self.prices:
             stage = self.stage(g, a, b, first)
             self.prices[key] = None if stage is None else stage.objective_ps
+            if stage is not None and len(key[2]) == 1:
+                self.known.setdefault(key[:2], []).append((b - a, stage.objective_ps))
         return self.prices[key]
 
+    def known_lower(self, g: Group, a: int, b: int, first: bool) -> float:
+        """A bound from prices solved already, for models of one kind of layer: more layers
+        never cost less (any split of them splits fewer), and beyond stage 0, whose price
+        is layers × the slowest rank's time per layer, never less per layer (more layers
+        leave less memory per layer, so fewer splits) but for the rounding of each integer
+        coefficient (at most a picosecond each: `slack`)."""
+        count, found = b - a, 0.0
+        slack = sum(self.bounds.ctx.costs.total_units.values()) + ROUNDINGS
+        for fewer, price in self.known.get((g.signature, first), []):
+            if fewer <= count:
+                found = max(found, price if first else (price - slack) * count / fewer)
+        return found
+
+    def polished(self, g: Group, a: int, b: int, first: bool) -> StageSolution | None:
+        """The stage as a plan's stage (`Problem.polish`): its price unchanged, or the stage
+        as priced when the polish does not finish."""
+        priced = self.stage(g, a, b, first)
+        if priced is None or len(g.nodes) == 1:
+            return priced
+        left = max(self.deadline - time.perf_counter(), POLISH_S)
+        ctx, split = self.bounds.ctx, LayoutSplit.OPTIMAL
+        found = solve_stage(ctx, list(g.nodes), (a, b), first, split, left)
+        same = found is not None and found.objective_ps == priced.objective_ps
+        return found if same else priced
+
     def stage(self, g: Group, a: int, b: int, first: bool) -> StageSolution | None:
+        """The stage solved for its price (memoised)."""
         key = (g.nodes, a, b, first)
         if key not in self.solved:
             left = max(self.deadline - time.perf_counter(), 0.001)
             ctx = self.bounds.ctx
-            found = solve_stage(ctx, list(g.nodes), (a, b), first, LayoutSplit.OPTIMAL, left)
+            split = LayoutSplit.OPTIMAL
+            found = solve_stage(ctx, list(g.nodes), (a, b), first, split, left, polish=False)
             self.unproven = self.unproven or (found is not None and not found.optimal)
             self.solved[key] = found
         return self.solved[key]
@@ -117,6 +150,9 @@ def allocate(
             if expired():
                 complete[0] = False
                 return
+            known = prices.known_lower(seq[s], a, int(b), s == 0)
+            if acc + known + table.suffix[s + 1][b] >= limit[0]:
+                continue
             price = prices.exact(seq[s], a, int(b), s == 0)
             if price is None or acc + price + table.suffix[s + 1][b] >= limit[0]:
                 continue
