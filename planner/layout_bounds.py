@@ -63,6 +63,7 @@ class Bounds:
     """kinds[i]: how many layers of each kind (alike bytes) layers [0, i) hold."""
     _single: dict[tuple[object, ...], int | None] = field(default_factory=dict)
     _transfers: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = field(default_factory=dict)
+    _capped: dict[tuple[object, ...], float] = field(default_factory=dict)
     _matrices: dict[tuple[object, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict
     )
@@ -120,6 +121,30 @@ class Bounds:
         read = self.sharded_read[b] - self.sharded_read[a] + len(g.nodes) * replicated
         fluid = math.floor(read * PS_PER_NS / g.bandwidth * (1 - BOUND_SLACK)) - 1
         return max(fluid, 0) + round(fixed_us(b - a) * 1e6) + self.allreduce_ps(g, b - a)
+
+    def capped_ps(self, g: Group, a: int, b: int, first: bool) -> float:
+        """A sharper bound than `lower_ps`, with memory: every rank reads the replicated
+        bytes, and no rank reads more sharded bytes than it can hold (a unit's read never
+        exceeds its bytes held) next to them; the sharded reads then fill the ranks like
+        water, each up to the slowest rank's time T (inf: they cannot hold the range)."""
+        key = (g.signature, first, self.content(a, b))
+        if key not in self._capped:
+            self._capped[key] = self._capped_ps(g, a, b, first)
+        return self._capped[key]
+
+    def _capped_ps(self, g: Group, a: int, b: int, first: bool) -> float:
+        replicated = self.replicated_read[b] - self.replicated_read[a]
+        replicated += self.outer_read if first else 0
+        whole = self.replicated_held[b] - self.replicated_held[a] + self.overhead
+        whole += self.outer_held if first else 0
+        need = self.sharded_read[b] - self.sharded_read[a]
+        speeds = [effective_bandwidth_gbps(v) / PS_PER_NS for v in g.speeds]  # bytes per ps
+        caps = [budget - whole for budget in g.budgets]
+        if min(caps) < 0 or sum(caps) < need:
+            return math.inf
+        t = _water_level(caps, speeds, replicated, need)
+        fixed = round(fixed_us(b - a) * 1e6)
+        return t * (1 - BOUND_SLACK) - 1 + fixed + self.allreduce_ps(g, b - a)
 
     def lower_matrix(self, g: Group, first: bool) -> tuple[np.ndarray, np.ndarray]:
         """`lower_ps` and `fits` of g for every range [a, b) at once (b ≤ a: +inf, False),
@@ -194,3 +219,27 @@ def _kind_counts(ctx: PlanningContext) -> list[tuple[int, ...]]:
     for k in of:
         out.append(tuple(n + (j == k) for j, n in enumerate(out[-1])))
     return out
+
+
+def _water_level(caps: list[int], speeds: list[float], replicated: float, need: float) -> float:
+    """The least T with Σ_n min(cap_n, T·speed_n − replicated) ≥ need, T no less than any
+    rank's replicated read: rank n fills until T_n = (cap_n + replicated) / speed_n."""
+    t = max(replicated / v for v in speeds)
+    full = sorted(((c + replicated) / v, c, v) for c, v in zip(caps, speeds))
+    held, rate, count = 0.0, 0.0, 0  # saturated ranks' caps; the others' speeds and number
+    for until, cap, speed in full:
+        if until <= t:
+            held += cap
+        else:
+            rate += speed
+            count += 1
+    for until, cap, speed in full:
+        if until <= t:
+            continue
+        level = held + until * rate - count * replicated
+        if level >= need:
+            break
+        t, held, rate, count = until, held + cap, rate - speed, count - 1
+    if rate <= 0:
+        return t
+    return max(t, (need - held + count * replicated) / rate)

@@ -65,25 +65,28 @@ def _reach(bounds: Bounds) -> list[Counter[int]]:
     return [Counter(hop_id[a, b] for b in ids if b != a) for a in ids]
 
 
-def _tensor_rate(bounds: Bounds) -> float:
-    """The least a layer can cost on any group of any size (ps)."""
+def _tensor_floor(bounds: Bounds) -> float:
+    """Σ over layers of the least that layer can cost on any group of any size (ps)."""
     speeds = sorted(
         (effective_bandwidth_gbps(n.bandwidth_gbps) for n in bounds.ctx.cluster.nodes.values()),
         reverse=True,
     )
     fixed = fixed_us(1) * 1e6
     reach = _reach(bounds) if len(speeds) > 2 else []
-    best = math.inf
+    best = [math.inf] * bounds.layers
     for k in range(1, len(speeds) + 1):
-        read = min(_per_layer(bounds, k)) * PS_PER_NS / sum(speeds[:k])
-        best = min(best, read + fixed + _ring_floor_ps(bounds, k, reach))
-    return best
+        ring = _ring_floor_ps(bounds, k, reach)
+        scale = PS_PER_NS / sum(speeds[:k])
+        best = [min(b, read * scale + fixed + ring) for b, read in zip(best, _per_layer(bounds, k))]
+    return sum(best)
 
 
 def _pipeline_floor(bounds: Bounds) -> float:
-    """Layers on single nodes, each node's cheapest-per-layer as far as its memory goes."""
+    """Layers on single nodes: the heaviest reads on the fastest nodes, each node taking as
+    many layers as its memory could hold of the lightest (reads a_i, node costs b_j per byte:
+    pairing them in opposite orders gives the least Σ a_i b_j)."""
     cluster = bounds.ctx.cluster
-    per_layer = _per_layer(bounds, 1)
+    reads = sorted(_per_layer(bounds, 1), reverse=True)
     lightest = min(
         bounds.sharded_held[i + 1]
         - bounds.sharded_held[i]
@@ -91,18 +94,16 @@ def _pipeline_floor(bounds: Bounds) -> float:
         - bounds.replicated_held[i]
         for i in range(bounds.layers)
     )
-    options = []
-    for n, node in cluster.nodes.items():
-        rate = min(per_layer) * PS_PER_NS / effective_bandwidth_gbps(node.bandwidth_gbps)
-        room = cluster.budgets[n] - bounds.overhead
+    nodes = sorted(cluster.nodes.values(), key=lambda n: -n.bandwidth_gbps)
+    total, at = 0.0, 0
+    for node in nodes:
+        room = cluster.budgets[node.id] - bounds.overhead
         cap = bounds.layers if lightest <= 0 else max(0, room) // lightest
-        options.append((rate + fixed_us(1) * 1e6, min(cap, bounds.layers)))
-    left, total = bounds.layers, 0.0
-    for rate, cap in sorted(options):
-        take = min(left, cap)
-        total += take * rate
-        left -= take
-    return math.inf if left > 0 else total
+        scale = PS_PER_NS / effective_bandwidth_gbps(node.bandwidth_gbps)
+        taken = reads[at : at + cap]
+        total += sum(taken) * scale + len(taken) * fixed_us(1) * 1e6
+        at += len(taken)
+    return math.inf if at < len(reads) else total
 
 
 def layouts_lower_ps(bounds: Bounds, pipeline: bool, least: int, min_transfer: int) -> float:
@@ -110,7 +111,7 @@ def layouts_lower_ps(bounds: Bounds, pipeline: bool, least: int, min_transfer: i
     cluster = bounds.ctx.cluster
     fastest = max(effective_bandwidth_gbps(n.bandwidth_gbps) for n in cluster.nodes.values())
     outer = bounds.outer_read * PS_PER_NS / fastest
-    layers = _pipeline_floor(bounds) if pipeline else bounds.layers * _tensor_rate(bounds)
+    layers = _pipeline_floor(bounds) if pipeline else _tensor_floor(bounds)
     transfers = least * min_transfer if least > 1 else 0
     return (layers + outer) * (1 - BOUND_SLACK) + transfers
 

@@ -173,7 +173,7 @@ class _Search:
         out = []
         for s, g in enumerate(best.seq):
             a, b = best.ends[s], best.ends[s + 1]
-            stage = self.prices.stage(g, a, b, s == 0)
+            stage = self.prices.polished(g, a, b, s == 0)
             assert stage is not None, "a stage priced in the search must solve again"
             out.append(stage)
         return out

@@ -178,7 +178,7 @@ def solve(problem: Problem) -> Solution:
         return Solution(status="infeasible", wall_ms=wall, time_limited=limited)
     model, solver = found
     left = max(problem.time_limit_s - (time.perf_counter() - started), 0.05)
-    final = model.tie_break(best[0], solver, left)
+    final = model.tie_break(best[0], solver, left) if problem.polish else solver
     ring, objective = model.outcome(final, left)
     return Solution(
         status="feasible" if limited else "optimal",

@@ -177,9 +177,11 @@ def solve_stage(
     first: bool,
     split: LayoutSplit,
     seconds: float,
+    polish: bool = True,
 ) -> StageSolution | None:
-    """The stage split as asked, or None when those nodes cannot hold those layers so."""
-    p = stage_problem(ctx, nodes, layers, first, seconds)
+    """The stage split as asked, or None when those nodes cannot hold those layers so
+    (`polish`: `Problem.polish`, the same price either way)."""
+    p = replace(stage_problem(ctx, nodes, layers, first, seconds), polish=polish)
     cluster = stage_cluster(ctx.cluster, nodes, layers[1] - layers[0])
     if len(nodes) == 1:
         # One node holds every unit: nothing to search, and nothing a time limit can cut.

@@ -18,7 +18,7 @@ import itertools
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from planner.context import PlanningContext
@@ -27,9 +27,17 @@ from planner.plan import INVARIANT_TOLERANCE_MS, make_plan
 from planner.problem import Problem
 from planner.stages import send_ps, stage_problem
 from protocol.config_reader import read_config
-from protocol.plan import Plan
 from protocol.schema import PlanRequest
-from tests.test_planner_metamorphic import GAP_MS, best_split_ps, cheapest_ring_ps
+from tests.test_planner_metamorphic import (
+    GAP_MS,
+    _ms,
+    best_split_ps,
+    cheapest_ring_ps,
+    check_adding_a_link_memory_or_bandwidth,
+    check_another_order,
+    check_more_time,
+    check_removing_a_node_or_a_link,
+)
 
 LAYERS = 4
 EXAMPLES = 8
@@ -141,17 +149,6 @@ def clusters(draw: st.DrawFn) -> PlanRequest:
     )
 
 
-def _with(req: PlanRequest, **topology: Any) -> PlanRequest:
-    data = req.model_dump(mode="json")
-    data["topology"].update(topology)
-    return PlanRequest.model_validate(data)
-
-
-def _ms(plan: Plan) -> float:
-    assert plan.estimates is not None, plan.reasons
-    return plan.estimates.decode_ms_per_token
-
-
 # -- properties ------------------------------------------------------------------------------
 @SETTINGS
 @given(clusters())
@@ -172,22 +169,7 @@ def test_decode_time_is_the_objective_and_the_reference_optimum(req: PlanRequest
 def test_removing_a_node_or_a_link_never_makes_it_faster(
     req: PlanRequest, data: st.DataObject
 ) -> None:
-    plan = make_plan(req)
-    topo = req.model_dump(mode="json")["topology"]
-    gone = data.draw(st.sampled_from([n["id"] for n in topo["nodes"]]))
-    nodes = [n for n in topo["nodes"] if n["id"] != gone]
-    links = [x for x in topo["links"] if gone not in (x["a"], x["b"])]
-    cut = data.draw(st.integers(0, len(topo["links"]) - 1))
-    for part_nodes, part_links in (
-        (nodes, links),
-        (topo["nodes"], topo["links"][:cut] + topo["links"][cut + 1 :]),
-    ):
-        try:
-            part = make_plan(_with(req, nodes=part_nodes, links=part_links))
-        except ValueError:
-            continue  # the part is not connected: not a cluster
-        if part.feasible:
-            assert plan.feasible and _ms(plan) <= _ms(part) + GAP_MS
+    check_removing_a_node_or_a_link(req, data)
 
 
 @SETTINGS
@@ -195,47 +177,16 @@ def test_removing_a_node_or_a_link_never_makes_it_faster(
 def test_adding_a_link_memory_or_bandwidth_never_makes_it_slower(
     req: PlanRequest, data: st.DataObject
 ) -> None:
-    plan = make_plan(req)
-    assume(plan.feasible)
-    topo = req.model_dump(mode="json")["topology"]
-    ids = [n["id"] for n in topo["nodes"]]
-    a, b = data.draw(st.sampled_from(list(itertools.combinations(ids, 2))))
-    who = data.draw(st.sampled_from(ids))
-
-    def doubled(field: str) -> list[dict[str, Any]]:
-        return [{**n, field: n[field] * 2} if n["id"] == who else n for n in topo["nodes"]]
-
-    for more in (
-        _with(req, links=[*topo["links"], {"a": a, "b": b, "kind": "rdma"}]),
-        _with(req, nodes=doubled("memory_bytes")),
-        _with(req, nodes=doubled("bandwidth_gbps")),
-    ):
-        assert _ms(make_plan(more)) <= _ms(plan) + GAP_MS
+    check_adding_a_link_memory_or_bandwidth(req, data)
 
 
 @SETTINGS
 @given(clusters(), st.randoms(use_true_random=False))
 def test_another_order_gives_the_same_plan(req: PlanRequest, rnd: Any) -> None:
-    plan = make_plan(req)
-    topo = req.model_dump(mode="json")["topology"]
-    nodes, links = list(topo["nodes"]), list(topo["links"])
-    rnd.shuffle(nodes)
-    rnd.shuffle(links)
-    links = [{**x, "a": x["b"], "b": x["a"]} if rnd.random() < 0.5 else x for x in links]
-    again = make_plan(_with(req, nodes=nodes, links=links))
-    assert again.plan_id == plan.plan_id
-    assert again.ranks == plan.ranks and again.ring == plan.ring
-    assert again.estimates == plan.estimates
+    check_another_order(req, rnd)
 
 
 @SETTINGS
 @given(clusters(), st.sampled_from([0.001, 0.01, 0.05]))
 def test_more_time_never_gives_a_slower_plan(req: PlanRequest, short: float) -> None:
-    data = req.model_dump(mode="json")
-    data["constraints"]["time_limit_s"] = short
-    hurried = make_plan(PlanRequest.model_validate(data))
-    plan = make_plan(req)
-    if hurried.feasible:
-        assert plan.feasible and _ms(plan) <= _ms(hurried) + GAP_MS
-    if plan.feasible and hurried.status == "optimal":
-        assert _ms(hurried) == pytest.approx(_ms(plan), abs=GAP_MS)
+    check_more_time(req, short)
