@@ -31,15 +31,6 @@ from planner.ring import PS_PER_US
 BOUND_SLACK = 1e-9  # relative, against floating-point sums
 
 
-def _per_layer(bounds: Bounds, k: int) -> list[float]:
-    """Bytes k ranks read for each layer (sharded once, replicated k times)."""
-    return [
-        (bounds.sharded_read[i + 1] - bounds.sharded_read[i])
-        + k * (bounds.replicated_read[i + 1] - bounds.replicated_read[i])
-        for i in range(bounds.layers)
-    ]
-
-
 def _ring_floor_ps(bounds: Bounds, k: int, reach: list[Counter[int]]) -> float:
     """Two all-reduces of a layer over the cheapest ring of k nodes there could be: a pair's
     ring is its one hop; in a ring of k ≥ 3 every node has two ring neighbours, so its dearest
@@ -77,7 +68,9 @@ def _tensor_floor(bounds: Bounds) -> float:
     for k in range(1, len(speeds) + 1):
         ring = _ring_floor_ps(bounds, k, reach)
         scale = PS_PER_NS / sum(speeds[:k])
-        best = [min(b, read * scale + fixed + ring) for b, read in zip(best, _per_layer(bounds, k))]
+        best = [
+            min(b, read * scale + fixed + ring) for b, read in zip(best, bounds.per_layer_read(k))
+        ]
     return sum(best)
 
 
@@ -86,19 +79,13 @@ def _pipeline_floor(bounds: Bounds) -> float:
     many layers as its memory could hold of the lightest (reads a_i, node costs b_j per byte:
     pairing them in opposite orders gives the least Σ a_i b_j)."""
     cluster = bounds.ctx.cluster
-    reads = sorted(_per_layer(bounds, 1), reverse=True)
-    lightest = min(
-        bounds.sharded_held[i + 1]
-        - bounds.sharded_held[i]
-        + bounds.replicated_held[i + 1]
-        - bounds.replicated_held[i]
-        for i in range(bounds.layers)
-    )
+    reads = sorted(bounds.per_layer_read(1), reverse=True)
+    lightest = bounds.lightest
     nodes = sorted(cluster.nodes.values(), key=lambda n: -n.bandwidth_gbps)
     total, at = 0.0, 0
     for node in nodes:
         room = cluster.budgets[node.id] - bounds.overhead
-        cap = bounds.layers if lightest <= 0 else max(0, room) // lightest
+        cap = max(0, room) // lightest
         scale = PS_PER_NS / effective_bandwidth_gbps(node.bandwidth_gbps)
         taken = reads[at : at + cap]
         total += sum(taken) * scale + len(taken) * fixed_us(1) * 1e6
