@@ -201,3 +201,25 @@ def test_a_ring_costs_its_dearest_hop_alone() -> None:
         # a pair's ring may be given as its one hop or as there and back
         one = ring_allreduce_us(hops[:1], MESSAGE, backend)
         assert one == ring_allreduce_us(hops[:1] * 2, MESSAGE, backend)
+
+
+@pytest.mark.parametrize("diagonals", [False, True])
+def test_the_solver_prices_a_ring_of_rdma_cables_by_its_nodes_backend(diagonals: bool) -> None:
+    """Four 48 GB Macs must all hold Llama-3.1-70B: over an RDMA square the group runs TCP
+    (no diagonals), over the full mesh JACCL, and the solver's objective says so."""
+    pairs = [("a", "b"), ("b", "c"), ("c", "d"), ("d", "a")]
+    pairs += [("a", "c"), ("b", "d")] if diagonals else []
+    links = _rdma(pairs)
+    nodes = [node(n, 48, 400) for n in SQUARE]
+    req = request(nodes, config(LLAMA_70B), links, context_tokens=1024, sharding="asymmetric")
+    plan = make_plan(req)
+    assert plan.feasible and plan.estimates is not None and plan.solver.objective is not None
+    assert len(plan.ranks) == 4
+    backend = Collective.JACCL if diagonals else Collective.RING
+    pricing = PlanningContext.of(req).cluster.pricing
+    assert pricing.backend(SQUARE) is backend
+    ring = plan.ring
+    hops = [pricing.hop(a, b, backend) for a, b in zip(ring, ring[1:] + ring[:1])]
+    expected = ring_allreduce_us(hops, MESSAGE, backend) * 2 * 80 / 1e3
+    assert plan.estimates.allreduce_ms == pytest.approx(expected, abs=1e-5)
+    assert plan.solver.objective == pytest.approx(plan.estimates.decode_ms_per_token, abs=2e-6)
