@@ -86,8 +86,9 @@ class PoolBackends:
             return 0 if (a, b) in self.pricing.rdma else 1
 
         found = [
-            set(dominance(nodes, allowed, self.own)),
-            set(dominance(nodes, allowed, self.tcp)),
-            set(dominance(nodes, lambda a, b: True, no_rdma)),
+            {(i, j): mutual for i, j, mutual in dominance(nodes, allowed, self.own)},
+            {(i, j): mutual for i, j, mutual in dominance(nodes, allowed, self.tcp)},
+            {(i, j): mutual for i, j, mutual in dominance(nodes, lambda a, b: True, no_rdma)},
         ]
-        return sorted(found[0] & found[1] & found[2])
+        both = found[0].keys() & found[1].keys() & found[2].keys()
+        return [(i, j, all(f[i, j] for f in found)) for i, j in sorted(both)]
