@@ -12,6 +12,7 @@ at most the solver's optimum for that stage, which reads the same bytes at integ
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -22,7 +23,7 @@ from planner.costs import UNITS
 from planner.problem import PS_PER_NS, time_coefficient
 from planner.ring import PS_PER_US
 from planner.stages import transfer_ps
-from planner.topology import ring_allreduce_us, ring_hops
+from planner.topology import ring_allreduce_us
 
 BOUND_SLACK = 1e-9  # relative: prefix sums of floats against the solver's own sums
 
@@ -95,11 +96,27 @@ class Bounds:
 
     def group(self, nodes: tuple[str, ...], ring: list[str]) -> Group:
         cluster = self.ctx.cluster
-        hops = ring_hops(ring, cluster.hops) if len(ring) > 1 else []
-        us = ring_allreduce_us(hops, cluster.pricing.message_bytes) if hops else 0.0
+        pricing = cluster.pricing
+        backend = pricing.backend(ring)
+        pairs = zip(ring, ring[1:] + ring[:1]) if len(ring) > 1 else []
+        hops = [pricing.hop(a, b, backend) for a, b in pairs]
+        us = ring_allreduce_us(hops, pricing.message_bytes, backend) if hops else 0.0
         speeds = tuple(cluster.nodes[n].bandwidth_gbps for n in nodes)
         bw = sum(effective_bandwidth_gbps(v) for v in speeds)
         return Group(nodes, us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))
+
+    def per_layer_read(self, k: int) -> list[float]:
+        """Bytes k ranks read for each layer (sharded once, replicated k times)."""
+        return _per_layer(self.sharded_read, self.replicated_read, k)
+
+    def per_layer_held(self, k: int) -> list[float]:
+        """Bytes k ranks hold for each layer (sharded once, replicated k times)."""
+        return _per_layer(self.sharded_held, self.replicated_held, k)
+
+    @property
+    def lightest(self) -> int:
+        """The fewest bytes any rank of any stage holds for one layer (at least 1)."""
+        return max(1, math.floor(min(self.per_layer_held(1))))
 
     def allreduce_ps(self, g: Group, count: int) -> int:
         """The group's ring for `count` layers, as `RingPricing.ring_ps` rounds it."""
@@ -243,3 +260,10 @@ def _water_level(caps: list[int], speeds: list[float], replicated: float, need: 
     if rate <= 0:
         return t
     return max(t, (need - held + count * replicated) / rate)
+
+
+def _per_layer(sharded: Sequence[float], replicated: Sequence[float], k: int) -> list[float]:
+    return [
+        (sharded[i + 1] - sharded[i]) + k * (replicated[i + 1] - replicated[i])
+        for i in range(len(sharded) - 1)
+    ]

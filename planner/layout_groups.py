@@ -97,6 +97,11 @@ class Candidates:
             inside = {at[v] for v in last.nodes}
             end = next(i for i in inside if (i + 1) % n not in inside) if len(inside) < n else 0
             starts = range(end + 1, end + 2)
+        return self._runs_from(starts)
+
+    def _runs_from(self, starts: range) -> list[tuple[str, ...]]:
+        """Runs of 1 to `longest` nodes along `order` from each start (nodes sorted)."""
+        n = len(self.order)
         return [
             tuple(sorted(self.order[(i + j) % n] for j in range(k)))
             for i in starts
@@ -111,16 +116,7 @@ class Candidates:
 
     def _rate(self, g: Group) -> tuple[float, int]:
         b, k = self.bounds, len(g.nodes)
-        per_layer = [
-            (b.sharded_read[i + 1] - b.sharded_read[i])
-            + k * (b.replicated_read[i + 1] - b.replicated_read[i])
-            for i in range(b.layers)
-        ]
-        held = [
-            (b.sharded_held[i + 1] - b.sharded_held[i])
-            + k * (b.replicated_held[i + 1] - b.replicated_held[i])
-            for i in range(b.layers)
-        ]
+        per_layer, held = b.per_layer_read(k), b.per_layer_held(k)
         ring = g.ring_us * 2 * PS_PER_US if k > 1 else 0.0
         rate = min(per_layer) * PS_PER_NS / g.bandwidth + fixed_us(1) * 1e6 + ring
         room = sum(g.budgets) - k * b.overhead
@@ -136,7 +132,7 @@ class Candidates:
         rate = self.rate(groups[0])[0]
         b = self.bounds
         room = sum(b.ctx.cluster.budgets[n] - b.overhead for n in self._free_nodes(used))
-        return rate, min(b.layers, max(0, room) // self._lightest)
+        return rate, min(b.layers, max(0, room) // b.lightest)
 
     def _free_groups(self, used: set[str]) -> list[Group]:
         """Every group of the family on free nodes (a superset of what may come next),
@@ -144,29 +140,11 @@ class Candidates:
         if self.templates is not None:
             return self.next_groups(used, None)
         if not self._family:
-            n = len(self.order)
-            runs = {
-                tuple(sorted(self.order[(i + j) % n] for j in range(k)))
-                for i in range(n)
-                for k in range(1, min(self.longest, n) + 1)
-            }
+            runs = set(self._runs_from(range(len(self.order))))
             self._family = sorted(
                 (self.group(r) for r in runs), key=lambda g: (self.rate(g)[0], g.nodes)
             )
         return [g for g in self._family if not used.intersection(g.nodes)]
-
-    @property
-    def _lightest(self) -> int:
-        """The fewest bytes any rank of any group holds for one layer (at least 1)."""
-        b = self.bounds
-        held = [
-            b.sharded_held[i + 1]
-            - b.sharded_held[i]
-            + b.replicated_held[i + 1]
-            - b.replicated_held[i]
-            for i in range(b.layers)
-        ]
-        return max(1, min(held))
 
     def min_stages(self) -> int:
         """No layout holds the model in fewer stages than this (capacities at their most)."""

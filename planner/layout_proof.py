@@ -18,7 +18,6 @@ from collections import Counter
 
 from planner.calibration import (
     SYNC_US,
-    collective_of,
     effective_bandwidth_gbps,
     fixed_us,
     hop_step_us,
@@ -31,15 +30,6 @@ from planner.ring import PS_PER_US
 BOUND_SLACK = 1e-9  # relative, against floating-point sums
 
 
-def _per_layer(bounds: Bounds, k: int) -> list[float]:
-    """Bytes k ranks read for each layer (sharded once, replicated k times)."""
-    return [
-        (bounds.sharded_read[i + 1] - bounds.sharded_read[i])
-        + k * (bounds.replicated_read[i + 1] - bounds.replicated_read[i])
-        for i in range(bounds.layers)
-    ]
-
-
 def _ring_floor_ps(bounds: Bounds, k: int, reach: list[Counter[int]]) -> float:
     """Two all-reduces of a layer over the cheapest ring of k nodes there could be: a pair's
     ring is its one hop; in a ring of k ≥ 3 every node has two ring neighbours, so its dearest
@@ -48,7 +38,7 @@ def _ring_floor_ps(bounds: Bounds, k: int, reach: list[Counter[int]]) -> float:
     if k < 2:
         return 0.0
     pricing = bounds.ctx.cluster.pricing
-    price = [uniform_ring_allreduce_us(k, h, pricing.message_bytes) for h in pricing.distinct]
+    price = [uniform_ring_allreduce_us(k, h, pricing.message_bytes, b) for h, b in pricing.distinct]
     if k == 2:
         return 2 * min(price) * PS_PER_US
     seconds = []
@@ -77,7 +67,9 @@ def _tensor_floor(bounds: Bounds) -> float:
     for k in range(1, len(speeds) + 1):
         ring = _ring_floor_ps(bounds, k, reach)
         scale = PS_PER_NS / sum(speeds[:k])
-        best = [min(b, read * scale + fixed + ring) for b, read in zip(best, _per_layer(bounds, k))]
+        best = [
+            min(b, read * scale + fixed + ring) for b, read in zip(best, bounds.per_layer_read(k))
+        ]
     return sum(best)
 
 
@@ -86,19 +78,13 @@ def _pipeline_floor(bounds: Bounds) -> float:
     many layers as its memory could hold of the lightest (reads a_i, node costs b_j per byte:
     pairing them in opposite orders gives the least Σ a_i b_j)."""
     cluster = bounds.ctx.cluster
-    reads = sorted(_per_layer(bounds, 1), reverse=True)
-    lightest = min(
-        bounds.sharded_held[i + 1]
-        - bounds.sharded_held[i]
-        + bounds.replicated_held[i + 1]
-        - bounds.replicated_held[i]
-        for i in range(bounds.layers)
-    )
+    reads = sorted(bounds.per_layer_read(1), reverse=True)
+    lightest = bounds.lightest
     nodes = sorted(cluster.nodes.values(), key=lambda n: -n.bandwidth_gbps)
     total, at = 0.0, 0
     for node in nodes:
         room = cluster.budgets[node.id] - bounds.overhead
-        cap = bounds.layers if lightest <= 0 else max(0, room) // lightest
+        cap = max(0, room) // lightest
         scale = PS_PER_NS / effective_bandwidth_gbps(node.bandwidth_gbps)
         taken = reads[at : at + cap]
         total += sum(taken) * scale + len(taken) * fixed_us(1) * 1e6
@@ -121,7 +107,5 @@ def cheapest_send_ps(bounds: Bounds) -> int:
     pricing = bounds.ctx.cluster.pricing
     if not pricing.distinct:
         return 0
-    send = min(
-        SYNC_US[collective_of(h)] + hop_step_us(h, pricing.message_bytes) for h in pricing.distinct
-    )
+    send = min(SYNC_US[b] + hop_step_us(h, pricing.message_bytes) for h, b in pricing.distinct)
     return math.floor(send * PS_PER_US)

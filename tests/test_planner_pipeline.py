@@ -150,3 +150,14 @@ def test_plan_for_layout_says_why_a_layout_does_not_fit() -> None:
         plan_for_layout(req, [StageLayout(("a",), 10), StageLayout(("b",), 20)])
     with pytest.raises(ValueError, match="two stages"):
         plan_for_layout(req, [StageLayout(("a",), 40), StageLayout(("a",), 40)])
+
+
+def test_an_infeasible_pipeline_says_why_in_numbers() -> None:
+    nodes = [node("a", 64, 400), node("b", 64, 400)]
+    plan = make_plan(request(nodes, config(LLAMA_70B), parallelism="pipeline"))
+    assert not plan.feasible
+    assert any("pipeline" in r and "GB" in r for r in plan.reasons), plan.reasons
+    two_layers = {**config(LLAMA_70B), "num_hidden_layers": 2}
+    three = [node(f"n{i}", 64, 400) for i in range(3)]
+    plan = make_plan(request(three, two_layers, parallelism="pipeline", allow_unused_nodes=False))
+    assert not plan.feasible and "allow_unused_nodes" in plan.reasons[0], plan.reasons
