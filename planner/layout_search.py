@@ -47,18 +47,24 @@ with `time_limited`; otherwise the plan is `feasible` and the bound is reported.
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from planner.context import PlanningContext
 from planner.cpsat import GAP_PS
 from planner.layout_alloc import Allocation, StagePrices, allocate
 from planner.layout_bounds import Bounds, Group
-from planner.layout_groups import Candidates, candidate_groups
+from planner.layout_groups import RING_ORDER_S, Candidates, candidate_groups
 from planner.layout_proof import cheapest_send_ps, layouts_lower_ps
+from planner.layout_seeds import seed_layouts
 from planner.solver import solve
 from planner.stages import StageSolution, tensor_stage
+
+SEED_SHARE = 0.25  # of the time left: the seeds' own splits, before the single stage's solve
+SEEDS_SPLIT = 4  # seed sequences (alike ones once) split afresh before the search
 
 
 @dataclass
@@ -168,6 +174,51 @@ class _Search:
             best.cost_ps = alloc.cost_ps + transfers
             best.seq, best.ends, best.single = list(seq), alloc.bounds, None
 
+    def seed(self, best: _Best, order: list[str]) -> None:
+        """The seeds (`planner.layout_seeds`) priced exactly, the cheapest the best known; then
+        the cheapest seeds' sequences split afresh, as the search would, within SEED_SHARE of
+        the time (what is left unsplit the search meets again)."""
+        priced = []
+        for layout in seed_layouts(self.ctx, order, self.least == 1, RING_ORDER_S):
+            seq = [self.cands.group(tuple(sorted(s.nodes))) for s in layout]
+            ends = list(itertools.accumulate((s.layers for s in layout), initial=0))
+            cost = self._price(seq, ends) if len(seq) >= self.least else None
+            if cost is not None:
+                priced.append((cost, seq, ends))
+        priced.sort(key=lambda p: p[0])  # stable: ties keep the seeds' own order
+        for cost, seq, ends in priced[:1]:
+            if cost < best.cost_ps:
+                best.cost_ps, best.seq, best.ends, best.single = cost, seq, ends, None
+        stop = time.perf_counter() + SEED_SHARE * (self.deadline - time.perf_counter())
+        alike: set[tuple[object, ...]] = set()
+        for _, seq, _ in priced:
+            key = tuple(g.signature for g in seq)
+            if len(alike) == SEEDS_SPLIT or time.perf_counter() > stop:
+                break
+            if key not in alike:
+                alike.add(key)
+                self._split(seq, best, lambda: time.perf_counter() > stop)
+
+    def _price(self, seq: list[Group], ends: list[int]) -> int | None:
+        """The layout's decode time by the search's prices (None: some stage does not fit)."""
+        total = _transfers(self, seq)
+        for s, g in enumerate(seq):
+            price = self.prices.exact(g, ends[s], ends[s + 1], s == 0)
+            if price is None:
+                return None
+            total += price
+        return total
+
+    def _split(self, seq: list[Group], best: _Best, expired: Callable[[], bool]) -> None:
+        """`_evaluate` with its own clock: a split cut short is neither kept nor a limit."""
+        transfers = _transfers(self, seq)
+        alloc, complete = allocate(seq, self.prices, best.cost_ps - transfers, expired)
+        if complete:
+            self.allocations[tuple(g.signature for g in seq)] = (alloc, best.cost_ps - transfers)
+        if alloc is not None and alloc.cost_ps + transfers < best.cost_ps:
+            best.cost_ps = alloc.cost_ps + transfers
+            best.seq, best.ends, best.single = list(seq), alloc.bounds, None
+
     def stages(self, best: _Best) -> list[StageSolution] | None:
         """The chosen layout's stages on its own nodes. Alike groups share one price in the
         search, so a stage may be solved here for the first time; past the time limit that
@@ -183,11 +234,14 @@ class _Search:
         return out
 
 
-def _single(ctx: PlanningContext, seconds: float) -> Found:
-    p = replace(ctx.problem(), time_limit_s=seconds)
+def _single(ctx: PlanningContext, seconds: float, cutoff: float) -> Found:
+    """The S = 1 plan no dearer than `cutoff` (the best layout known), or none."""
+    below = int(cutoff) if math.isfinite(cutoff) else None
+    p = replace(ctx.problem(), time_limit_s=seconds, cutoff_ps=below)
     solution = solve(p)
     if solution.status == "infeasible":
-        # Proven: no single stage fits (unless the time limit cut the solve short).
+        # Proven: no single stage fits, or none beats the cutoff (unless the time limit cut
+        # the solve short).
         limited = solution.time_limited
         return Found(None, optimal=not limited, time_limited=limited)
     stage = tensor_stage(ctx, p, solution)
@@ -196,19 +250,24 @@ def _single(ctx: PlanningContext, seconds: float) -> Found:
 
 def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
     """The best layout of `mode` (`pipeline` or `auto`) within `seconds`."""
-    started = time.perf_counter()
-    deadline = started + seconds
+    deadline = time.perf_counter() + seconds
     pipeline = mode == "pipeline"
-    single = _single(ctx, seconds) if not pipeline else Found(None, optimal=True)
-    best = _Best(single.cost_ps, single=single if single.stages else None)
     bounds = Bounds.of(ctx)
     least = 1 if pipeline else 2
     floor = layouts_lower_ps(bounds, pipeline, least, cheapest_send_ps(bounds))
-    if floor >= best.cost_ps - GAP_PS:
-        # No layout of two stages or more can beat the single stage: it stands, proven or not.
-        return replace(single, bound_ps=_least(single.bound_ps, floor))
     search = _Search(ctx, candidate_groups(bounds, pipeline), deadline, pipeline)
-    search.run(best)
+    best = _Best(math.inf)
+    if math.isfinite(floor):
+        # Cheap layouts first: a time limit then returns at worst the best of them, and the
+        # single stage's solve only looks for splits that beat them.
+        search.seed(best, search.cands.order or _ring_order(ctx))
+    single = Found(None, optimal=True)
+    if not pipeline:
+        single = _single(ctx, max(deadline - time.perf_counter(), 0.001), best.cost_ps)
+        if single.stages and single.cost_ps <= best.cost_ps:
+            best = _Best(single.cost_ps, single=single)
+    if floor < best.cost_ps - GAP_PS:
+        search.run(best)
     limited = search.limited or single.time_limited
     # A restricted family proves nothing, unless no layout at all can beat the plan.
     covered = search.cands.complete or floor >= best.cost_ps - GAP_PS
@@ -227,6 +286,11 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
         # A proven stage's price depends only on what its signature holds.
         raise RuntimeError(f"layout priced {best.cost_ps} ps in the search, {cost} ps solved")
     return Found(stages, proven, limited, cost if proven else bound)
+
+
+def _ring_order(ctx: PlanningContext) -> list[str]:
+    """The cluster's cheapest ring over every node (the seeds' order)."""
+    return ctx.cluster.ring(sorted(ctx.cluster.nodes), RING_ORDER_S)
 
 
 def _least(a: int | None, b: float) -> int | None:

@@ -51,6 +51,9 @@ class Problem:
     polish: bool = True
     """Among equally fast splits, keep the most memory free on the smallest node (a search
     that only needs the price skips it)."""
+    cutoff_ps: int | None = None
+    """A price known from elsewhere (a layout of several stages): only splits no dearer than
+    it are searched, and none being so is `infeasible` (proven unless `time_limited`)."""
 
 
 @dataclass(frozen=True)

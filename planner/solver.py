@@ -152,7 +152,8 @@ def solve(problem: Problem) -> Solution:
     able = able_nodes(problem)
     if not problem.allow_unused and len(able) < len(problem.nodes):
         return Solution(status="infeasible", wall_ms=(time.perf_counter() - started) * 1e3)
-    best: tuple[int, int] | None = None  # (T + C, k)
+    # (T + C, k); a cutoff from elsewhere is a best that any number of nodes may tie.
+    best = None if problem.cutoff_ps is None else (problem.cutoff_ps, len(problem.nodes) + 1)
     found: tuple[SplitModel, cp_model.CpSolver] | None = None
     open_bounds: list[int] = []  # lower bounds of shapes a time limit left unresolved
     for shape in shapes(problem, able):
