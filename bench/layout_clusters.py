@@ -1,5 +1,6 @@
 """The clusters and models of the layouts section (issue 13): uneven Macs in every topology
-family, and the baseline layouts priced against the planner's own choice.
+family, and the baseline layouts priced against the planner's own choice (built by the
+planner's seed builders, `planner.layout_seeds`, which its search prices first).
 
 Clusters reuse `bench.planner_families.links` (mesh, ring, chain, islands, switch) over fixed
 mixes of machines, so each row names one cluster, not a random draw.
@@ -12,6 +13,7 @@ from typing import Any
 
 from bench.cases import Mac, node_dicts
 from bench.planner_families import links
+from planner import layout_seeds
 from planner.layouts import LayoutSplit, StageLayout
 
 M3_ULTRA = Mac("M3 Ultra", 192, 819)
@@ -70,39 +72,13 @@ MODELS: tuple[tuple[str, str], ...] = (
 QUICK_MODELS = ("Qwen3-235B-A22B 4-bit", "DeepSeek-V3.1 4-bit")
 
 
-def even_layers(total: int, parts: int) -> list[int]:
-    """`total` layers in `parts` near-equal counts, the first stages taking the remainder."""
-    base, extra = divmod(total, parts)
-    return [base + (i < extra) for i in range(parts)]
-
-
-def proportional_layers(total: int, weights: list[float]) -> list[int]:
-    """Layers in proportion to `weights` (largest remainder), each stage at least one:
-    llama.cpp's `--tensor-split` over memory, exo's memory-weighted pipeline."""
-    share = [total * w / sum(weights) for w in weights]
-    counts = [max(1, int(s)) for s in share]
-    by_remainder = sorted(range(len(share)), key=lambda i: (counts[i] - share[i], i))
-    i = 0
-    while sum(counts) < total:
-        counts[by_remainder[i % len(counts)]] += 1
-        i += 1
-    while sum(counts) > total:
-        j = max(
-            (k for k in range(len(counts)) if counts[k] > 1), key=lambda k: counts[k] - share[k]
-        )
-        counts[j] -= 1
-    return counts
-
-
 def even_pipeline(cluster: Cluster, num_layers: int) -> list[StageLayout]:
-    ids = cluster.ids()
-    return [StageLayout((n,), k) for n, k in zip(ids, even_layers(num_layers, len(ids)))]
+    return layout_seeds.even_pipeline(cluster.ids(), num_layers)
 
 
 def memory_pipeline(cluster: Cluster, num_layers: int) -> list[StageLayout]:
     memory = [float(m.memory_gb) for m in cluster.macs]
-    counts = proportional_layers(num_layers, memory)
-    return [StageLayout((n,), k) for n, k in zip(cluster.ids(), counts)]
+    return layout_seeds.memory_pipeline(cluster.ids(), memory, num_layers)
 
 
 def equal_tensor(cluster: Cluster, num_layers: int) -> list[StageLayout]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -113,7 +114,7 @@ class Bounds:
         """Bytes k ranks hold for each layer (sharded once, replicated k times)."""
         return _per_layer(self.sharded_held, self.replicated_held, k)
 
-    @property
+    @cached_property
     def lightest(self) -> int:
         """The fewest bytes any rank of any stage holds for one layer (at least 1)."""
         return max(1, math.floor(min(self.per_layer_held(1))))

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from planner.calibration import effective_bandwidth_gbps, fixed_us
 from planner.layout_bounds import Bounds, Group
@@ -126,25 +128,26 @@ class Candidates:
     def free_rate(self, used: set[str]) -> tuple[float, int]:
         """The cheapest rate of any group of free nodes, and the most layers they could hold
         between them (their memory pooled, each layer at its lightest)."""
-        groups = self._free_groups(used)
-        if not groups:
+        cheapest = next(iter(self._free_groups(used)), None)
+        if cheapest is None:
             return math.inf, 0
-        rate = self.rate(groups[0])[0]
+        rate = self.rate(cheapest)[0]
         b = self.bounds
         room = sum(b.ctx.cluster.budgets[n] - b.overhead for n in self._free_nodes(used))
         return rate, min(b.layers, max(0, room) // b.lightest)
 
-    def _free_groups(self, used: set[str]) -> list[Group]:
+    def _free_groups(self, used: set[str]) -> Iterator[Group]:
         """Every group of the family on free nodes (a superset of what may come next),
-        cheapest per layer first."""
+        cheapest per layer first, lazily: the bounds mostly need the first."""
         if self.templates is not None:
-            return self.next_groups(used, None)
+            yield from self.next_groups(used, None)
+            return
         if not self._family:
             runs = set(self._runs_from(range(len(self.order))))
             self._family = sorted(
                 (self.group(r) for r in runs), key=lambda g: (self.rate(g)[0], g.nodes)
             )
-        return [g for g in self._family if not used.intersection(g.nodes)]
+        yield from (g for g in self._family if used.isdisjoint(g.nodes))
 
     def min_stages(self) -> int:
         """No layout holds the model in fewer stages than this (capacities at their most)."""
@@ -154,6 +157,7 @@ class Candidates:
     def _free_nodes(self, used: set[str]) -> list[str]:
         return [n for c in self.classes for n in c if n not in used]
 
+    @cached_property
     def outer_lower_ps(self) -> float:
         """Stage 0's ranks each read the embeddings and head: at best at the fastest node."""
         cluster = self.bounds.ctx.cluster
@@ -167,7 +171,7 @@ class Candidates:
         slots = [self.rate(g) for g in seq]
         if len(slots) > layers:
             return math.inf
-        total = sum(r for r, _ in slots) + self.outer_lower_ps()
+        total = sum(r for r, _ in slots) + self.outer_lower_ps
         left = layers - len(slots)
         room = [(r, c - 1) for r, c in slots if c >= 1]
         if len(room) < len(slots):
@@ -186,7 +190,7 @@ class Candidates:
         rate, cap = self.free_rate(used)
         if cap < self.bounds.layers:
             return math.inf
-        return rate * self.bounds.layers + self.outer_lower_ps()
+        return rate * self.bounds.layers + self.outer_lower_ps
 
 
 def _templates(classes: list[list[str]], pipeline: bool) -> list[tuple[int, ...]] | None:

@@ -93,6 +93,18 @@ class _Best:
     ends: list[int] | None = None
     single: Found | None = None
     """The S = 1 plan, while it is the best."""
+    seeded: bool = False
+    """The best is a seed (or a seed's split): the search may replace it by a layout of the
+    same price, so that a search that finishes returns what it would have without seeds."""
+
+    @property
+    def beat(self) -> float:
+        """A layout the search finds replaces the best when it costs less than this."""
+        return self.cost_ps + GAP_PS + 1 if self.seeded else self.cost_ps
+
+    def take(self, cost: int, seq: list[Group], ends: list[int], seeded: bool = False) -> None:
+        self.cost_ps, self.seq, self.ends = cost, list(seq), ends
+        self.single, self.seeded = None, seeded
 
 
 class _Search:
@@ -120,7 +132,7 @@ class _Search:
     def run(self, best: _Best) -> _Best:
         stages = max(self.least, self.fewest)
         closing = self.cands.min_transfer * stages if stages > 1 else 0
-        if self.cands.free_lower_ps(set()) + closing >= best.cost_ps:
+        if self.cands.free_lower_ps(set()) + closing >= best.beat:
             return best  # no layout of two stages or more can beat the best
         self._extend([], set(), 0, best)
         return best
@@ -133,7 +145,7 @@ class _Search:
             link = self.bounds.transfer(seq[-1], g) if seq else 0
             known = known_ps + link
             taken = used.union(g.nodes)
-            if self._lower(nxt, taken, known) >= best.cost_ps:
+            if self._lower(nxt, taken, known) >= best.beat:
                 continue
             if len(nxt) >= self.least and (self.allow_unused or taken == self.everyone):
                 self._evaluate(nxt, known, best)
@@ -169,10 +181,9 @@ class _Search:
 
     def _evaluate(self, seq: list[Group], known_ps: int, best: _Best) -> None:
         transfers = known_ps + _closing(self.bounds, seq)
-        alloc = self._allocate(seq, best.cost_ps - transfers)
-        if alloc is not None and alloc.cost_ps + transfers < best.cost_ps:
-            best.cost_ps = alloc.cost_ps + transfers
-            best.seq, best.ends, best.single = list(seq), alloc.bounds, None
+        alloc = self._allocate(seq, best.beat - transfers)
+        if alloc is not None and alloc.cost_ps + transfers < best.beat:
+            best.take(alloc.cost_ps + transfers, seq, alloc.bounds)
 
     def seed(self, best: _Best, order: list[str]) -> None:
         """The seeds (`planner.layout_seeds`) priced exactly, the cheapest the best known; then
@@ -187,8 +198,8 @@ class _Search:
                 priced.append((cost, seq, ends))
         priced.sort(key=lambda p: p[0])  # stable: ties keep the seeds' own order
         for cost, seq, ends in priced[:1]:
-            if cost < best.cost_ps:
-                best.cost_ps, best.seq, best.ends, best.single = cost, seq, ends, None
+            if cost < best.beat:
+                best.take(cost, seq, ends, seeded=True)
         stop = time.perf_counter() + SEED_SHARE * (self.deadline - time.perf_counter())
         alike: set[tuple[object, ...]] = set()
         for _, seq, _ in priced:
@@ -212,12 +223,12 @@ class _Search:
     def _split(self, seq: list[Group], best: _Best, expired: Callable[[], bool]) -> None:
         """`_evaluate` with its own clock: a split cut short is neither kept nor a limit."""
         transfers = _transfers(self, seq)
-        alloc, complete = allocate(seq, self.prices, best.cost_ps - transfers, expired)
+        budget = best.cost_ps - transfers
+        alloc, complete = allocate(seq, self.prices, budget, expired)
         if complete:
-            self.allocations[tuple(g.signature for g in seq)] = (alloc, best.cost_ps - transfers)
+            self.allocations[tuple(g.signature for g in seq)] = (alloc, budget)
         if alloc is not None and alloc.cost_ps + transfers < best.cost_ps:
-            best.cost_ps = alloc.cost_ps + transfers
-            best.seq, best.ends, best.single = list(seq), alloc.bounds, None
+            best.take(alloc.cost_ps + transfers, seq, alloc.bounds, seeded=True)
 
     def stages(self, best: _Best) -> list[StageSolution] | None:
         """The chosen layout's stages on its own nodes. Alike groups share one price in the
@@ -266,7 +277,7 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
         single = _single(ctx, max(deadline - time.perf_counter(), 0.001), best.cost_ps)
         if single.stages and single.cost_ps <= best.cost_ps:
             best = _Best(single.cost_ps, single=single)
-    if floor < best.cost_ps - GAP_PS:
+    if floor < best.beat - GAP_PS:
         search.run(best)
     limited = search.limited or single.time_limited
     # A restricted family proves nothing, unless no layout at all can beat the plan.

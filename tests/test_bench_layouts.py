@@ -7,15 +7,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from staged_plans import single_stage_plan
 
-from bench.layout_clusters import (
-    CLUSTERS,
-    equal_tensor,
-    even_layers,
-    even_pipeline,
-    memory_pipeline,
-    proportional_layers,
-)
+from bench.layout_clusters import CLUSTERS, equal_tensor, even_pipeline, memory_pipeline
 from bench.layouts import context_held
+from planner.layout_seeds import even_layers, proportional_layers
 from planner.layouts import LayoutSplit
 
 
