@@ -190,7 +190,7 @@ class _Search:
         the cheapest seeds' sequences split afresh, as the search would, within SEED_SHARE of
         the time (what is left unsplit the search meets again)."""
         priced = []
-        for layout in seed_layouts(self.ctx, order, self.least == 1, RING_ORDER_S):
+        for layout in seed_layouts(self.ctx, order, self.least == 1):
             seq = [self.cands.group(tuple(sorted(s.nodes))) for s in layout]
             ends = list(itertools.accumulate((s.layers for s in layout), initial=0))
             cost = self._price(seq, ends) if len(seq) >= self.least else None

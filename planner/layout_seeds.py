@@ -7,7 +7,8 @@ Seeds, each a list of `StageLayout` in pipeline order:
   exo's pipeline) over every node, in the order of the cluster's cheapest ring, from each
   node of it and in both directions (where stage 0 sits and which way the layers go both
   change the price);
-* the same over the **fewest fastest nodes** whose memory holds the model;
+* the same over the **fewest fastest nodes** whose memory holds the model, in the ring's
+  order;
 * in `auto`, where RDMA links form islands, a **hybrid with each island a stage** (nodes
   outside any island a stage each), layers in proportion to each stage's memory.
 
@@ -117,17 +118,14 @@ def _islands(ctx: PlanningContext, order: list[str]) -> list[list[str]]:
     return parts
 
 
-def seed_layouts(
-    ctx: PlanningContext, order: list[str], pipeline: bool, ring_s: float
-) -> list[list[StageLayout]]:
-    """The seeds of the module docstring; `order` is the cluster's cheapest ring, `ring_s` the
-    time to find the cheapest ring over the fewest fastest nodes."""
+def seed_layouts(ctx: PlanningContext, order: list[str], pipeline: bool) -> list[list[StageLayout]]:
+    """The seeds of the module docstring; `order` is the cluster's cheapest ring."""
     seeds = _pipelines(ctx, order)
     fastest = _fewest_fastest(ctx)
     allow_unused = ctx.request.constraints.allow_unused_nodes
     if fastest and len(fastest) < len(order) and allow_unused:
-        ring = ctx.cluster.ring(sorted(fastest), ring_s) if len(fastest) > 1 else fastest
-        seeds += _pipelines(ctx, ring)
+        # In the ring's order: a pipeline pays the sum of its sends, not the dearest.
+        seeds += _pipelines(ctx, [n for n in order if n in fastest])
     islands = [] if pipeline else _islands(ctx, order)
     if len(islands) <= ctx.spec.num_layers:
         for s in range(len(islands)):

@@ -59,12 +59,12 @@ def test_seeds_cover_the_baselines_from_every_ring_position() -> None:
     cluster, config = ring16(), model_config(DEEPSEEK)
     ctx = PlanningContext.of(req(cluster, config, "auto", 1.0))
     ids = cluster.ids()
-    seeds = seed_layouts(ctx, ids, pipeline=False, ring_s=0.1)
+    seeds = seed_layouts(ctx, ids, pipeline=False)
     layers = int(config["num_hidden_layers"])
     assert even_pipeline(cluster, layers) in seeds
     assert memory_pipeline(cluster, layers) in seeds
     islands = next(c for c in CLUSTERS if c.name == "2 RDMA islands ×4 + Ethernet")
     ctx = PlanningContext.of(req(islands, config, "auto", 1.0))
-    hybrids = [s for s in seed_layouts(ctx, islands.ids(), False, 0.1) if len(s[0].nodes) > 1]
+    hybrids = [s for s in seed_layouts(ctx, islands.ids(), False) if len(s[0].nodes) > 1]
     assert [sorted(len(s.nodes) for s in h) for h in hybrids] == [[4, 4], [4, 4]]
     assert all(sum(s.layers for s in h) == layers for h in hybrids)
