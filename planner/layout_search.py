@@ -50,7 +50,6 @@ from __future__ import annotations
 import itertools
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 from planner.context import PlanningContext
@@ -62,9 +61,6 @@ from planner.layout_proof import cheapest_send_ps, layouts_lower_ps
 from planner.layout_seeds import seed_layouts
 from planner.solver import solve
 from planner.stages import StageSolution, tensor_stage
-
-SEED_SHARE = 0.25  # of the time left: the seeds' own splits, before the single stage's solve
-SEEDS_SPLIT = 4  # seed sequences (alike ones once) split afresh before the search
 
 
 @dataclass
@@ -186,49 +182,34 @@ class _Search:
             best.take(alloc.cost_ps + transfers, seq, alloc.bounds)
 
     def seed(self, best: _Best, order: list[str]) -> None:
-        """The seeds (`planner.layout_seeds`) priced exactly, the cheapest the best known; then
-        the cheapest seeds' sequences split afresh, as the search would, within SEED_SHARE of
-        the time (what is left unsplit the search meets again)."""
-        priced = []
+        """The seeds (`planner.layout_seeds`) priced exactly, in order, each that beats the
+        best known becoming it; a seed whose bound cannot is not solved. (Their layers are not
+        split afresh here: `allocate` over many stages costs more than a small cluster's whole
+        search, which splits them anyway.)"""
         for layout in seed_layouts(self.ctx, order, self.least == 1):
+            if len(layout) < self.least:
+                continue
             seq = [self.cands.group(tuple(sorted(s.nodes))) for s in layout]
             ends = list(itertools.accumulate((s.layers for s in layout), initial=0))
-            cost = self._price(seq, ends) if len(seq) >= self.least else None
-            if cost is not None:
-                priced.append((cost, seq, ends))
-        priced.sort(key=lambda p: p[0])  # stable: ties keep the seeds' own order
-        for cost, seq, ends in priced[:1]:
-            if cost < best.beat:
-                best.take(cost, seq, ends, seeded=True)
-        stop = time.perf_counter() + SEED_SHARE * (self.deadline - time.perf_counter())
-        alike: set[tuple[object, ...]] = set()
-        for _, seq, _ in priced:
-            key = tuple(g.signature for g in seq)
-            if len(alike) == SEEDS_SPLIT or time.perf_counter() > stop:
-                break
-            if key not in alike:
-                alike.add(key)
-                self._split(seq, best, lambda: time.perf_counter() > stop)
+            transfers = _transfers(self, seq)
+            lower = transfers + sum(
+                self.bounds.capped_ps(g, ends[s], ends[s + 1], s == 0) for s, g in enumerate(seq)
+            )
+            if lower >= best.beat:
+                continue
+            cost = self._price(seq, ends)
+            if cost is not None and cost + transfers < best.beat:
+                best.take(cost + transfers, seq, ends, seeded=True)
 
     def _price(self, seq: list[Group], ends: list[int]) -> int | None:
-        """The layout's decode time by the search's prices (None: some stage does not fit)."""
-        total = _transfers(self, seq)
+        """The stages' prices by the search's own (None: some stage does not fit)."""
+        total = 0
         for s, g in enumerate(seq):
             price = self.prices.exact(g, ends[s], ends[s + 1], s == 0)
             if price is None:
                 return None
             total += price
         return total
-
-    def _split(self, seq: list[Group], best: _Best, expired: Callable[[], bool]) -> None:
-        """`_evaluate` with its own clock: a split cut short is neither kept nor a limit."""
-        transfers = _transfers(self, seq)
-        budget = best.cost_ps - transfers
-        alloc, complete = allocate(seq, self.prices, budget, expired)
-        if complete:
-            self.allocations[tuple(g.signature for g in seq)] = (alloc, budget)
-        if alloc is not None and alloc.cost_ps + transfers < best.cost_ps:
-            best.take(alloc.cost_ps + transfers, seq, alloc.bounds, seeded=True)
 
     def stages(self, best: _Best) -> list[StageSolution] | None:
         """The chosen layout's stages on its own nodes. Alike groups share one price in the
