@@ -235,7 +235,8 @@ def _single(ctx: PlanningContext, seconds: float, cutoff: float) -> Found:
         # Proven: no single stage fits, or none beats the cutoff (unless the time limit cut
         # the solve short).
         limited = solution.time_limited
-        return Found(None, optimal=not limited, time_limited=limited)
+        bound = below if not limited else None  # every single stage costs more than this
+        return Found(None, optimal=not limited, time_limited=limited, bound_ps=bound)
     stage = tensor_stage(ctx, p, solution)
     return Found([stage], solution.status == "optimal", solution.time_limited, solution.bound_ps)
 
