@@ -14,12 +14,19 @@ layout whose groups are single nodes (one node alone included); `auto` every lay
 
 Decomposition, exact over what it enumerates, proven against a bound over everything:
 
-1. S = 1 is `planner.solver.solve` over the whole cluster, exactly as before (`auto`).
+0. Seeds (`planner.layout_seeds`: even and memory-proportional pipelines over the cheapest
+   ring, the same over the fewest fastest nodes, a stage per RDMA island) are priced first
+   with the search's own prices, even past the time limit, so a search cut short returns at
+   worst the best of them; a seed found first yields to a layout of the same price found by
+   the search, so a search that finishes returns what it would without them. Seeds change
+   what is found first, never what is proven.
+1. S = 1 is `planner.solver.solve` over the whole cluster (`auto`), asked only for splits no
+   dearer than the best seed (`Problem.cutoff_ps`: none is a proof that no single stage is).
 2. A lower bound on every layout of the mode with S ≥ 2 (S ≥ 1 in `pipeline`) over the whole
    space, not only what is enumerated (`planner.layout_proof`): per layer, the cheapest any
    group of k nodes could run it (fluid reads at the k fastest nodes, the cheapest ring k
    nodes could form); stage 0's outer weights; S transfers at the cheapest send. When it
-   cannot beat step 1's plan, that plan stands and the search stops.
+   cannot beat the best plan of steps 0 and 1, that plan stands and the search stops.
 3. Groups (`planner.layout_groups`): nodes fall into twin classes (same memory, bandwidth and
    hop to every other node; swapping twins changes no price). When the classes are few
    (EXACT_CLASSES) and their count vectors few (MAX_GROUPS), every group up to twins is
