@@ -68,6 +68,8 @@ class Candidates:
     _groups: dict[tuple[str, ...], Group] = field(default_factory=dict)
     _rates: dict[tuple[str, ...], tuple[float, int]] = field(default_factory=dict)
     _family: list[Group] = field(default_factory=list)
+    _counts: list[tuple[int, ...]] = field(default_factory=list)
+    """Per group of `_family` with templates: its count per twin class."""
 
     def group(self, nodes: tuple[str, ...]) -> Group:
         if nodes not in self._groups:
@@ -138,9 +140,19 @@ class Candidates:
 
     def _free_groups(self, used: set[str]) -> Iterator[Group]:
         """Every group of the family on free nodes (a superset of what may come next),
-        cheapest per layer first, lazily: the bounds mostly need the first."""
+        cheapest per layer first, lazily: the bounds mostly need the first. With templates,
+        each template's group on the lowest twins stands for it on any free twins (twins
+        change no price, so rates and capacities are the template's)."""
         if self.templates is not None:
-            yield from self.next_groups(used, None)
+            if not self._family:
+                self._family = self.next_groups(set(), None)
+                self._counts = [
+                    tuple(sum(n in g.nodes for n in c) for c in self.classes) for g in self._family
+                ]
+            free = [sum(n not in used for n in c) for c in self.classes]
+            for g, counts in zip(self._family, self._counts):
+                if all(k <= f for k, f in zip(counts, free)):
+                    yield g
             return
         if not self._family:
             runs = set(self._runs_from(range(len(self.order))))

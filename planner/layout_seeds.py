@@ -9,8 +9,9 @@ Seeds, each a list of `StageLayout` in pipeline order:
   change the price);
 * the same over the **fewest fastest nodes** whose memory holds the model, in the ring's
   order;
-* in `auto`, where RDMA links form islands, a **hybrid with each island a stage** (nodes
-  outside any island a stage each), layers in proportion to each stage's memory.
+* in `auto`, where RDMA links form islands of at most `MAX_RUN` nodes, a **hybrid with each
+  island a stage** (nodes outside any island a stage each), layers in proportion to each
+  stage's memory.
 
 The search prices every seed with its own prices (`planner.layout_alloc.StagePrices`,
 `planner.layout_bounds.Bounds.transfer`), so a seed is a layout like any other: it can only be
@@ -24,6 +25,7 @@ from collections.abc import Sequence
 import networkx as nx
 
 from planner.context import PlanningContext
+from planner.layout_groups import MAX_RUN
 from planner.stages import StageLayout
 
 
@@ -127,7 +129,9 @@ def seed_layouts(ctx: PlanningContext, order: list[str], pipeline: bool) -> list
         # In the ring's order: a pipeline pays the sum of its sends, not the dearest.
         seeds += _pipelines(ctx, [n for n in order if n in fastest])
     islands = [] if pipeline else _islands(ctx, order)
-    if len(islands) <= ctx.spec.num_layers:
+    # A stage of more than MAX_RUN nodes is beyond what the search tries, and its solve can
+    # take the whole time limit.
+    if len(islands) <= ctx.spec.num_layers and all(len(p) <= MAX_RUN for p in islands):
         for s in range(len(islands)):
             turn = islands[s:] + islands[:s]
             memory = [sum(_memory_gb(ctx, p)) for p in turn]
