@@ -58,6 +58,7 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from planner.context import PlanningContext
 from planner.cpsat import GAP_PS
@@ -123,9 +124,13 @@ class _Search:
         self.allocations: dict[tuple[object, ...], tuple[Allocation | None, float]] = {}
         self.least = 1 if pipeline else 2
         self.allow_unused = ctx.request.constraints.allow_unused_nodes
-        self.fewest = cands.min_stages()
         self.everyone = set(ctx.cluster.nodes)
-        """Fewest stages a layout of the mode has here (one node alone is a pipeline)."""
+
+    @cached_property
+    def fewest(self) -> int:
+        """Fewest stages a layout of the mode has here (one node alone is a pipeline): only
+        the search needs it, and it builds every group of the family."""
+        return self.cands.min_stages()
 
     def expired(self) -> bool:
         if time.perf_counter() > self.deadline:
