@@ -246,15 +246,17 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
-    """(role, rank plan, model id) from an assignment or a plan file."""
+def _role(args: argparse.Namespace) -> tuple[Role, Any, str, Any]:
+    """(role, rank plan, model id, stage links or None) from an assignment or a plan file."""
     from executor.model_paths import served_name
+    from executor.stages import StageLayout
     from protocol.plan import Plan
 
     if args.assignment is not None:
         a = Assignment.model_validate_json(args.assignment.read_text())
         role = role_from_assignment(a, args.workdir, args.serve_host, args.jaccl_devices)
-        return role, a.rank_plan, served_name(a.model_path)
+        links = _links(StageLayout.of_peers(a.peers), role.rank)
+        return role, a.rank_plan, served_name(a.model_path), links
     plan = Plan.model_validate_json(args.plan.read_text())
     rank_plan = next((r for r in plan.ranks if r.rank == args.rank), None)
     if rank_plan is None:
@@ -273,7 +275,14 @@ def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
         context_tokens=args.context_tokens,
         batch_size=args.batch_size,
     )
-    return role, rank_plan, args.model.name
+    return role, rank_plan, args.model.name, _links(StageLayout.of_plan(plan), role.rank)
+
+
+def _links(layout: Any, rank: int) -> Any:
+    """This rank's pipeline links, or None for a single stage (tensor parallelism only)."""
+    from executor.stage_links import StageLinks
+
+    return StageLinks(layout.role(rank)) if layout is not None and layout.pipelined else None
 
 
 def _hostfile_peers(hostfile: Path) -> list[Peer]:
@@ -300,11 +309,13 @@ def start(args: argparse.Namespace) -> Started | None:
     from executor.lockstep import Lockstep
 
     try:
-        role, rank_plan, model_id = _role(args)
+        role, rank_plan, model_id, links = _role(args)
         heartbeat = LivenessPort.for_rank(role.peers, role.rank) if role.peers else None
         model: Any
         eos_ids = eos_token_ids(args.model)
-        model, _, _ = load_shard(args.model, rank_plan, progress=lambda d, t: emit(Progress(d, t)))
+        model, _, _ = load_shard(
+            args.model, rank_plan, progress=lambda d, t: emit(Progress(d, t)), links=links
+        )
         if args.delay_per_token > 0:
             model = SlowModel(model, args.delay_per_token)
         emit(Loaded())
@@ -313,6 +324,11 @@ def start(args: argparse.Namespace) -> Started | None:
             args.join_timeout,
             on_attempt=lambda n: emit(Joining(n)),
         )
+        if links is not None:
+            stage = links.role.stage
+            how = links.bind(group)
+            print(f"rank {role.rank}, stage {stage.index} (layers {stage.layers}): {how}",
+                  file=sys.stderr, flush=True)
     except (LoadError, JoinError, ValueError, OSError) as e:
         emit(Failed(str(e) or type(e).__name__))
         return None
