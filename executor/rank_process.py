@@ -327,8 +327,11 @@ def start(args: argparse.Namespace) -> Started | None:
         if links is not None:
             stage = links.role.stage
             how = links.bind(group)
-            print(f"rank {role.rank}, stage {stage.index} (layers {stage.layers}): {how}",
-                  file=sys.stderr, flush=True)
+            print(
+                f"rank {role.rank}, stage {stage.index} (layers {stage.layers}): {how}",
+                file=sys.stderr,
+                flush=True,
+            )
     except (LoadError, JoinError, ValueError, OSError) as e:
         emit(Failed(str(e) or type(e).__name__))
         return None

@@ -1,0 +1,91 @@
+"""Pipeline and hybrid plans over real ring groups of 2-3 local processes give the unsharded
+model's logits (float32 tolerance of `executor.parity`) and the same greedy tokens: a pure
+pipeline of 2 stages (5/3 of 8 layers) and of 3 stages (5/2/1), and a hybrid of 2 stages whose
+first runs tensor-parallel on 2 ranks with an uneven split (70/30) — for a dense, an MoE and a
+hybrid-attention (Gated DeltaNet + full attention) family. Few prompts and tokens: each case
+is one group of processes on a shared 2-core machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from asymtp.stage_plans import LayoutError, parse_stages, plan_for_stages
+from executor.loader import read_json
+from executor.parity import check
+from executor.stages import StageError, StageLayout
+from executor.tiny_models import build_model
+from protocol.deployment import Peer
+
+LAYOUTS = {
+    "pipeline-2": "5:1/3:1",
+    "pipeline-3": "5:1/2:1/1:1",
+    "hybrid-2+1": "5:0.7,0.3/3:1",
+}
+FAMILIES = ("qwen3", "qwen3_moe", "qwen3_next")
+CASES = [(family, name) for family in FAMILIES for name in LAYOUTS]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("pipeline-models")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "layout"), CASES, ids=[f"{f}-{n}" for f, n in CASES])
+def test_pipeline_equals_unsharded(models: Path, family: str, layout: str) -> None:
+    model_dir = models / family
+    if not (model_dir / "config.json").exists():
+        build_model(model_dir, family, num_hidden_layers=8)
+    plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages(LAYOUTS[layout]))
+    stages = StageLayout.of_plan(plan).stages
+    assert [s.layers for s in stages][-1][1] == 8 and len(stages) > 1
+    if layout.startswith("hybrid"):
+        assert stages[0].size == 2 and len({r.share for r in plan.ranks[:2]}) == 2
+    report = check(model_dir, plan, n_logit_prompts=2, n_greedy=4, max_tokens=8)
+    print(*report.lines(), sep="\n")
+    assert report.passes(), report.lines()
+    assert report.greedy_equal == report.greedy_total == 4
+
+
+def test_layout_from_ranks_layers() -> None:
+    layout = StageLayout.of([(0, 5), (0, 5), (5, 7), (7, 8)])
+    assert [(s.first, s.end, s.layers) for s in layout.stages] == [
+        (0, 2, (0, 5)),
+        (2, 3, (5, 7)),
+        (3, 4, (7, 8)),
+    ]
+    roles = [layout.role(r) for r in range(4)]
+    assert [r.embeds for r in roles] == [True, True, False, False]
+    assert [r.sends_output for r in roles] == [False, True, True, False]
+    assert [r.sends_final for r in roles] == [False, False, False, True]
+    assert [r.stage_rank for r in roles] == [0, 1, 0, 0]
+    assert not StageLayout.of([(0, 8), (0, 8)]).pipelined
+
+
+@pytest.mark.parametrize(
+    "layers",
+    [[(0, 5), (6, 8)], [(0, 5), (5, 8), (0, 5)], [(2, 8)], [(0, 4), (4, 4)]],
+    ids=["gap", "stage-not-consecutive", "not-from-0", "empty-stage"],
+)
+def test_layout_rejects_what_is_not_a_pipeline(layers: list[tuple[int, int]]) -> None:
+    with pytest.raises(StageError, match="rank"):
+        StageLayout.of(layers)
+
+
+def test_layout_from_peers() -> None:
+    peers = [
+        Peer(rank=r, node_id=f"n{r}", host="h", port=1, layers=x)
+        for r, x in enumerate([(0, 3), (3, 8)])
+    ]
+    layout = StageLayout.of_peers(list(reversed(peers)))
+    assert layout is not None and len(layout.stages) == 2
+    assert StageLayout.of_peers([p.model_copy(update={"layers": None}) for p in peers]) is None
+
+
+@pytest.mark.parametrize("text", ["5:", "x:1", "0:1", "5:1,-1", "5:1//3:1"])
+def test_bad_stage_texts(text: str) -> None:
+    with pytest.raises(LayoutError, match="--stages"):
+        parse_stages(text)
