@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-
 from typing import Any
 
 from executor.cli import EXIT_MISMATCH, EXIT_OK, bad_input
