@@ -1,4 +1,5 @@
-"""Plans for a chosen pipeline layout: layer counts per stage and each stage's shares.
+"""Plans for a chosen pipeline layout: layer counts per stage and each stage's shares, from the
+planner (`plan_for_layout`).
 
 `--stages "5:0.6,0.4/3:1"` reads as: stage 0 runs 5 layers on two ranks sharing its units
 60/40, stage 1 runs the next 3 layers on one rank. The parity check and the benchmarks ask
@@ -10,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from planner.splits import plan_for_split
+from planner.layouts import StageLayout, plan_for_layout
+from protocol.connectivity import full_mesh
 from protocol.plan import Plan
+from protocol.schema import PlanRequest
 
 
 class LayoutError(ValueError):
@@ -43,32 +46,37 @@ def parse_stages(text: str) -> list[StageSpec]:
 
 
 def plan_for_stages(config: dict[str, Any], stages: list[StageSpec]) -> Plan:
-    """A plan with these stages: each stage's split is the planner's for its shares (the same
-    split as a one-stage plan of those ranks), its ranks numbered stage by stage."""
+    """The planner's plan for these stages (`planner.layouts.plan_for_layout`): one node per
+    rank with ample memory and a memory bandwidth in proportion to its share (as
+    `planner.splits.plan_for_split` makes them), each stage split optimally over its nodes."""
     num_layers = int(config.get("num_hidden_layers") or config["text_config"]["num_hidden_layers"])
     if sum(s.layers for s in stages) != num_layers:
         raise LayoutError(
             f"--stages: the stages hold {sum(s.layers for s in stages)} layers, the model has "
             f"{num_layers}"
         )
-    ranks, start = [], 0
-    for index, stage in enumerate(stages):
+    nodes: list[dict[str, Any]] = []
+    layout = []
+    for stage in stages:
         total = sum(stage.shares)
-        split = plan_for_split(config, [f / total for f in stage.shares])
-        for r in split.ranks:
-            ranks.append(
-                r.model_copy(
-                    update={
-                        "rank": len(ranks),
-                        "node_id": f"node-{len(ranks)}",
-                        "stage": index,
-                        "layers": (start, start + stage.layers),
-                    }
-                )
-            )
-        start += stage.layers
-    base = plan_for_split(config, [1.0])
-    plan_id = "stages-" + "-".join(f"{s.layers}x{len(s.shares)}" for s in stages)
-    return base.model_copy(
-        update={"ranks": ranks, "plan_id": plan_id, "ring": [r.node_id for r in ranks]}
+        ids = tuple(f"node-{len(nodes) + i}" for i in range(len(stage.shares)))
+        for node_id, share in zip(ids, stage.shares):
+            gbps = round(share / total * 1000, 3)
+            nodes.append({"id": node_id, "memory_bytes": 1 << 40, "bandwidth_gbps": gbps})
+        layout.append(StageLayout(nodes=ids, layers=stage.layers))
+    request = PlanRequest.model_validate(
+        {
+            "topology": {"nodes": nodes, "links": full_mesh(n["id"] for n in nodes)},
+            "model": config,
+            "constraints": {
+                "allow_unused_nodes": False,
+                "overhead_bytes": 0,
+                "context_tokens": 32,
+                "headroom": 0,
+            },
+        }
     )
+    plan = plan_for_layout(request, layout)
+    if not plan.feasible:
+        raise LayoutError("; ".join(plan.reasons))
+    return plan
