@@ -14,7 +14,9 @@ layers). The planner prices them for this cluster as measured here, not with def
 
 Issue 13 acceptance 5: the measured ratio (pipeline decode tok/s ÷ tensor decode tok/s) is at
 least 0.9 × the predicted ratio (tensor ms/token ÷ pipeline ms/token). Decode is single-stream
-(one sequence, greedy, best of the repeats after a warm-up, as `executor.speed` measures).
+(one sequence, greedy, best of the repeats after a warm-up, as `executor.speed` measures);
+the unsharded run and the two layouts run interleaved in 3 rounds (1 with `--quick`) and the
+best of each counts, as other processes share the machine.
 
 Run alone: `python -m bench.pipeline_speed [--quick]`.
 """
@@ -31,6 +33,8 @@ from bench import RESULTS_DIR, Section, write_section
 from bench.executor_speed import MODEL_SHAPE, _group, _pinned, _unsharded
 
 TARGET = 0.9
+ROUNDS = 3
+UNSHARDED = "unsharded (1 process, 1 core)"
 NODES = ("rank-a", "rank-b")
 LAYOUTS: dict[str, list[tuple[tuple[str, ...], int]]] = {
     "tensor (1 stage × 2 ranks)": [(NODES, 8)],
@@ -49,15 +53,22 @@ def measured_link() -> tuple[float, float]:
     return figures.rtt_median_us / 2, figures.bandwidth_gbps
 
 
-def request(config: dict[str, Any], node_gbps: float, latency_us: float, link_gbps: float) -> Any:
+def request(
+    config: dict[str, Any], node_gbps: float, link: tuple[float, float] | None = None
+) -> Any:
+    """Both nodes and their link (`link`: latency µs, Gb/s), or node a alone (None)."""
     from protocol.schema import PlanRequest
 
-    nodes = [{"id": n, "memory_gb": 64, "bandwidth_gbps": node_gbps} for n in NODES]
-    link: dict[str, Any] = {"a": NODES[0], "b": NODES[1], "kind": "ethernet"}
-    link |= {"latency_us": latency_us, "bandwidth_gbps": link_gbps}
+    ids = NODES if link is not None else NODES[:1]
+    nodes = [{"id": n, "memory_gb": 64, "bandwidth_gbps": node_gbps} for n in ids]
+    links: list[dict[str, Any]] = []
+    if link is not None:
+        latency_us, link_gbps = link
+        links.append({"a": NODES[0], "b": NODES[1], "kind": "ethernet"})
+        links[0] |= {"latency_us": latency_us, "bandwidth_gbps": link_gbps}
     return PlanRequest.model_validate(
         {
-            "topology": {"nodes": nodes, "links": [link]},
+            "topology": {"nodes": nodes, "links": links},
             "model": config,
             "constraints": {"context_tokens": 512, "allow_unused_nodes": False},
         }
@@ -70,11 +81,7 @@ def node_bandwidth(config: dict[str, Any], decode_ms: float) -> float:
     from planner.layouts import StageLayout, plan_for_layout
 
     probe_gbps = 100.0
-    one = request(config, probe_gbps, 0.0, 1.0)
-    one = one.model_copy(
-        update={"topology": one.topology.model_copy(update={"nodes": one.topology.nodes[:1]})}
-    )
-    plan = plan_for_layout(one, [StageLayout(nodes=NODES[:1], layers=8)])
+    plan = plan_for_layout(request(config, probe_gbps), [StageLayout(nodes=NODES[:1], layers=8)])
     assert plan.estimates is not None
     fixed_ms = fixed_us(8) / 1e3
     read_ms = plan.estimates.decode_ms_per_token - fixed_ms
@@ -104,18 +111,29 @@ def run(results_dir: Path, quick: bool = False) -> Section:
         work = Path(tmp)
         model_dir = build_model(work / "model", "llama", "none", "float32", seed=1, **MODEL_SHAPE)
         config = read_json(model_dir / "config.json")
-        one = _unsharded(model_dir, job)
-        latency_us, link_gbps = measured_link()
-        node_gbps = node_bandwidth(config, 1e3 / one["decode_tok_s"])
-        laid_out = plans(request(config, node_gbps, latency_us, link_gbps))
-        measured = {}
-        for label, plan in laid_out.items():
-            sub = work / label.split()[0]
-            sub.mkdir()
-            bench_job = {**job, "vocab": int(config["vocab_size"])}
-            measured[label] = _group(model_dir, plan, bench_job, sub, _pinned(1))
-            print(f"  pipeline-speed: {label:<34} {measured[label]['decode_tok_s']:7.1f} tok/s")
-    return _section(results_dir, job, one, (latency_us, link_gbps, node_gbps), laid_out, measured)
+        link = measured_link()
+        # Both layouts' splits are the same whatever the nodes' (equal) bandwidth: run these,
+        # price them again once the unsharded speed is known.
+        to_run = plans(request(config, 100.0, link))
+        bench_job = {**job, "vocab": int(config["vocab_size"])}
+        best: dict[str, dict[str, float]] = {}
+        # Rounds interleave the runs, and the best of them counts: the machine is shared.
+        for _ in range(1 if quick else ROUNDS):
+            _keep_best(best, UNSHARDED, _unsharded(model_dir, job))
+            for label, plan in to_run.items():
+                sub = work / label.split()[0]
+                sub.mkdir(exist_ok=True)
+                _keep_best(best, label, _group(model_dir, plan, bench_job, sub, _pinned(1)))
+    one = best.pop(UNSHARDED)
+    node_gbps = node_bandwidth(config, 1e3 / one["decode_tok_s"])
+    priced = plans(request(config, node_gbps, link))
+    return _section(results_dir, job, one, (*link, node_gbps), priced, best)
+
+
+def _keep_best(best: dict[str, dict[str, float]], label: str, got: dict[str, float]) -> None:
+    print(f"  pipeline-speed: {label:<34} {got['decode_tok_s']:7.1f} tok/s", flush=True)
+    if label not in best or got["decode_tok_s"] > best[label]["decode_tok_s"]:
+        best[label] = got
 
 
 def _section(
