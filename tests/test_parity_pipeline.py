@@ -16,7 +16,7 @@ from asymtp.stage_plans import LayoutError, parse_stages, plan_for_stages
 from executor.loader import read_json
 from executor.parity import check
 from executor.stages import StageError, StageLayout
-from executor.tiny_models import build_model
+from executor.tiny_models import VOCAB, build_model
 from protocol.deployment import Peer
 
 LAYOUTS = {
@@ -89,3 +89,21 @@ def test_layout_from_peers() -> None:
 def test_bad_stage_texts(text: str) -> None:
     with pytest.raises(LayoutError, match="--stages"):
         parse_stages(text)
+
+
+def test_a_stage_rank_loads_only_its_layers(tmp_path: Path) -> None:
+    # Rank 0 (stage 0) holds the embeddings and the head; the later stages neither. Every rank
+    # holds its own layers only, and no more than the planner counted for it.
+    from executor.load_probe import probe
+
+    model_dir = build_model(tmp_path / "qwen3", "qwen3", num_hidden_layers=8)
+    plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages("5:1/2:1/1:1"))
+    held = [probe(model_dir, plan, r.rank)["shard_bytes"] for r in plan.ranks]
+    whole = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
+    vocab_rows = 2 * VOCAB * 128 * 4  # embeddings and head, float32
+    layer = (whole - vocab_rows) / 8
+    assert held[0] == pytest.approx(5 * layer + vocab_rows, rel=0.02)
+    assert held[1] == pytest.approx(2 * layer, rel=0.02)
+    assert held[2] == pytest.approx(1 * layer, rel=0.02)
+    for r, got in zip(plan.ranks, held):
+        assert got <= r.memory_bytes.weights * 1.02, (r.rank, got, r.memory_bytes)
