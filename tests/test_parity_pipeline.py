@@ -107,3 +107,31 @@ def test_a_stage_rank_loads_only_its_layers(tmp_path: Path) -> None:
     assert held[2] == pytest.approx(1 * layer, rel=0.02)
     for r, got in zip(plan.ranks, held):
         assert got <= r.memory_bytes.weights * 1.02, (r.rank, got, r.memory_bytes)
+
+
+@pytest.mark.slow
+def test_serving_a_hybrid_pipeline_batches_like_alone(tmp_path: Path) -> None:
+    # The continuous batch (sequences joining, prefilled in chunks, decoding together, leaving)
+    # over a 2+1 hybrid: each completion decoded with others equals it decoded alone.
+    import concurrent.futures
+
+    import httpx
+
+    from asymtp.api_group import serving_group
+    from executor.tiny_models import CORPUS_WORDS
+
+    model_dir = build_model(tmp_path / "qwen3", "qwen3", num_hidden_layers=8)
+    plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages("5:0.7,0.3/3:1"))
+    texts = [" ".join(CORPUS_WORDS[i : i + n]) for i, n in ((0, 3), (4, 9), (10, 5))]
+
+    def complete(url: str, prompt: str) -> str:
+        body = {"model": "qwen3", "prompt": prompt, "max_tokens": 8, "temperature": 0}
+        r = httpx.post(f"{url}/v1/completions", json=body, timeout=120)
+        assert r.status_code == 200, r.text
+        return str(r.json()["choices"][0]["text"])
+
+    with serving_group(model_dir, tmp_path / "group", [], plan=plan, batch_size=4) as group:
+        alone = [complete(group.url, t) for t in texts]
+        with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:
+            together = list(pool.map(lambda t: complete(group.url, t), texts))
+    assert together == alone and all(alone)
