@@ -147,14 +147,6 @@ def _wanted(name: str, links: StageLinks | None) -> bool:
     return links.role.holds_head or not module_named(name, OUTPUT_HEAD)
 
 
-def activation_dtype(names: list[str], files: dict[str, Path]) -> mx.Dtype:
-    """The embedding's output dtype (its scales' where quantized), read lazily: the hidden
-    state's dtype between stages, known on ranks that do not load the embedding."""
-    embedding = sorted(n for n in names if module_named(n, EMBEDDINGS) and n in files)
-    pick = next((n for n in embedding if n.endswith(".scales")), embedding[0])
-    return _read([pick], files)[pick].dtype
-
-
 def load_shard(
     model_dir: Path,
     rank_plan: RankPlan | None = None,
@@ -196,7 +188,7 @@ def load_shard(
         if progress:
             progress(done, len(steps))
     if links is not None:
-        wire(model, spec, links, activation_dtype(list(expected), files))
+        wire(model, spec, links)
     model.eval()
     return model, config, spec
 

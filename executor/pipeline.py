@@ -47,7 +47,7 @@ class StageInput(nn.Module):
         self.links, self.hidden, self.vocab = links, hidden, vocab
 
     def __call__(self, inputs: mx.array) -> mx.array:
-        like = mx.zeros((*inputs.shape[:2], self.hidden), dtype=self.links.dtype)
+        like = mx.zeros((*inputs.shape[:2], self.hidden), dtype=self.links.in_dtype)
         return self.links.stage_input(like)
 
     def as_linear(self, h: mx.array) -> mx.array:
@@ -110,10 +110,10 @@ def keep_layers(model: nn.Module, spec: ModelSpec, start: int, end: int) -> None
         fix(inner, start, end)
 
 
-def wire(model: nn.Module, spec: ModelSpec, links: StageLinks, dtype: mx.Dtype) -> None:
-    """Make `model` (loaded with this rank's layers) one rank of the pipeline."""
+def wire(model: nn.Module, spec: ModelSpec, links: StageLinks) -> None:
+    """Make `model` (loaded with this rank's layers) one rank of the pipeline; its hand-offs'
+    dtypes are agreed when the links are bound to the group."""
     role = links.role
-    links.dtype = dtype
     inner = model.model
     owner: Any = getattr(model, "language_model", model)  # the module holding the head
     vocab = int(spec.vocab)

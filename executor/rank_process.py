@@ -326,7 +326,7 @@ def start(args: argparse.Namespace) -> Started | None:
         )
         if links is not None:
             stage = links.role.stage
-            how = links.bind(group)
+            how = links.bind(group, model)
             print(
                 f"rank {role.rank}, stage {stage.index} (layers {stage.layers}): {how}",
                 file=sys.stderr,

@@ -23,6 +23,7 @@ from executor.stages import RankRole
 
 SPLIT = "split"
 CHAIN = "chain"
+WIRE_DTYPES = (mx.float32, mx.float16, mx.bfloat16)
 
 
 class StageLinks:
@@ -33,20 +34,56 @@ class StageLinks:
         self.group: Any = None
         self.stage_group: Any = None
         self.method = CHAIN
-        self.dtype: mx.Dtype = mx.float32
-        """The hidden state's dtype between stages (the embedding's output dtype)."""
+        self.in_dtype: mx.Dtype = mx.float32
+        """The dtype of the hidden state entering this rank's stage (stages after the first)."""
+        self.final_dtype: mx.Dtype = mx.float32
+        """Rank 0: the dtype of the final normed hidden state it receives."""
+        self.tracing = False
+        self.traced: dict[str, mx.Dtype] = {}
 
-    def bind(self, group: Any) -> str:
-        """Use `group` (all ranks); returns how the stage all-sum runs, to be logged. Every
-        rank calls it at the same point: where the backend splits, the split is collective."""
+    def bind(self, group: Any, model: Any) -> str:
+        """Use `group` (all ranks) and agree on the hidden state's dtypes; returns how the
+        stage all-sum runs, to be logged. Every rank calls it at the same point: where the
+        backend splits, the split is collective, and the dtypes pass round the ring."""
         self.group = group
         try:
             sub = group.split(self.role.stage.index, self.role.rank)
         except RuntimeError as e:
-            self.method = CHAIN
-            return f"stage all-sum along the stage's ranks by send/recv ({e})"
-        self.stage_group, self.method = sub, SPLIT
-        return f"stage all-sum over a split group of {sub.size()} ranks"
+            self.method, how = CHAIN, f"stage all-sum along the stage's ranks by send/recv ({e})"
+        else:
+            self.stage_group, self.method = sub, SPLIT
+            how = f"stage all-sum over a split group of {sub.size()} ranks"
+        self._agree_dtypes(model)
+        return how
+
+    # ---- dtypes -------------------------------------------------------------------------
+    def _agree_dtypes(self, model: Any) -> None:
+        """What dtype each hand-off carries, which depends on the layers before it (e.g. a
+        float16 embedding meets float32 norms and the residual stream becomes float32): each
+        rank traces its own layers (building the graph only) from the dtype the previous rank
+        announces, and announces what it will send on; rank 0 hears last what comes back."""
+        role = self.role
+        if role.rank != 0:
+            received = self._exchange(None, role.left)
+            if not role.embeds:
+                self.in_dtype = received
+        self.tracing = True
+        try:
+            model(mx.zeros((1, 1), dtype=mx.int32))
+        finally:
+            self.tracing = False
+        sends = self.traced["final"] if role.sends_final else self.traced["output"]
+        self._exchange(self.in_dtype if role.passes_input_on else sends, role.right)
+        if role.holds_head:
+            self.final_dtype = self._exchange(None, role.left)
+
+    def _exchange(self, dtype: mx.Dtype | None, peer: int) -> mx.Dtype:
+        """Send `dtype` to `peer`, or (None) receive one from it; evaluated now."""
+        if dtype is not None:
+            mx.eval(self._send(mx.array([WIRE_DTYPES.index(dtype)]), peer))
+            return dtype
+        code = mx.distributed.recv((1,), mx.int32, peer, group=self.group)
+        return WIRE_DTYPES[int(code.item())]
 
     # ---- point to point -----------------------------------------------------------------
     def _send(self, x: mx.array, dst: int) -> mx.array:
@@ -66,7 +103,7 @@ class StageLinks:
     # ---- the stage's all-sum --------------------------------------------------------------
     def all_sum(self, x: mx.array) -> mx.array:
         stage, rank = self.role.stage, self.role.rank
-        if stage.size == 1:
+        if stage.size == 1 or self.tracing:
             return x
         if self.method == SPLIT:
             total: mx.array = mx.distributed.all_sum(x, group=self.stage_group)
@@ -80,6 +117,8 @@ class StageLinks:
     def stage_input(self, like: mx.array) -> mx.array:
         """Stages after the first: the hidden state entering the stage (`like` gives its shape
         and dtype, and what must run before it)."""
+        if self.tracing:
+            return like
         h = self._recv(like, self.role.left, like)
         return self._then_send(h, self.role.right) if self.role.passes_input_on else h
 
@@ -88,11 +127,14 @@ class StageLinks:
         sends it round to rank 0, which returns it normed for the head. Other ranks return a
         hidden state that only carries the dependencies."""
         role = self.role
-        h = h.astype(self.dtype)
+        if self.tracing:
+            self.traced = {"output": h.dtype, "final": norm(h).dtype}
+            return h
         if role.sends_output:
             h = self._then_send(h, role.right)
         if role.sends_final:
-            h = self._then_send(norm(h).astype(self.dtype), role.right)
+            h = self._then_send(norm(h), role.right)
         if role.holds_head:
-            return self._recv(h, role.left, h)
+            final = mx.zeros(h.shape, dtype=self.final_dtype)
+            return self._recv(final, role.left, h)
         return h
