@@ -15,7 +15,7 @@ not supported"); `bind` tries it once and says which one runs.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -83,7 +83,7 @@ class StageLinks:
             mx.eval(self._send(mx.array([WIRE_DTYPES.index(dtype)]), peer))
             return dtype
         code = mx.distributed.recv((1,), mx.int32, peer, group=self.group)
-        return WIRE_DTYPES[int(code.item())]
+        return WIRE_DTYPES[cast(int, code.item())]
 
     # ---- point to point -----------------------------------------------------------------
     def _send(self, x: mx.array, dst: int) -> mx.array:
