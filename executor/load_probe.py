@@ -22,7 +22,7 @@ from mlx.utils import tree_flatten
 
 from executor.families import split_layer_name
 from executor.loader import load_shard, read_header, weight_files
-from executor.stage_links import StageLinks
+from executor.stage_links import links_for
 from executor.stages import StageLayout
 from protocol.plan import Plan
 
@@ -53,8 +53,7 @@ def largest_layer_bytes(model_dir: Path) -> int:
 
 def probe(model_dir: Path, plan: Plan, rank: int) -> dict[str, int]:
     rank_plan = next(r for r in plan.ranks if r.rank == rank)
-    layout = StageLayout.of_plan(plan)
-    links = StageLinks(layout.role(rank)) if layout.pipelined else None
+    links = links_for(StageLayout.of_plan(plan), rank)
     largest = largest_layer_bytes(model_dir)
     rss_before = _peak_rss_bytes()
     mx.reset_peak_memory()

@@ -249,6 +249,7 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _role(args: argparse.Namespace) -> tuple[Role, Any, str, Any]:
     """(role, rank plan, model id, stage links or None) from an assignment or a plan file."""
     from executor.model_paths import served_name
+    from executor.stage_links import links_for as _links
     from executor.stages import StageLayout
     from protocol.plan import Plan
 
@@ -276,13 +277,6 @@ def _role(args: argparse.Namespace) -> tuple[Role, Any, str, Any]:
         batch_size=args.batch_size,
     )
     return role, rank_plan, args.model.name, _links(StageLayout.of_plan(plan), role.rank)
-
-
-def _links(layout: Any, rank: int) -> Any:
-    """This rank's pipeline links, or None for a single stage (tensor parallelism only)."""
-    from executor.stage_links import StageLinks
-
-    return StageLinks(layout.role(rank)) if layout is not None and layout.pipelined else None
 
 
 def _hostfile_peers(hostfile: Path) -> list[Peer]:

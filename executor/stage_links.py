@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import mlx.core as mx
 
-from executor.stages import RankRole
+from executor.stages import RankRole, StageLayout
 
 SPLIT = "split"
 CHAIN = "chain"
@@ -138,3 +138,8 @@ class StageLinks:
             final = mx.zeros(h.shape, dtype=self.final_dtype)
             return self._recv(final, role.left, h)
         return h
+
+
+def links_for(layout: StageLayout | None, rank: int) -> StageLinks | None:
+    """This rank's pipeline links, or None for a single stage (tensor parallelism only)."""
+    return StageLinks(layout.role(rank)) if layout is not None and layout.pipelined else None
