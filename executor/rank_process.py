@@ -326,7 +326,8 @@ def start(args: argparse.Namespace) -> Started | None:
                 file=sys.stderr,
                 flush=True,
             )
-    except (LoadError, JoinError, ValueError, OSError) as e:
+    except (LoadError, JoinError, ValueError, OSError, RuntimeError) as e:
+        # RuntimeError: the ring lost a peer while the pipeline's links agreed their dtypes.
         emit(Failed(str(e) or type(e).__name__))
         return None
 
