@@ -190,7 +190,9 @@ def deployment_spec(
             "context_tokens": 512,
             "overhead_bytes": demo.overhead_bytes,
             "sharding": "auto",
-            # The demo is about three uneven machines: plan over all of them.
+            # The demo is about an asymmetric tensor split over three uneven machines: one
+            # stage over all of them.
+            "parallelism": "tensor",
             "allow_unused_nodes": False,
         },
         "model_path": model_path.as_posix(),

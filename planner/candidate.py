@@ -10,7 +10,7 @@ from planner.calibration import effective_bandwidth_gbps, fixed_us
 from planner.context import PlanningContext
 from planner.costs import UnitCosts
 from planner.layout import rank_plans
-from planner.stages import StageSolution, transfers_ps
+from planner.stages import StageSolution, led_by, transfers_ps
 from protocol.plan import Estimates, RankPlan, StageEstimate
 
 PS_PER_MS = 1e9
@@ -49,7 +49,9 @@ def build(sharding: str, stages: list[StageSolution], ctx: PlanningContext) -> C
     c, spec, cluster = ctx.request.constraints, ctx.spec, ctx.cluster
     ranks: list[RankPlan] = []
     entries: list[StageEstimate] = []
-    transfers = transfers_ps(cluster, [s.ring for s in stages])
+    moves = transfers_ps(cluster, [s.ring for s in stages])
+    stages = [led_by(s, leader) for s, (_, leader) in zip(stages, moves)]
+    transfers = [ps for ps, _ in moves]
     decode_ms, used_bound = 0.0, 0.0
     for number, (stage, transfer) in enumerate(zip(stages, transfers)):
         mine = rank_plans(
@@ -75,7 +77,7 @@ def build(sharding: str, stages: list[StageSolution], ctx: PlanningContext) -> C
                 transfer_ms=_ms(transfer),
             )
         )
-        decode_ms += compute + allreduce + _ms(transfer)
+        decode_ms += compute + (stage.allreduce_ps + transfer) / PS_PER_MS
         bws = [cluster.nodes[n].bandwidth_gbps for n in stage.ring]
         used_bound += fluid_used_ms(stage.costs, bws, fixed_us(stage.count) / 1e3)
         ranks += mine

@@ -16,6 +16,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--sharding", choices=["asymmetric", "equal", "auto"], help="override constraints.sharding"
     )
     p.add_argument(
+        "--parallelism",
+        choices=["tensor", "pipeline", "auto"],
+        help="override constraints.parallelism",
+    )
+    p.add_argument(
         "--context", type=int, metavar="TOKENS", help="override constraints.context_tokens"
     )
 
@@ -31,6 +36,8 @@ def run(args: argparse.Namespace) -> int:
         overrides = {}
         if args.sharding:
             overrides["sharding"] = args.sharding
+        if args.parallelism:
+            overrides["parallelism"] = args.parallelism
         if args.context is not None:
             overrides["context_tokens"] = args.context
         if overrides:

@@ -12,6 +12,7 @@ at most the solver's optimum for that stage, which reads the same bytes at integ
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,10 +30,9 @@ BOUND_SLACK = 1e-9  # relative: prefix sums of floats against the solver's own s
 
 @dataclass(frozen=True)
 class Group:
-    """A candidate stage: its nodes (sorted), its leader and its cheapest ring's price."""
+    """A candidate stage: its nodes (sorted) and its cheapest ring's price."""
 
     nodes: tuple[str, ...]
-    leader: str
     ring_us: float
     """One all-reduce over the group's cheapest ring (0 for one node)."""
     bandwidth: float
@@ -60,7 +60,11 @@ class Bounds:
     outer_read: float
     outer_held: int
     overhead: int
-    _single: dict[tuple[str, int, int, bool], int | None] = field(default_factory=dict)
+    kinds: list[tuple[int, ...]]
+    """kinds[i]: how many layers of each kind (alike bytes) layers [0, i) hold."""
+    _single: dict[tuple[object, ...], int | None] = field(default_factory=dict)
+    _transfers: dict[tuple[tuple[str, ...], tuple[str, ...]], int] = field(default_factory=dict)
+    _capped: dict[tuple[object, ...], float] = field(default_factory=dict)
     _matrices: dict[tuple[object, bool], tuple[np.ndarray, np.ndarray]] = field(
         default_factory=dict
     )
@@ -79,7 +83,12 @@ class Bounds:
             outer.replicated_read,
             outer.replicated_held,
             ctx.request.constraints.overhead_bytes,
+            _kind_counts(ctx),
         )
+
+    def content(self, a: int, b: int) -> tuple[int, ...]:
+        """What a stage's price depends on about its layers [a, b): how many of each kind."""
+        return tuple(y - x for x, y in zip(self.kinds[a], self.kinds[b]))
 
     @property
     def layers(self) -> int:
@@ -91,7 +100,20 @@ class Bounds:
         us = ring_allreduce_us(hops, cluster.pricing.message_bytes) if hops else 0.0
         speeds = tuple(cluster.nodes[n].bandwidth_gbps for n in nodes)
         bw = sum(effective_bandwidth_gbps(v) for v in speeds)
-        return Group(nodes, ring[0], us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))
+        return Group(nodes, us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))
+
+    def per_layer_read(self, k: int) -> list[float]:
+        """Bytes k ranks read for each layer (sharded once, replicated k times)."""
+        return _per_layer(self.sharded_read, self.replicated_read, k)
+
+    def per_layer_held(self, k: int) -> list[float]:
+        """Bytes k ranks hold for each layer (sharded once, replicated k times)."""
+        return _per_layer(self.sharded_held, self.replicated_held, k)
+
+    @property
+    def lightest(self) -> int:
+        """The fewest bytes any rank of any stage holds for one layer (at least 1)."""
+        return max(1, math.floor(min(self.per_layer_held(1))))
 
     def allreduce_ps(self, g: Group, count: int) -> int:
         """The group's ring for `count` layers, as `RingPricing.ring_ps` rounds it."""
@@ -113,6 +135,30 @@ class Bounds:
         read = self.sharded_read[b] - self.sharded_read[a] + len(g.nodes) * replicated
         fluid = math.floor(read * PS_PER_NS / g.bandwidth * (1 - BOUND_SLACK)) - 1
         return max(fluid, 0) + round(fixed_us(b - a) * 1e6) + self.allreduce_ps(g, b - a)
+
+    def capped_ps(self, g: Group, a: int, b: int, first: bool) -> float:
+        """A sharper bound than `lower_ps`, with memory: every rank reads the replicated
+        bytes, and no rank reads more sharded bytes than it can hold (a unit's read never
+        exceeds its bytes held) next to them; the sharded reads then fill the ranks like
+        water, each up to the slowest rank's time T (inf: they cannot hold the range)."""
+        key = (g.signature, first, self.content(a, b))
+        if key not in self._capped:
+            self._capped[key] = self._capped_ps(g, a, b, first)
+        return self._capped[key]
+
+    def _capped_ps(self, g: Group, a: int, b: int, first: bool) -> float:
+        replicated = self.replicated_read[b] - self.replicated_read[a]
+        replicated += self.outer_read if first else 0
+        whole = self.replicated_held[b] - self.replicated_held[a] + self.overhead
+        whole += self.outer_held if first else 0
+        need = self.sharded_read[b] - self.sharded_read[a]
+        speeds = [effective_bandwidth_gbps(v) / PS_PER_NS for v in g.speeds]  # bytes per ps
+        caps = [budget - whole for budget in g.budgets]
+        if min(caps) < 0 or sum(caps) < need:
+            return math.inf
+        t = _water_level(caps, speeds, replicated, need)
+        fixed = round(fixed_us(b - a) * 1e6)
+        return t * (1 - BOUND_SLACK) - 1 + fixed + self.allreduce_ps(g, b - a)
 
     def lower_matrix(self, g: Group, first: bool) -> tuple[np.ndarray, np.ndarray]:
         """`lower_ps` and `fits` of g for every range [a, b) at once (b ≤ a: +inf, False),
@@ -142,7 +188,8 @@ class Bounds:
     def single_ps(self, node: str, a: int, b: int, first: bool) -> int | None:
         """The exact price of layers [a, b) on one node (None when they do not fit): it holds
         every unit, so there is no split to search."""
-        key = (node, a, b, first)
+        cluster = self.ctx.cluster
+        key = (cluster.budgets[node], cluster.nodes[node].bandwidth_gbps, first, self.content(a, b))
         if key not in self._single:
             self._single[key] = self._single_ps(node, a, b, first)
         return self._single[key]
@@ -159,4 +206,61 @@ class Bounds:
         return base + units
 
     def transfer(self, sender: Group, receiver: Group) -> int:
-        return transfer_ps(self.ctx.cluster, sender.leader, list(receiver.nodes))
+        """Stage `sender`'s output to `receiver`, from its cheapest leader."""
+        key = (sender.nodes, receiver.nodes)
+        if key not in self._transfers:
+            cluster = self.ctx.cluster
+            found = transfer_ps(cluster, list(sender.nodes), list(receiver.nodes))
+            self._transfers[key] = found[0]
+        return self._transfers[key]
+
+
+def _kind_counts(ctx: PlanningContext) -> list[tuple[int, ...]]:
+    """Prefix counts of layer kinds: layers whose bytes per unit are all alike are one kind
+    (a range's costs are sums over its layers, so they depend on these counts only)."""
+    kinds: dict[tuple[object, ...], int] = {}
+    of = []
+    for i in range(ctx.spec.num_layers):
+        c = ctx.table.costs((i, i + 1), outer=False)
+        key = (
+            tuple(sorted(c.weight.items())),
+            tuple(sorted(c.cache.items())),
+            c.replicated_weight,
+            c.replicated_cache,
+        )
+        of.append(kinds.setdefault(key, len(kinds)))
+    out = [(0,) * len(kinds)]
+    for k in of:
+        out.append(tuple(n + (j == k) for j, n in enumerate(out[-1])))
+    return out
+
+
+def _water_level(caps: list[int], speeds: list[float], replicated: float, need: float) -> float:
+    """The least T with Σ_n min(cap_n, T·speed_n − replicated) ≥ need, T no less than any
+    rank's replicated read: rank n fills until T_n = (cap_n + replicated) / speed_n."""
+    t = max(replicated / v for v in speeds)
+    full = sorted(((c + replicated) / v, c, v) for c, v in zip(caps, speeds))
+    held, rate, count = 0.0, 0.0, 0  # saturated ranks' caps; the others' speeds and number
+    for until, cap, speed in full:
+        if until <= t:
+            held += cap
+        else:
+            rate += speed
+            count += 1
+    for until, cap, speed in full:
+        if until <= t:
+            continue
+        level = held + until * rate - count * replicated
+        if level >= need:
+            break
+        t, held, rate, count = until, held + cap, rate - speed, count - 1
+    if rate <= 0:
+        return t
+    return max(t, (need - held + count * replicated) / rate)
+
+
+def _per_layer(sharded: Sequence[float], replicated: Sequence[float], k: int) -> list[float]:
+    return [
+        (sharded[i + 1] - sharded[i]) + k * (replicated[i + 1] - replicated[i])
+        for i in range(len(sharded) - 1)
+    ]

@@ -4,8 +4,10 @@ Twins — nodes with the same memory and bandwidth and the same hop to every oth
 interchangeable in any layout, so a group is a count per twin class, and a layout always uses
 the lowest-numbered free twins first (`canonical`): any layout maps onto one that does by
 swapping twins, which changes no price. When every count vector is at most MAX_GROUPS groups,
-the enumeration is complete; beyond that it is single nodes and runs of up to MAX_RUN
-consecutive nodes along the cluster's cheapest ring (`complete` is then false).
+the enumeration is complete (in `pipeline` mode: at most EXACT_CLASSES classes). Beyond that
+the family is restricted to runs of up to MAX_RUN consecutive nodes along the cluster's
+cheapest ring (single nodes in `pipeline`), each stage's run starting where the previous
+one's ends; `complete` is then false and no plan from it is called optimal.
 """
 
 from __future__ import annotations
@@ -16,11 +18,14 @@ from dataclasses import dataclass, field
 
 from planner.calibration import effective_bandwidth_gbps, fixed_us
 from planner.layout_bounds import Bounds, Group
+from planner.layout_proof import cheapest_send_ps
 from planner.problem import PS_PER_NS
 from planner.ring import PS_PER_US
 
 MAX_GROUPS = 256
+EXACT_CLASSES = 6
 MAX_RUN = 8
+RING_ORDER_S = 1.0  # the runs family's order: the cheapest ring, or the best found by then
 RATE_SLACK_PS = 2  # per layer: the per-range bounds floor their sums, the rates do not
 
 
@@ -51,12 +56,16 @@ class Candidates:
     bounds: Bounds
     classes: list[list[str]]
     templates: list[tuple[int, ...]] | None
-    """Count vectors over the twin classes (None: the fixed `runs` family)."""
-    runs: list[tuple[str, ...]]
+    """Count vectors over the twin classes (None: the runs family)."""
+    order: list[str]
+    """The runs family's ring order (empty with templates)."""
+    longest: int
+    """The longest run of the runs family."""
     complete: bool
     min_transfer: int
     _groups: dict[tuple[str, ...], Group] = field(default_factory=dict)
     _rates: dict[tuple[str, ...], tuple[float, int]] = field(default_factory=dict)
+    _family: list[Group] = field(default_factory=list)
 
     def group(self, nodes: tuple[str, ...]) -> Group:
         if nodes not in self._groups:
@@ -64,11 +73,12 @@ class Candidates:
             self._groups[nodes] = self.bounds.group(nodes, ring)
         return self._groups[nodes]
 
-    def next_groups(self, used: set[str]) -> list[Group]:
-        """The groups a layout using `used` may take next, cheapest per layer first."""
+    def next_groups(self, used: set[str], last: Group | None) -> list[Group]:
+        """The groups a layout using `used`, whose last stage is `last`, may take next,
+        cheapest per layer first."""
         out = []
         if self.templates is None:
-            out = [self.group(r) for r in self.runs if not used.intersection(r)]
+            out = [self.group(r) for r in self._runs(last) if not used.intersection(r)]
         else:
             free = [[n for n in c if n not in used] for c in self.classes]
             for t in self.templates:
@@ -76,6 +86,27 @@ class Candidates:
                     nodes = tuple(sorted(n for k, f in zip(t, free) for n in f[:k]))
                     out.append(self.group(nodes))
         return sorted(out, key=lambda g: (self.rate(g)[0], g.nodes))
+
+    def _runs(self, last: Group | None) -> list[tuple[str, ...]]:
+        """Runs along `order`: anywhere for stage 0, else starting after `last`'s run."""
+        n = len(self.order)
+        if last is None:
+            starts = range(n)
+        else:
+            at = {v: i for i, v in enumerate(self.order)}
+            inside = {at[v] for v in last.nodes}
+            end = next(i for i in inside if (i + 1) % n not in inside) if len(inside) < n else 0
+            starts = range(end + 1, end + 2)
+        return self._runs_from(starts)
+
+    def _runs_from(self, starts: range) -> list[tuple[str, ...]]:
+        """Runs of 1 to `longest` nodes along `order` from each start (nodes sorted)."""
+        n = len(self.order)
+        return [
+            tuple(sorted(self.order[(i + j) % n] for j in range(k)))
+            for i in starts
+            for k in range(1, min(self.longest, n) + 1)
+        ]
 
     def rate(self, g: Group) -> tuple[float, int]:
         """(a lower bound per layer, the most layers g could hold) when g is not stage 0."""
@@ -85,16 +116,7 @@ class Candidates:
 
     def _rate(self, g: Group) -> tuple[float, int]:
         b, k = self.bounds, len(g.nodes)
-        per_layer = [
-            (b.sharded_read[i + 1] - b.sharded_read[i])
-            + k * (b.replicated_read[i + 1] - b.replicated_read[i])
-            for i in range(b.layers)
-        ]
-        held = [
-            (b.sharded_held[i + 1] - b.sharded_held[i])
-            + k * (b.replicated_held[i + 1] - b.replicated_held[i])
-            for i in range(b.layers)
-        ]
+        per_layer, held = b.per_layer_read(k), b.per_layer_held(k)
         ring = g.ring_us * 2 * PS_PER_US if k > 1 else 0.0
         rate = min(per_layer) * PS_PER_NS / g.bandwidth + fixed_us(1) * 1e6 + ring
         room = sum(g.budgets) - k * b.overhead
@@ -103,13 +125,31 @@ class Candidates:
 
     def free_rate(self, used: set[str]) -> tuple[float, int]:
         """The cheapest rate of any group of free nodes, and the most layers they could hold
-        between them (a group of k holds no more than its k nodes' single capacities)."""
-        groups = self.next_groups(used)
+        between them (their memory pooled, each layer at its lightest)."""
+        groups = self._free_groups(used)
         if not groups:
             return math.inf, 0
-        rate = min(self.rate(g)[0] for g in groups)
-        cap = sum(self.rate(self.group((n,)))[1] for n in self._free_nodes(used))
-        return rate, cap
+        rate = self.rate(groups[0])[0]
+        b = self.bounds
+        room = sum(b.ctx.cluster.budgets[n] - b.overhead for n in self._free_nodes(used))
+        return rate, min(b.layers, max(0, room) // b.lightest)
+
+    def _free_groups(self, used: set[str]) -> list[Group]:
+        """Every group of the family on free nodes (a superset of what may come next),
+        cheapest per layer first."""
+        if self.templates is not None:
+            return self.next_groups(used, None)
+        if not self._family:
+            runs = set(self._runs_from(range(len(self.order))))
+            self._family = sorted(
+                (self.group(r) for r in runs), key=lambda g: (self.rate(g)[0], g.nodes)
+            )
+        return [g for g in self._family if not used.intersection(g.nodes)]
+
+    def min_stages(self) -> int:
+        """No layout holds the model in fewer stages than this (capacities at their most)."""
+        caps = sorted((self.rate(g)[1] for g in self._free_groups(set())), reverse=True)
+        return max(1, math.ceil(self.bounds.layers / caps[0])) if caps and caps[0] else 10**9
 
     def _free_nodes(self, used: set[str]) -> list[str]:
         return [n for c in self.classes for n in c if n not in used]
@@ -134,6 +174,8 @@ class Candidates:
             return math.inf
         room.append(self.free_rate(used))
         for r, c in sorted(room):
+            if c <= 0 or left <= 0:
+                continue  # (nothing free: an infinite rate times no layers)
             take = min(left, c)
             total += take * r
             left -= take
@@ -149,43 +191,24 @@ class Candidates:
 
 def _templates(classes: list[list[str]], pipeline: bool) -> list[tuple[int, ...]] | None:
     if pipeline:
+        if len(classes) > EXACT_CLASSES:
+            return None
         return [tuple(int(i == j) for j in range(len(classes))) for i in range(len(classes))]
     count = math.prod(len(c) + 1 for c in classes) - 1
-    if count > MAX_GROUPS:
+    if count > MAX_GROUPS or len(classes) > EXACT_CLASSES:
         return None
     vectors = itertools.product(*(range(len(c) + 1) for c in classes))
     return [v for v in vectors if any(v)]
 
 
-def _runs(bounds: Bounds) -> list[tuple[str, ...]]:
-    """Single nodes and runs of consecutive nodes along the cheapest ring over all nodes."""
-    order = bounds.ctx.cluster.ring(sorted(bounds.ctx.cluster.nodes), 1.0)
-    n = len(order)
-    out = {
-        tuple(sorted(order[(i + j) % n] for j in range(k)))
-        for i in range(n)
-        for k in range(1, min(MAX_RUN, n) + 1)
-    }
-    return sorted(out)
-
-
-def _min_transfer(bounds: Bounds) -> int:
-    cluster = bounds.ctx.cluster
-    ids = sorted(cluster.nodes)
-    if len(ids) < 2:
-        return 0
-    return min(
-        bounds.transfer(bounds.group((a,), [a]), bounds.group((b,), [b]))
-        for a in ids
-        for b in ids
-        if a != b
-    )
-
-
 def candidate_groups(bounds: Bounds, pipeline: bool) -> Candidates:
     classes = twin_classes(bounds)
     templates = _templates(classes, pipeline)
-    runs = _runs(bounds) if templates is None else []
+    order: list[str] = []
+    if templates is None:
+        order = bounds.ctx.cluster.ring(sorted(bounds.ctx.cluster.nodes), RING_ORDER_S)
+    longest = 1 if pipeline else MAX_RUN
+    complete = templates is not None
     return Candidates(
-        bounds, classes, templates, runs, templates is not None, _min_transfer(bounds)
+        bounds, classes, templates, order, longest, complete, cheapest_send_ps(bounds)
     )

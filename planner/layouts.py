@@ -3,8 +3,8 @@ splits, exo-style equal tensor parallelism) and the parity checks of pipeline an
 
 `plan_for_layout(request, stages)` prices a fixed layout with exactly the cost functions of
 the planner's own search (`planner.stages`), so a baseline and the planner's plan compare
-like for like. The request's topology, model and constraints are used as given (its
-`constraints.parallelism` is not: the layout is fixed here).
+like for like. The request's topology, model and constraints are used as given, except
+`constraints.parallelism`, `sharding` and `allow_unused_nodes`: the layout fixes all three.
 """
 
 from __future__ import annotations

@@ -222,7 +222,12 @@ class _Planning:
             if equal is not None and found.time_limited and self.c.parallelism == "auto":
                 outcome = Outcome(False, True, found.bound_ps)
                 return self.feasible(_with_equal(equal, equal), outcome, [self._limit_warning()])
-            reasons = found.reasons or diagnose.infeasible(ctx, Solution("infeasible"))
+            if self.c.parallelism == "pipeline" and not found.time_limited:
+                reasons = diagnose.pipeline_infeasible(ctx)
+            else:
+                reasons = diagnose.infeasible(
+                    ctx, Solution("infeasible", time_limited=found.time_limited)
+                )
             if self.c.parallelism == "auto" and self.c.sharding == "auto":
                 reasons += eq_reasons
             return self.infeasible(reasons, found.time_limited)

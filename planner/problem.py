@@ -48,6 +48,9 @@ class Problem:
     allow_unused: bool = True
     time_limit_s: float = 10.0
     feasibility_only: bool = False
+    polish: bool = True
+    """Among equally fast splits, keep the most memory free on the smallest node (a search
+    that only needs the price skips it)."""
 
 
 @dataclass(frozen=True)

@@ -86,7 +86,7 @@ from planner.shapes import Shape, shapes
 __all__ = ["FORMULATION", "SEED", "WORKERS", "solve"]
 
 SPLIT_BOUND_DETERMINISTIC_S = 0.1  # a bound that helps, not a proof: keep it short
-FORMULATION = 3
+FORMULATION = 4
 """Bumped whenever the same request can get a different plan: it is part of every plan_id."""
 
 
@@ -178,7 +178,7 @@ def solve(problem: Problem) -> Solution:
         return Solution(status="infeasible", wall_ms=wall, time_limited=limited)
     model, solver = found
     left = max(problem.time_limit_s - (time.perf_counter() - started), 0.05)
-    final = model.tie_break(best[0], solver, left)
+    final = model.tie_break(best[0], solver, left) if problem.polish else solver
     ring, objective = model.outcome(final, left)
     return Solution(
         status="feasible" if limited else "optimal",

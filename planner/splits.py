@@ -30,6 +30,8 @@ def plan_for_split(
             "model": config,
             "constraints": {
                 "sharding": sharding,
+                # One stage: a split of every layer (pipelines: `planner.layouts`).
+                "parallelism": "tensor",
                 "allow_unused_nodes": False,
                 "overhead_bytes": 0,
                 "context_tokens": context_tokens,

@@ -9,7 +9,10 @@ layouts and `planner.layouts.plan_for_layout`.
 
 Between stages one hidden vector travels per decode token: stage s's first rank (its leader)
 sends it to every rank of stage s + 1, and the last stage sends it back to stage 0, which holds
-the output head. A transfer costs what the dearest of those sends costs: the backend's
+the output head. Every rank of a stage holds the hidden vector after its last all-reduce, and a
+ring has no start, so the leader is the node whose sends are cheapest (ties by id); on stage 0
+it is rank 0. (A rule tied to anything else, such as memory, would let more memory make a plan
+slower.) A transfer costs what the dearest of the leader's sends costs: the backend's
 synchronisation (`planner.calibration.SYNC_US`: a send ends the command buffer as an all-reduce
 does) and one step of the effective hop (`hop_step_us`: latency + bytes at its bandwidth,
 routed hops as routed).
@@ -86,10 +89,11 @@ def stage_cluster(cluster: Cluster, nodes: list[str], count: int) -> Cluster:
     """The cluster as a stage of `count` layers over `nodes` sees it: those nodes, its ring
     priced for two all-reduces a layer, its fixed time for its layers."""
     pricing = cluster.pricing
+    hops = {(a, b): pricing.hops[a, b] for a in nodes for b in nodes if a != b}
     return Cluster(
         nodes={n: cluster.nodes[n] for n in nodes},
         budgets={n: cluster.budgets[n] for n in nodes},
-        pricing=RingPricing(pricing.hops, pricing.message_bytes, 2 * count),
+        pricing=RingPricing(hops, pricing.message_bytes, 2 * count),
         fixed_us=fixed_us(count),
     )
 
@@ -173,9 +177,11 @@ def solve_stage(
     first: bool,
     split: LayoutSplit,
     seconds: float,
+    polish: bool = True,
 ) -> StageSolution | None:
-    """The stage split as asked, or None when those nodes cannot hold those layers so."""
-    p = stage_problem(ctx, nodes, layers, first, seconds)
+    """The stage split as asked, or None when those nodes cannot hold those layers so
+    (`polish`: `Problem.polish`, the same price either way)."""
+    p = replace(stage_problem(ctx, nodes, layers, first, seconds), polish=polish)
     cluster = stage_cluster(ctx.cluster, nodes, layers[1] - layers[0])
     if len(nodes) == 1:
         # One node holds every unit: nothing to search, and nothing a time limit can cut.
@@ -193,7 +199,7 @@ def solve_stage(
     )
 
 
-def transfer_ps(cluster: Cluster, sender: str, receivers: list[str]) -> int:
+def send_ps(cluster: Cluster, sender: str, receivers: list[str]) -> int:
     """One hidden vector from `sender` to every node of `receivers`: the dearest send."""
     message = cluster.pricing.message_bytes
     worst = 0.0
@@ -203,11 +209,24 @@ def transfer_ps(cluster: Cluster, sender: str, receivers: list[str]) -> int:
     return math.ceil(worst * PS_PER_US)
 
 
-def transfers_ps(cluster: Cluster, rings: list[list[str]]) -> list[int]:
-    """Per stage, sending its output to the next stage (the last back to stage 0); all zero
-    for a single stage."""
+def transfer_ps(cluster: Cluster, nodes: list[str], receivers: list[str]) -> tuple[int, str]:
+    """A stage's output to the next stage's nodes, and its leader: the sender that makes it
+    cheapest (a ring has no start, so any node of it can be the stage's first rank)."""
+    return min((send_ps(cluster, n, receivers), n) for n in sorted(nodes))
+
+
+def transfers_ps(cluster: Cluster, rings: list[list[str]]) -> list[tuple[int, str]]:
+    """Per stage: sending its output to the next stage (the last back to stage 0) and the
+    leader that sends it; no transfer for a single stage, whose leader is its rank 0."""
     if len(rings) < 2:
-        return [0] * len(rings)
-    return [
-        transfer_ps(cluster, ring[0], rings[(s + 1) % len(rings)]) for s, ring in enumerate(rings)
-    ]
+        return [(0, ring[0]) for ring in rings]
+    count = len(rings)
+    return [transfer_ps(cluster, ring, rings[(s + 1) % count]) for s, ring in enumerate(rings)]
+
+
+def led_by(stage: StageSolution, leader: str) -> StageSolution:
+    """The stage with its ring rotated to start at `leader` (the same ring, the same price)."""
+    at = stage.ring.index(leader)
+    ring = stage.ring[at:] + stage.ring[:at]
+    shares = stage.shares[at:] + stage.shares[:at]
+    return replace(stage, ring=ring, shares=shares)
