@@ -135,7 +135,7 @@ def unsharded_answer(model_dir: Path, prompt: str, max_tokens: int, chat: bool =
     return text
 
 
-def run(workdir: Path, random: bool = False, parallelism: str = "auto") -> int:
+def run(workdir: Path, random: bool = False, parallelism: str = "tensor") -> int:
     from planner.table import render
 
     started = time.monotonic()
@@ -295,8 +295,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--parallelism",
         choices=["auto", "tensor", "pipeline"],
-        default="auto",
-        help="force tensor parallelism or a pipeline of stages (default: the planner's best)",
+        default="tensor",
+        help="tensor: one asymmetric tensor-parallel stage over the three nodes (default); "
+        "pipeline: stages of one node each; auto: the planner's fastest layout",
     )
     args = p.parse_args(argv)
     if args.fresh and args.workdir.exists():
