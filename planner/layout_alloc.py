@@ -77,7 +77,7 @@ class StagePrices:
     def polished(self, g: Group, a: int, b: int, first: bool) -> StageSolution | None:
         """The stage as a plan's stage (`Problem.polish`): its price unchanged, or the stage
         as priced when the polish does not finish."""
-        priced = self.stage(g, a, b, first)
+        priced = self.stage(g, a, b, first, POLISH_S)
         if priced is None or len(g.nodes) == 1:
             return priced
         left = max(self.deadline - time.perf_counter(), POLISH_S)
@@ -86,11 +86,13 @@ class StagePrices:
         same = found is not None and found.objective_ps == priced.objective_ps
         return found if same else priced
 
-    def stage(self, g: Group, a: int, b: int, first: bool) -> StageSolution | None:
-        """The stage solved for its price (memoised)."""
+    def stage(
+        self, g: Group, a: int, b: int, first: bool, at_least_s: float = 0.001
+    ) -> StageSolution | None:
+        """The stage solved for its price (memoised), with at least `at_least_s` to solve it."""
         key = (g.nodes, a, b, first)
         if key not in self.solved:
-            left = max(self.deadline - time.perf_counter(), 0.001)
+            left = max(self.deadline - time.perf_counter(), at_least_s)
             ctx = self.bounds.ctx
             split = LayoutSplit.OPTIMAL
             found = solve_stage(ctx, list(g.nodes), (a, b), first, split, left, polish=False)

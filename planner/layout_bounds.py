@@ -23,7 +23,7 @@ from planner.costs import UNITS
 from planner.problem import PS_PER_NS, time_coefficient
 from planner.ring import PS_PER_US
 from planner.stages import transfer_ps
-from planner.topology import ring_allreduce_us, ring_hops
+from planner.topology import ring_allreduce_us
 
 BOUND_SLACK = 1e-9  # relative: prefix sums of floats against the solver's own sums
 
@@ -96,8 +96,11 @@ class Bounds:
 
     def group(self, nodes: tuple[str, ...], ring: list[str]) -> Group:
         cluster = self.ctx.cluster
-        hops = ring_hops(ring, cluster.hops) if len(ring) > 1 else []
-        us = ring_allreduce_us(hops, cluster.pricing.message_bytes) if hops else 0.0
+        pricing = cluster.pricing
+        backend = pricing.backend(ring)
+        pairs = zip(ring, ring[1:] + ring[:1]) if len(ring) > 1 else []
+        hops = [pricing.hop(a, b, backend) for a, b in pairs]
+        us = ring_allreduce_us(hops, pricing.message_bytes, backend) if hops else 0.0
         speeds = tuple(cluster.nodes[n].bandwidth_gbps for n in nodes)
         bw = sum(effective_bandwidth_gbps(v) for v in speeds)
         return Group(nodes, us, bw, speeds, tuple(cluster.budgets[n] for n in nodes))

@@ -18,7 +18,6 @@ from collections import Counter
 
 from planner.calibration import (
     SYNC_US,
-    collective_of,
     effective_bandwidth_gbps,
     fixed_us,
     hop_step_us,
@@ -39,7 +38,7 @@ def _ring_floor_ps(bounds: Bounds, k: int, reach: list[Counter[int]]) -> float:
     if k < 2:
         return 0.0
     pricing = bounds.ctx.cluster.pricing
-    price = [uniform_ring_allreduce_us(k, h, pricing.message_bytes) for h in pricing.distinct]
+    price = [uniform_ring_allreduce_us(k, h, pricing.message_bytes, b) for h, b in pricing.distinct]
     if k == 2:
         return 2 * min(price) * PS_PER_US
     seconds = []
@@ -108,7 +107,5 @@ def cheapest_send_ps(bounds: Bounds) -> int:
     pricing = bounds.ctx.cluster.pricing
     if not pricing.distinct:
         return 0
-    send = min(
-        SYNC_US[collective_of(h)] + hop_step_us(h, pricing.message_bytes) for h in pricing.distinct
-    )
+    send = min(SYNC_US[b] + hop_step_us(h, pricing.message_bytes) for h, b in pricing.distinct)
     return math.floor(send * PS_PER_US)

@@ -168,13 +168,17 @@ class _Search:
             best.cost_ps = alloc.cost_ps + transfers
             best.seq, best.ends, best.single = list(seq), alloc.bounds, None
 
-    def stages(self, best: _Best) -> list[StageSolution]:
+    def stages(self, best: _Best) -> list[StageSolution] | None:
+        """The chosen layout's stages on its own nodes. Alike groups share one price in the
+        search, so a stage may be solved here for the first time; past the time limit that
+        solve can fail (None), and the caller falls back to the best plan it still has."""
         assert best.seq is not None and best.ends is not None
         out = []
         for s, g in enumerate(best.seq):
             a, b = best.ends[s], best.ends[s + 1]
             stage = self.prices.polished(g, a, b, s == 0)
-            assert stage is not None, "a stage priced in the search must solve again"
+            if stage is None:
+                return None
             out.append(stage)
         return out
 
@@ -215,6 +219,9 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
     if best.seq is None:
         return Found(None, optimal=proven, time_limited=limited)
     stages = search.stages(best)
+    if stages is None:
+        fallback = single if single.stages else Found(None, optimal=False)
+        return replace(fallback, optimal=False, time_limited=True, bound_ps=bound)
     cost = _cost(stages) + _transfers(search, best.seq)
     if cost != best.cost_ps and proven:
         # A proven stage's price depends only on what its signature holds.

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from planner import diagnose
-from planner.calibration import effective_bandwidth_gbps
+from planner.calibration import Collective, effective_bandwidth_gbps
 from planner.candidate import Candidate, build, fits
 from planner.context import SOLVER_VERSION, Cluster, PlanningContext, plan_id_for
 from planner.costs import UnitCosts
@@ -74,10 +74,12 @@ def beyond_model_range(
                 "(bandwidth_gbps is memory GB/s)"
             )
     k, pricing = len(cluster.nodes), cluster.pricing
-    beyond = {h: pricing.exact_ps([h] * k) for h in pricing.distinct}
-    beyond = {h: ps for h, ps in beyond.items() if not ps <= MODEL_RANGE}
-    for (a, b), hop in sorted(pricing.hops.items()) if beyond else []:
-        ps = beyond.get(hop, 0.0)
+    beyond = {hb: pricing.exact_ps([hb[0]] * k, hb[1]) for hb in pricing.distinct}
+    beyond = {hb: ps for hb, ps in beyond.items() if not ps <= MODEL_RANGE}
+    for a, b in sorted(pricing.hops) if beyond else []:
+        ps = max(
+            beyond.get((pricing.hop(a, b, c), c), 0.0) for c in (Collective.RING, pricing.own(a, b))
+        )
         if a < b and ps:
             reasons.append(
                 f"the link between {a} and {b} would take {ps / 1e12:.4g} s of all-reduce a "

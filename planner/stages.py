@@ -24,7 +24,7 @@ import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from planner.calibration import SYNC_US, collective_of, fixed_us, hop_step_us
+from planner.calibration import SYNC_US, fixed_us, hop_step_us
 from planner.context import PlanningContext
 from planner.costs import SHARDED, UNITS, Unit, UnitCosts
 from planner.equal import equal_shares
@@ -90,10 +90,11 @@ def stage_cluster(cluster: Cluster, nodes: list[str], count: int) -> Cluster:
     priced for two all-reduces a layer, its fixed time for its layers."""
     pricing = cluster.pricing
     hops = {(a, b): pricing.hops[a, b] for a in nodes for b in nodes if a != b}
+    rdma = {pair: hop for pair, hop in pricing.rdma.items() if pair in hops}
     return Cluster(
         nodes={n: cluster.nodes[n] for n in nodes},
         budgets={n: cluster.budgets[n] for n in nodes},
-        pricing=RingPricing(hops, pricing.message_bytes, 2 * count),
+        pricing=RingPricing(hops, pricing.message_bytes, 2 * count, rdma),
         fixed_us=fixed_us(count),
     )
 
@@ -201,11 +202,13 @@ def solve_stage(
 
 def send_ps(cluster: Cluster, sender: str, receivers: list[str]) -> int:
     """One hidden vector from `sender` to every node of `receivers`: the dearest send."""
-    message = cluster.pricing.message_bytes
+    pricing = cluster.pricing
     worst = 0.0
     for r in receivers:
-        hop = cluster.hops[sender, r]
-        worst = max(worst, SYNC_US[collective_of(hop)] + hop_step_us(hop, message))
+        # A send between two nodes goes over their direct RDMA link when they have one.
+        backend = pricing.own(sender, r)
+        hop = pricing.hop(sender, r, backend)
+        worst = max(worst, SYNC_US[backend] + hop_step_us(hop, pricing.message_bytes))
     return math.ceil(worst * PS_PER_US)
 
 
