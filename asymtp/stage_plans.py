@@ -12,9 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from planner.layouts import StageLayout, plan_for_layout
-from protocol.connectivity import full_mesh
+from planner.splits import split_request
 from protocol.plan import Plan
-from protocol.schema import PlanRequest
 
 
 class LayoutError(ValueError):
@@ -47,35 +46,20 @@ def parse_stages(text: str) -> list[StageSpec]:
 
 def plan_for_stages(config: dict[str, Any], stages: list[StageSpec]) -> Plan:
     """The planner's plan for these stages (`planner.layouts.plan_for_layout`): one node per
-    rank with ample memory and a memory bandwidth in proportion to its share (as
-    `planner.splits.plan_for_split` makes them), each stage split optimally over its nodes."""
+    rank with ample memory and a memory bandwidth in proportion to its share within its stage
+    (`planner.splits.split_request`), each stage split optimally over its nodes."""
     num_layers = int(config.get("num_hidden_layers") or config["text_config"]["num_hidden_layers"])
     if sum(s.layers for s in stages) != num_layers:
         raise LayoutError(
             f"--stages: the stages hold {sum(s.layers for s in stages)} layers, the model has "
             f"{num_layers}"
         )
-    nodes: list[dict[str, Any]] = []
-    layout = []
+    fractions, layout = [], []
     for stage in stages:
-        total = sum(stage.shares)
-        ids = tuple(f"node-{len(nodes) + i}" for i in range(len(stage.shares)))
-        for node_id, share in zip(ids, stage.shares):
-            gbps = round(share / total * 1000, 3)
-            nodes.append({"id": node_id, "memory_bytes": 1 << 40, "bandwidth_gbps": gbps})
+        ids = tuple(f"node-{len(fractions) + i}" for i in range(len(stage.shares)))
+        fractions += [share / sum(stage.shares) for share in stage.shares]
         layout.append(StageLayout(nodes=ids, layers=stage.layers))
-    request = PlanRequest.model_validate(
-        {
-            "topology": {"nodes": nodes, "links": full_mesh(n["id"] for n in nodes)},
-            "model": config,
-            "constraints": {
-                "allow_unused_nodes": False,
-                "overhead_bytes": 0,
-                "context_tokens": 32,
-                "headroom": 0,
-            },
-        }
-    )
+    request = split_request(config, fractions)
     plan = plan_for_layout(request, layout)
     if not plan.feasible:
         raise LayoutError("; ".join(plan.reasons))
