@@ -135,3 +135,29 @@ def test_serving_a_hybrid_pipeline_batches_like_alone(tmp_path: Path) -> None:
         with concurrent.futures.ThreadPoolExecutor(len(texts)) as pool:
             together = list(pool.map(lambda t: complete(group.url, t), texts))
     assert together == alone and all(alone)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--stages", "5:1/2:1"], "the stages hold 7 layers, the model has 8"),
+        (["--stages", "5:1/3:x"], "'3:x' is not LAYERS:SHARE"),
+        (["--stages", "8"], "the stages need 2 to 8 ranks"),
+        (["--stages", "4/4", "--ranks", "2"], "not both"),
+        (["--stages", "4/4", "--split", "0.5,0.5"], "--split goes with --ranks"),
+    ],
+)
+def test_check_parity_refuses_bad_stages(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from asymtp.cli import main
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    (model_dir / "config.json").write_text(
+        '{"model_type": "qwen3", "num_hidden_layers": 8, "hidden_size": 64, "vocab_size": 64,'
+        ' "num_attention_heads": 2, "num_key_value_heads": 1, "intermediate_size": 128}'
+    )
+    assert main(["check-parity", "--model", str(model_dir), *args]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1, err
