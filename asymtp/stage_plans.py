@@ -54,7 +54,8 @@ def plan_for_stages(config: dict[str, Any], stages: list[StageSpec]) -> Plan:
             f"--stages: the stages hold {sum(s.layers for s in stages)} layers, the model has "
             f"{num_layers}"
         )
-    fractions, layout = [], []
+    fractions: list[float] = []
+    layout: list[StageLayout] = []
     for stage in stages:
         ids = tuple(f"node-{len(fractions) + i}" for i in range(len(stage.shares)))
         fractions += [share / sum(stage.shares) for share in stage.shares]

@@ -249,14 +249,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def _role(args: argparse.Namespace) -> tuple[Role, Any, str, Any]:
     """(role, rank plan, model id, stage links or None) from an assignment or a plan file."""
     from executor.model_paths import served_name
-    from executor.stage_links import links_for as _links
+    from executor.stage_links import links_for
     from executor.stages import StageLayout
     from protocol.plan import Plan
 
     if args.assignment is not None:
         a = Assignment.model_validate_json(args.assignment.read_text())
         role = role_from_assignment(a, args.workdir, args.serve_host, args.jaccl_devices)
-        links = _links(StageLayout.of_peers(a.peers), role.rank)
+        links = links_for(StageLayout.of_peers(a.peers), role.rank)
         return role, a.rank_plan, served_name(a.model_path), links
     plan = Plan.model_validate_json(args.plan.read_text())
     rank_plan = next((r for r in plan.ranks if r.rank == args.rank), None)
@@ -276,7 +276,7 @@ def _role(args: argparse.Namespace) -> tuple[Role, Any, str, Any]:
         context_tokens=args.context_tokens,
         batch_size=args.batch_size,
     )
-    return role, rank_plan, args.model.name, _links(StageLayout.of_plan(plan), role.rank)
+    return role, rank_plan, args.model.name, links_for(StageLayout.of_plan(plan), role.rank)
 
 
 def _hostfile_peers(hostfile: Path) -> list[Peer]:
@@ -318,16 +318,7 @@ def start(args: argparse.Namespace) -> Started | None:
             args.join_timeout,
             on_attempt=lambda n: emit(Joining(n)),
         )
-        if links is not None:
-            stage = links.role.stage
-            how = links.bind(group, model)
-            print(
-                f"rank {role.rank}, stage {stage.index} (layers {stage.layers}): {how}",
-                file=sys.stderr,
-                flush=True,
-            )
-    except (LoadError, JoinError, ValueError, OSError, RuntimeError) as e:
-        # RuntimeError: the ring lost a peer while the pipeline's links agreed their dtypes.
+    except (LoadError, JoinError, ValueError, OSError) as e:
         emit(Failed(str(e) or type(e).__name__))
         return None
 
@@ -343,8 +334,21 @@ def start(args: argparse.Namespace) -> Started | None:
         os._exit(EXIT_FAILED)
 
     watchdog = Watchdog(on_stall, role.peers, role.rank, describe, heartbeat)
+    if links is not None and not _bind_stages(links, group, model, watchdog, args.step_timeout):
+        return None
     lockstep = Lockstep(model, group, eos_ids, watchdog, args.step_timeout)
     return Started(role, lockstep, model_id, describe)
+
+
+def _bind_stages(links: Any, group: Any, model: Any, watchdog: Any, timeout: float) -> bool:
+    """A pipeline rank's links join the group, watched: a peer may be lost meanwhile."""
+    try:
+        with watchdog.armed(timeout, "the pipeline stages' hand-shake"):
+            print(links.bind(group, model), file=sys.stderr, flush=True)
+    except RuntimeError as e:  # the ring lost a peer
+        emit(Failed(str(e)))
+        return False
+    return True
 
 
 class SlowModel:

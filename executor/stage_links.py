@@ -42,8 +42,8 @@ class StageLinks:
         self.traced: dict[str, mx.Dtype] = {}
 
     def bind(self, group: Any, model: Any) -> str:
-        """Use `group` (all ranks) and agree on the hidden state's dtypes; returns how the
-        stage all-sum runs, to be logged. Every rank calls it at the same point: where the
+        """Use `group` (all ranks) and agree on the hidden state's dtypes; returns where this
+        rank is and how its stage all-sum runs, to be logged. Every rank calls it at the same point: where the
         backend splits, the split is collective, and the dtypes pass round the ring."""
         self.group = group
         try:
@@ -54,7 +54,9 @@ class StageLinks:
             self.stage_group, self.method = sub, SPLIT
             how = f"stage all-sum over a split group of {sub.size()} ranks"
         self._agree_dtypes(model)
-        return how
+        stage = self.role.stage
+        where = f"rank {self.role.rank}, stage {stage.index} (layers {stage.layers})"
+        return f"{where}: {how}"
 
     # ---- dtypes -------------------------------------------------------------------------
     def _agree_dtypes(self, model: Any) -> None:
