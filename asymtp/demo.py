@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from asymtp.local_cluster import LocalCluster, all_ready, free_port, free_port_block, serving_url
+from planner.table import stage_count
 from protocol.deployment import Deployment
 
 DEPLOYMENT = "demo"
@@ -96,6 +97,7 @@ def progress_printer() -> Any:
     last: dict[str, str] = {}
 
     def show(d: Deployment) -> None:
+        ranks = {r.node_id: r for r in d.plan.ranks}
         for node in sorted(d.agents):
             a = d.agents[node]
             line: str = a.state
@@ -104,6 +106,8 @@ def progress_printer() -> Any:
                 line = f"loading [{'#' * filled}{'.' * (20 - filled)}] {a.progress * 100:3.0f}%"
             elif a.reason:
                 line = f"{a.state}: {a.reason}"
+            if (r := ranks.get(node)) is not None and stage_count(d.plan) > 1:
+                line = f"stage {r.stage}, layers {r.layers[0]}-{r.layers[1]}: {line}"
             if last.get(node) != line:
                 last[node] = line
                 say(f"  {node:<8} {line}")
