@@ -161,3 +161,45 @@ def test_check_parity_refuses_bad_stages(
     assert main(["check-parity", "--model", str(model_dir), *args]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.slow
+def test_a_stopped_stage_is_caught(tmp_path: Path) -> None:
+    # Heartbeats and the watchdog as in a single stage: rank 2 (the last stage) stops while
+    # rank 0 serves (idle: it pings the group); rank 0 fails within seconds, naming it.
+    import json
+    import signal
+    import subprocess
+    import time
+
+    from executor.parity import free_ports, rank_command
+    from protocol.plan import plan_json
+
+    model_dir = build_model(tmp_path / "qwen3", "qwen3", num_hidden_layers=8)
+    plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages("4/2/2"))
+    (tmp_path / "plan.json").write_text(plan_json(plan))
+    *ring, serve = free_ports(4)
+    (tmp_path / "hosts.json").write_text(json.dumps([[f"127.0.0.1:{p}"] for p in ring]))
+    extra = ["--serve", f"127.0.0.1:{serve}", "--heartbeats", "--step-timeout", "2"]
+    procs = [
+        subprocess.Popen(
+            [*rank_command(model_dir, tmp_path, r), *extra], stdout=subprocess.PIPE, text=True
+        )
+        for r in range(3)
+    ]
+    try:
+        assert procs[0].stdout is not None
+        events = (json.loads(line) for line in procs[0].stdout if line.startswith("{"))
+        assert next(ev for ev in events if ev["event"] in ("ready", "failed"))["event"] == "ready"
+        procs[2].send_signal(signal.SIGSTOP)
+        stopped = time.monotonic()
+        failed = next(ev for ev in events if ev["event"] == "failed")
+        noticed = time.monotonic() - stopped
+        print(f"noticed in {noticed:.1f}s: {failed['reason']}")
+        # A follower that notices first and exits is named too, as in a single stage.
+        assert noticed < 15 and "2 (rank2)" in failed["reason"]
+    finally:
+        for p in procs:
+            p.send_signal(signal.SIGCONT)
+            p.kill()
+            p.wait()
