@@ -33,12 +33,18 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("pipeline-models")
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize(("family", "layout"), CASES, ids=[f"{f}-{n}" for f, n in CASES])
-def test_pipeline_equals_unsharded(models: Path, family: str, layout: str) -> None:
+def tiny(models: Path, family: str) -> Path:
+    """The family's 8-layer tiny model, built once per module."""
     model_dir = models / family
     if not (model_dir / "config.json").exists():
         build_model(model_dir, family, num_hidden_layers=8)
+    return model_dir
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("family", "layout"), CASES, ids=[f"{f}-{n}" for f, n in CASES])
+def test_pipeline_equals_unsharded(models: Path, family: str, layout: str) -> None:
+    model_dir = tiny(models, family)
     plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages(LAYOUTS[layout]))
     stages = StageLayout.of_plan(plan).stages
     assert [s.layers for s in stages][-1][1] == 8 and len(stages) > 1
@@ -91,12 +97,12 @@ def test_bad_stage_texts(text: str) -> None:
         parse_stages(text)
 
 
-def test_a_stage_rank_loads_only_its_layers(tmp_path: Path) -> None:
+def test_a_stage_rank_loads_only_its_layers(models: Path) -> None:
     # Rank 0 (stage 0) holds the embeddings and the head; the later stages neither. Every rank
     # holds its own layers only, and no more than the planner counted for it.
     from executor.load_probe import probe
 
-    model_dir = build_model(tmp_path / "qwen3", "qwen3", num_hidden_layers=8)
+    model_dir = tiny(models, "qwen3")
     plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages("5:1/2:1/1:1"))
     held = [probe(model_dir, plan, r.rank)["shard_bytes"] for r in plan.ranks]
     whole = sum(f.stat().st_size for f in model_dir.glob("*.safetensors"))
@@ -110,7 +116,7 @@ def test_a_stage_rank_loads_only_its_layers(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_serving_a_hybrid_pipeline_batches_like_alone(tmp_path: Path) -> None:
+def test_serving_a_hybrid_pipeline_batches_like_alone(models: Path, tmp_path: Path) -> None:
     # The continuous batch (sequences joining, prefilled in chunks, decoding together, leaving)
     # over a 2+1 hybrid: each completion decoded with others equals it decoded alone.
     import concurrent.futures
@@ -120,7 +126,7 @@ def test_serving_a_hybrid_pipeline_batches_like_alone(tmp_path: Path) -> None:
     from asymtp.api_group import serving_group
     from executor.tiny_models import CORPUS_WORDS
 
-    model_dir = build_model(tmp_path / "qwen3", "qwen3", num_hidden_layers=8)
+    model_dir = tiny(models, "qwen3")
     plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages("5:0.7,0.3/3:1"))
     texts = [" ".join(CORPUS_WORDS[i : i + n]) for i, n in ((0, 3), (4, 9), (10, 5))]
 
@@ -164,7 +170,7 @@ def test_check_parity_refuses_bad_stages(
 
 
 @pytest.mark.slow
-def test_a_stopped_stage_is_caught(tmp_path: Path) -> None:
+def test_a_stopped_stage_is_caught(models: Path, tmp_path: Path) -> None:
     # Heartbeats and the watchdog as in a single stage: rank 2 (the last stage) stops while
     # rank 0 serves (idle: it pings the group); rank 0 fails within seconds, naming it.
     import json
@@ -175,7 +181,7 @@ def test_a_stopped_stage_is_caught(tmp_path: Path) -> None:
     from executor.parity import free_ports, rank_command
     from protocol.plan import plan_json
 
-    model_dir = build_model(tmp_path / "qwen3", "qwen3", num_hidden_layers=8)
+    model_dir = tiny(models, "qwen3")
     plan = plan_for_stages(read_json(model_dir / "config.json"), parse_stages("4/2/2"))
     (tmp_path / "plan.json").write_text(plan_json(plan))
     *ring, serve = free_ports(4)
