@@ -139,7 +139,7 @@ def unsharded_answer(model_dir: Path, prompt: str, max_tokens: int, chat: bool =
     return text
 
 
-def run(workdir: Path, random: bool = False) -> int:
+def run(workdir: Path, random: bool = False, parallelism: str = "tensor") -> int:
     from planner.table import render
 
     started = time.monotonic()
@@ -164,6 +164,7 @@ def run(workdir: Path, random: bool = False) -> int:
             "of one with its KV head copied; no even split exists for 2 nodes"
         )
         spec = deployment_spec(demo, topology, config, model_dir.relative_to(models_dir))
+        spec["constraints"]["parallelism"] = parallelism
         deployed = cluster.deploy(DEPLOYMENT, spec)
         say(render(deployed.plan))
 
@@ -295,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--random", action="store_true", help="a small random-weight model instead of SmolLM2"
     )
+    p.add_argument(
+        "--parallelism",
+        choices=["auto", "tensor", "pipeline"],
+        default="tensor",
+        help="tensor: one asymmetric tensor-parallel stage over the three nodes (default); "
+        "pipeline: stages of one node each; auto: the planner's fastest layout",
+    )
     args = p.parse_args(argv)
     if args.fresh and args.workdir.exists():
         shutil.rmtree(args.workdir)
@@ -304,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         old.unlink()
     (args.workdir / "planner.sqlite").unlink(missing_ok=True)
     try:
-        return run(args.workdir.resolve(), args.random)
+        return run(args.workdir.resolve(), args.random, args.parallelism)
     except (TimeoutError, RuntimeError, httpx.HTTPError) as e:
         print(f"asymtp demo failed: {e}", file=sys.stderr)
         return 1

@@ -58,6 +58,7 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),
+    ("pipeline-speed", "pipeline_speed"),
     ("realmodel", "real_model_speed"),
     ("measured", "measured_plans"),
     ("reality", "reality"),

@@ -33,6 +33,7 @@ def assignment_for(
             node_id=r.node_id,
             host=nodes[r.node_id].address or LOOPBACK_HOST,
             port=spec.ring_port + r.rank,
+            layers=r.layers,
         )
         for r in ranks
     ]
