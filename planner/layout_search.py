@@ -68,7 +68,7 @@ from planner.layout_groups import RING_ORDER_S, Candidates, candidate_groups
 from planner.layout_proof import cheapest_send_ps, layouts_lower_ps
 from planner.layout_seeds import seed_layouts
 from planner.solver import solve
-from planner.stages import StageSolution, tensor_stage
+from planner.stages import StageLayout, StageSolution, tensor_stage
 
 
 @dataclass
@@ -193,12 +193,12 @@ class _Search:
         if alloc is not None and alloc.cost_ps + transfers < best.beat:
             best.take(alloc.cost_ps + transfers, seq, alloc.bounds)
 
-    def seed(self, best: _Best, order: list[str]) -> None:
-        """The seeds (`planner.layout_seeds`) priced exactly, in order, each that beats the
-        best known becoming it; a seed whose bound cannot is not solved. (Their layers are not
+    def seed(self, best: _Best, layouts: list[list[StageLayout]]) -> None:
+        """Seeds (`planner.layout_seeds`) priced exactly, in order, each that beats the best
+        known becoming it; a seed whose bound cannot is not solved. (Their layers are not
         split afresh here: `allocate` over many stages costs more than a small cluster's whole
         search, which splits them anyway.)"""
-        for layout in seed_layouts(self.ctx, order, self.least == 1):
+        for layout in layouts:
             if len(layout) < self.least:
                 continue
             seq = [self.cands.group(tuple(sorted(s.nodes))) for s in layout]
@@ -262,15 +262,20 @@ def search_layouts(ctx: PlanningContext, mode: str, seconds: float) -> Found:
     floor = layouts_lower_ps(bounds, pipeline, least, cheapest_send_ps(bounds))
     search = _Search(ctx, candidate_groups(bounds, pipeline), deadline, pipeline)
     best = _Best(math.inf)
+    seeds = []
     if math.isfinite(floor):
-        # Cheap layouts first: a time limit then returns at worst the best of them, and the
-        # single stage's solve only looks for splits that beat them.
-        search.seed(best, search.cands.order or _ring_order(ctx))
+        seeds = seed_layouts(ctx, search.cands.order or _ring_order(ctx), pipeline)
+    # Pipelines first (closed-form prices): a time limit then returns at worst the best of
+    # them, and the single stage's solve only looks for splits that beat them. Hybrids'
+    # stages take the solver, so they come after the single stage.
+    alone = [s for s in seeds if all(len(stage.nodes) == 1 for stage in s)]
+    search.seed(best, alone)
     single = Found(None, optimal=True)
     if not pipeline:
         single = _single(ctx, max(deadline - time.perf_counter(), 0.001), best.cost_ps)
         if single.stages and single.cost_ps <= best.cost_ps:
             best = _Best(single.cost_ps, single=single)
+    search.seed(best, [s for s in seeds if s not in alone])
     if floor < best.beat - GAP_PS:
         search.run(best)
     limited = search.limited or single.time_limited
