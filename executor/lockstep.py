@@ -5,10 +5,10 @@ of int32 buffers to which the other ranks contribute zeros, so heterogeneous chi
 diverge. Serving uses `STEP`: one step of the continuous batch (sequences leaving, prefix-cache
 entries evicted, at most one sequence joining, then one forward pass for the whole batch and
 its tokens; see `executor.batching`). A step is launched, not waited for: its tokens'
-broadcast is part of its lazy graph, and the next step is built on them, so rank 0 reads a
+broadcast is part of its lazy graph and the next step is built on them, so rank 0 reads a
 step's tokens (and streams them) while the next one computes, as mlx-lm's `generate_step`
-does, and a follower waits only for the next command. `LOGITS`, `GREEDY_BATCH` and `GENERATE` serve the parity
-check and the speed benchmark.
+does, and a follower waits only for the next command. `LOGITS`, `GREEDY_BATCH` and
+`GENERATE` serve the parity check and the speed benchmark.
 
 An idle rank 0 sends PING every few seconds, so a follower waiting for a command hears from
 it regularly and a lost follower is noticed without a request. With a `Watchdog`, every wait
