@@ -9,7 +9,9 @@ and cold (a conversation never seen). Both servers run side by side and take tur
 after round at each concurrency (A B, then B A), each round with fresh prompts: on a shared
 machine whose load drifts by ±50 % within minutes, a change of load then falls on both. The
 table gives each one's median over the rounds, and the ratio is the median of the rounds'
-ratios.
+ratios. The server waiting its turn is not free: a rank waiting in MLX's ring backend polls
+its socket (about half a core each for either server's idle follower, measured with `ps`),
+so both are measured beside that load, as they are beside the other engineers' work.
 
 Run alone: `python -m bench.api_bench [--quick]`.
 """
