@@ -16,7 +16,7 @@ from pathlib import Path
 from executor.loader import read_json
 from executor.parity import free_ports, rank_command
 from planner.splits import plan_for_split
-from protocol.plan import plan_json
+from protocol.plan import Plan, plan_json
 
 READY_TIMEOUT_S = 180.0
 
@@ -58,10 +58,14 @@ def serving_group(
     batch_size: int = 8,
     max_queue: int | None = None,
     timeout: float = READY_TIMEOUT_S,
+    plan: Plan | None = None,
 ) -> Iterator[Group]:
-    """A group serving `model_dir` split by `shares`, up to `batch_size` sequences decoding
-    together (the plan's KV budget is `context_tokens × batch_size`); ends it on exit."""
-    plan = plan_for_split(read_json(model_dir / "config.json"), shares, sharding=sharding)
+    """A group serving `model_dir` split by `shares` (or run as `plan` says, e.g. in pipeline
+    stages; `shares` is then unused), up to `batch_size` sequences decoding together (the
+    plan's KV budget is `context_tokens × batch_size`); ends it on exit."""
+    if plan is None:
+        plan = plan_for_split(read_json(model_dir / "config.json"), shares, sharding=sharding)
+    shares = [r.share for r in plan.ranks]
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "plan.json").write_text(plan_json(plan))
     *ring, serve = free_ports(len(shares) + 1)

@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from asymtp.local_cluster import LocalCluster, all_ready, free_port, free_port_block, serving_url
+from planner.table import stage_count
 from protocol.deployment import Deployment
 
 DEPLOYMENT = "demo"
@@ -96,6 +97,7 @@ def progress_printer() -> Any:
     last: dict[str, str] = {}
 
     def show(d: Deployment) -> None:
+        ranks = {r.node_id: r for r in d.plan.ranks}
         for node in sorted(d.agents):
             a = d.agents[node]
             line: str = a.state
@@ -104,6 +106,8 @@ def progress_printer() -> Any:
                 line = f"loading [{'#' * filled}{'.' * (20 - filled)}] {a.progress * 100:3.0f}%"
             elif a.reason:
                 line = f"{a.state}: {a.reason}"
+            if (r := ranks.get(node)) is not None and stage_count(d.plan) > 1:
+                line = f"stage {r.stage}, layers {r.layers[0]}-{r.layers[1]}: {line}"
             if last.get(node) != line:
                 last[node] = line
                 say(f"  {node:<8} {line}")
@@ -135,7 +139,7 @@ def unsharded_answer(model_dir: Path, prompt: str, max_tokens: int, chat: bool =
     return text
 
 
-def run(workdir: Path, random: bool = False) -> int:
+def run(workdir: Path, random: bool = False, parallelism: str = "tensor") -> int:
     from planner.table import render
 
     started = time.monotonic()
@@ -160,6 +164,7 @@ def run(workdir: Path, random: bool = False) -> int:
             "of one with its KV head copied; no even split exists for 2 nodes"
         )
         spec = deployment_spec(demo, topology, config, model_dir.relative_to(models_dir))
+        spec["constraints"]["parallelism"] = parallelism
         deployed = cluster.deploy(DEPLOYMENT, spec)
         say(render(deployed.plan))
 
@@ -189,7 +194,9 @@ def deployment_spec(
             "context_tokens": 512,
             "overhead_bytes": demo.overhead_bytes,
             "sharding": "auto",
-            # The demo is about three uneven machines: plan over all of them.
+            # The demo is about an asymmetric tensor split over three uneven machines: one
+            # stage over all of them.
+            "parallelism": "tensor",
             "allow_unused_nodes": False,
         },
         "model_path": model_path.as_posix(),
@@ -289,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--random", action="store_true", help="a small random-weight model instead of SmolLM2"
     )
+    p.add_argument(
+        "--parallelism",
+        choices=["auto", "tensor", "pipeline"],
+        default="tensor",
+        help="tensor: one asymmetric tensor-parallel stage over the three nodes (default); "
+        "pipeline: stages of one node each; auto: the planner's fastest layout",
+    )
     args = p.parse_args(argv)
     if args.fresh and args.workdir.exists():
         shutil.rmtree(args.workdir)
@@ -298,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
         old.unlink()
     (args.workdir / "planner.sqlite").unlink(missing_ok=True)
     try:
-        return run(args.workdir.resolve(), args.random)
+        return run(args.workdir.resolve(), args.random, args.parallelism)
     except (TimeoutError, RuntimeError, httpx.HTTPError) as e:
         print(f"asymtp demo failed: {e}", file=sys.stderr)
         return 1

@@ -1,7 +1,7 @@
 """Benchmarks: `python -m bench [--quick] [--only SECTION ...]` (`make bench`).
 
-Sections run in a fixed order — planner, methods, service, executor, measured, reality,
-serving — each one a module of this package with::
+Sections run in a fixed order — planner, planner-families, layouts, methods, service,
+executor, realmodel, measured, reality, serving — each one a module of this package with::
 
     def run(results_dir: Path, quick: bool = False) -> dict
 
@@ -54,9 +54,11 @@ SECTIONS: tuple[tuple[str, str], ...] = (
     # (section name, module in this package), in the order they run and are reported
     ("planner", "planner_bench"),
     ("planner-families", "planner_families"),
+    ("layouts", "layouts"),
     ("methods", "methods"),
     ("service", "service_load"),
     ("executor", "executor_speed"),
+    ("pipeline-speed", "pipeline_speed"),
     ("realmodel", "real_model_speed"),
     ("measured", "measured_plans"),
     ("reality", "reality"),

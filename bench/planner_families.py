@@ -8,9 +8,11 @@ Families, each on 2-64 nodes drawn from `bench.cases.MACS` (`random.Random(1000�
 * islands: two RDMA meshes (halves of the nodes) joined by one Ethernet link;
 * switch: an Ethernet switch (every pair `ethernet`) plus RDMA pairs (0-1, 2-3, ...).
 
-Per case the status and `plan.solver.wall_ms` (all of `make_plan`) are recorded; per family and
-size the p50/p95/max against the targets: p95 ≤ 100 ms up to 8 nodes, ≤ 1 s at 32, ≤ 3 s at
-64. `sharding: auto`, 8k context, 10 % headroom, the default 10 s time limit, one CP-SAT worker.
+Per case the status and `plan.solver.wall_ms` (all of `make_plan`) are recorded; per family,
+size and parallelism mode the p50/p95/max against the targets: p95 ≤ 100 ms up to 8 nodes,
+≤ 1 s at 32, ≤ 3 s at 64 (issue 13: in every mode). `sharding: auto`, `parallelism` `auto`
+(every layout: tensor, pipeline, hybrid), `tensor` and `pipeline`, 8k context, 10 % headroom,
+the default 10 s time limit, one CP-SAT worker.
 Run alone: `python -m bench --only planner-families [--quick]`.
 """
 
@@ -32,6 +34,8 @@ SIZES_QUICK = (2, 8, 32, 64)
 SEEDS_FULL = 3
 SEEDS_QUICK = 1
 TARGETS_MS = ((8, 100.0), (32, 1000.0), (64, 3000.0))  # (up to n nodes, p95 target)
+MODES = ("auto", "tensor", "pipeline")
+MODES_QUICK = ("auto", "tensor")
 
 
 def links(family: str, ids: list[str]) -> list[dict[str, Any]]:
@@ -57,19 +61,23 @@ def target_ms(n: int) -> float | None:
     return next((t for up_to, t in TARGETS_MS if n <= up_to), None)
 
 
-def run_case(family: str, n: int, seed: int, model: str, config: dict[str, Any]) -> dict[str, Any]:
+def run_case(
+    family: str, n: int, seed: int, model: str, config: dict[str, Any], mode: str = "auto"
+) -> dict[str, Any]:
     nodes = node_dicts(random_macs(n, seed))
     topology = {"nodes": nodes, "links": links(family, [x["id"] for x in nodes])}
     cpu = time.process_time()
-    plan = make_plan(request(topology, config))
+    plan = make_plan(request(topology, config, parallelism=mode))
     cpu_ms = (time.process_time() - cpu) * 1e3
     return {
         "family": family,
         "nodes": n,
         "seed": seed,
         "model": model,
+        "mode": mode,
         "status": "time-limited" if plan.solver.time_limited else plan.status,
         "used": len(plan.ranks),
+        "stages": len(plan.estimates.stages) if plan.estimates else 0,
         "decode_ms": plan.estimates.decode_ms_per_token if plan.estimates else None,
         "solver_wall_ms": plan.solver.wall_ms,
         # CPU time of this process (CP-SAT's one worker included): what the shared machine's
@@ -85,48 +93,61 @@ def _fmt(v: float) -> str:
 def run(results_dir: Path, quick: bool = False) -> Section:
     seeds = range(SEEDS_QUICK if quick else SEEDS_FULL)
     models = MODELS[:1] if quick else MODELS
+    modes = MODES_QUICK if quick else MODES
     run_case("mesh", 2, 0, models[0][0], model_config(models[0][1]))  # warm up
     cases = []
     for family in FAMILIES:
         for n in SIZES_QUICK if quick else SIZES:
-            for seed in seeds:
-                for name, file in models:
-                    cases.append(run_case(family, n, seed, name, model_config(file)))
-            t = [c["solver_wall_ms"] for c in cases if c["family"] == family and c["nodes"] == n]
-            print(f"  {family} {n:2d} nodes: p95 {_fmt(percentile(t, 95))} ms", flush=True)
-    rows, missed, slowest = [], 0, []
-    for family in FAMILIES:
-        for n in sorted({c["nodes"] for c in cases}):
-            cs = [c for c in cases if c["family"] == family and c["nodes"] == n]
-            t = [c["solver_wall_ms"] for c in cs]
-            target, p95 = target_ms(n), percentile(t, 95)
-            met = None if target is None else p95 <= target
-            missed += met is False
-            if met is False:
-                worst = max(cs, key=lambda c: c["solver_wall_ms"])
-                slowest.append(
-                    f"{family}, {n} nodes: slowest is seed {worst['seed']}, {worst['model']}, "
-                    f"{worst['used']} nodes used, {_fmt(worst['solver_wall_ms'])} ms"
-                )
-            statuses = Counter(c["status"] for c in cs)
-            rows.append(
-                [
-                    family,
-                    n,
-                    len(cs),
-                    _fmt(percentile(t, 50)),
-                    _fmt(p95),
-                    _fmt(max(t)),
-                    _fmt(percentile([c["cpu_ms"] for c in cs], 95)),
-                    "—" if target is None else f"≤ {_fmt(target)}: {'met' if met else 'MISSED'}",
-                    ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())),
+            for mode in modes:
+                for seed in seeds:
+                    for name, file in models:
+                        cases.append(run_case(family, n, seed, name, model_config(file), mode))
+                t = [
+                    c["solver_wall_ms"]
+                    for c in cases
+                    if (c["family"], c["nodes"], c["mode"]) == (family, n, mode)
                 ]
+                print(
+                    f"  {family} {n:2d} nodes {mode}: p95 {_fmt(percentile(t, 95))} ms", flush=True
+                )
+    rows, missed, slowest = [], 0, []
+    for family, n, mode in itertools.product(FAMILIES, sorted({c["nodes"] for c in cases}), modes):
+        cs = [c for c in cases if (c["family"], c["nodes"], c["mode"]) == (family, n, mode)]
+        t = [c["solver_wall_ms"] for c in cs]
+        target, p95 = target_ms(n), percentile(t, 95)
+        met = None if target is None else p95 <= target
+        missed += met is False
+        if met is False:
+            worst = max(cs, key=lambda c: c["solver_wall_ms"])
+            slowest.append(
+                f"{family}, {n} nodes, {mode}: slowest is seed {worst['seed']}, {worst['model']}, "
+                f"{worst['used']} nodes used, {_fmt(worst['solver_wall_ms'])} ms"
             )
+        statuses = Counter(c["status"] for c in cs)
+        rows.append(
+            [
+                family,
+                n,
+                mode,
+                len(cs),
+                _fmt(percentile(t, 50)),
+                _fmt(p95),
+                _fmt(max(t)),
+                _fmt(percentile([c["cpu_ms"] for c in cs], 95)),
+                "—" if target is None else f"≤ {_fmt(target)}: {'met' if met else 'MISSED'}",
+                ", ".join(f"{v} {k}" for k, v in sorted(statuses.items())),
+                ", ".join(f"{v}×{k}" for k, v in sorted(Counter(c["stages"] for c in cs).items())),
+            ]
+        )
     result: Section = {
         "section": "planner-families",
         "title": "Planner: solve time by topology family",
         "headline": [
-            {"metric": "family × size rows missing their p95 target", "value": missed, "unit": ""}
+            {
+                "metric": "family × size × mode rows missing their p95 target",
+                "value": missed,
+                "unit": "",
+            }
         ],
         "tables": [
             {
@@ -134,6 +155,7 @@ def run(results_dir: Path, quick: bool = False) -> Section:
                 "columns": [
                     "family",
                     "nodes",
+                    "parallelism",
                     "cases",
                     "p50 (ms)",
                     "p95 (ms)",
@@ -141,6 +163,7 @@ def run(results_dir: Path, quick: bool = False) -> Section:
                     "p95 CPU (ms)",
                     "p95 target (ms)",
                     "status",
+                    "stages (plans)",
                 ],
                 "rows": rows,
             }

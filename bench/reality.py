@@ -115,7 +115,7 @@ def _exo(
 
 QWEN = "Qwen3-235B-A22B 8-bit"
 DEEPSEEK = "DeepSeek-V3.1 671B 4-bit"
-KIMI = "Kimi-K2 Thinking 4-bit"
+KIMI = "Kimi-K2 Thinking (native INT4)"
 MEASUREMENTS: tuple[Measurement, ...] = (
     *_exo(QWEN, "qwen3-235b-a22b-8bit.json", {1: 19.5, 2: 26.2, 4: 31.9}, Role.FIT),
     *_exo(
@@ -128,14 +128,13 @@ MEASUREMENTS: tuple[Measurement, ...] = (
     ),
     *_exo(
         KIMI,
-        "kimi-k2-instruct-4bit.json",
+        "kimi-k2-thinking.json",
         {2: 21.6, 4: 28.3},
         Role.HELD_OUT,
-        "measured on K2 Thinking, estimated with K2 Instruct's config (same architecture)",
-        "estimated about a third too fast (+34 % / +40 % with the planner's byte model; a hand "
-        "count of its config agrees): Kimi-K2 reads fewer bytes per token than "
-        "DeepSeek-V3.1 with the same 61 layers and hidden size, yet was measured slower; "
-        "nothing the model counts (bytes, layers, all-reduces) explains it",
+        "exo runs mlx-community/Kimi-K2-Thinking (658 GB, exo's model card), K2 Thinking's "
+        "native INT4 as mlx-lm loads it: routed experts 4-bit in groups of 32, attention, "
+        "shared experts, the dense layer and lm_head in bf16 (Moonshot's compressed-tensors "
+        "`ignore` list); the planner counts 656 GB",
     ),
     Measurement(
         QWEN,

@@ -238,8 +238,10 @@ class Agent:
             cmd += ["--serve-host", self.cfg.serve_host]
         if self.cfg.jaccl_devices:
             cmd += ["--jaccl-devices", str(self.cfg.jaccl_devices)]
+        start, end = a.rank_plan.layers
         log(
-            f"starting rank {a.rank}/{a.world_size} of plan {a.plan_id[:12]} (revision {a.revision})"
+            f"starting rank {a.rank}/{a.world_size} (stage {a.rank_plan.stage}, layers "
+            f"{start}-{end}) of plan {a.plan_id[:12]} (revision {a.revision})"
         )
         child = subprocess.Popen(
             cmd,

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from protocol.model_spec import ModelSpec
 from protocol.plan import RankPlan
@@ -231,3 +231,39 @@ def split_layer_name(name: str) -> tuple[int | None, str, str]:
             return int(index), module, leaf
     module, _, leaf = name.rpartition(".")
     return None, module, leaf
+
+
+# ---- pipeline stages ------------------------------------------------------------------------
+# A stage keeps only its decoder layers. Where a family's inner model indexes its layers by
+# kind (the first full-attention / sliding / linear layer, whose cache makes the mask), those
+# indices must name the kept layers. mlx-lm's `PipelineMixin` models recompute them in their
+# own `pipeline()` (`executor.pipeline` calls it); the families below have no `pipeline()` and
+# are fixed here; families whose masks come from `cache[0]` need nothing.
+LayerIndexFix = Callable[[Any, int, int], None]
+
+
+def _first(layers: list[Any], want: Callable[[Any], bool]) -> int | None:
+    return next((i for i, layer in enumerate(layers) if want(layer)), None)
+
+
+def _llama_indices(inner: Any, start: int, end: int) -> None:
+    inner.layer_types = inner.layer_types[start:end]
+    inner.fa_idx = _first(inner.layers, lambda layer: not layer.use_sliding)
+    inner.swa_idx = _first(inner.layers, lambda layer: layer.use_sliding)
+    if inner.fa_idx is None:
+        # mlx-lm's Llama always builds the full-attention mask from its first such layer.
+        raise ValueError(f"layers [{start}, {end}) hold no full-attention layer")
+
+
+LAYER_INDEX_FIXES: dict[str, LayerIndexFix] = {"llama": _llama_indices}
+NO_PIPELINE: dict[str, str] = {
+    # Its model zips the layers with a per-layer type list and masks from both kinds always.
+    "gpt_oss": "gpt-oss runs as one stage (tensor parallelism) only",
+}
+EMBEDDINGS, OUTPUT_HEAD = "embed_tokens", "lm_head"
+"""The modules only pipeline stage 0 holds (the head only on rank 0)."""
+
+
+def module_named(name: str, module: str) -> bool:
+    """Whether tensor `name` belongs to a module called `module` (at any depth)."""
+    return f".{module}." in f".{name}"

@@ -16,7 +16,17 @@ import mlx.core as mx
 import mlx.nn as nn
 
 from executor.families import ATTENTION_HEAD_ATTRS, Ranges, size
+from executor.stage_links import StageLinks
 from protocol.model_spec import ModelSpec, QKNorm
+
+
+def group_sum(x: mx.array, group: Any) -> mx.array:
+    """The all-sum over the ranks sharing these layers: the whole group, or the rank's pipeline
+    stage (`StageLinks`)."""
+    if isinstance(group, StageLinks):
+        return group.all_sum(x)
+    out: mx.array = mx.distributed.all_sum(x, group=group)
+    return out
 
 
 class AllSum(nn.Module):
@@ -28,7 +38,7 @@ class AllSum(nn.Module):
         self.group = group
 
     def __call__(self, x: mx.array, *args: Any, **kwargs: Any) -> mx.array:
-        return mx.distributed.all_sum(self.inner(x, *args, **kwargs), group=self.group)
+        return group_sum(self.inner(x, *args, **kwargs), self.group)
 
 
 class Zeros(nn.Module):
@@ -57,9 +67,9 @@ class Zeros(nn.Module):
         # only: seeded from x, these cannot run before the previous blocks' all-sums.
         link = (x[..., :1] * 0).astype(mx.float32)
         for _ in range(self.norm_sums):
-            link = mx.distributed.all_sum(link * 0, group=self.group)
+            link = group_sum(link * 0, self.group)
         out = mx.zeros((b, length, self.hidden), dtype=x.dtype) + (link * 0).astype(x.dtype)
-        return mx.distributed.all_sum(out, group=self.group)
+        return group_sum(out, self.group)
 
 
 class LocalExperts(nn.Module):
@@ -105,7 +115,7 @@ class FullWidthRMSNorm(nn.Module):
     def __call__(self, x: mx.array) -> mx.array:
         xf = x.astype(mx.float32)
         norm2 = xf[..., self.skip :].square().sum(-1, keepdims=True)
-        norm2 = mx.distributed.all_sum(norm2, group=self.group)
+        norm2 = group_sum(norm2, self.group)
         scale = mx.rsqrt(norm2 / self.full_width + self.eps)
         return (xf * scale * self.weight).astype(x.dtype)
 

@@ -22,6 +22,8 @@ from mlx.utils import tree_flatten
 
 from executor.families import split_layer_name
 from executor.loader import load_shard, read_header, weight_files
+from executor.stage_links import links_for
+from executor.stages import StageLayout
 from protocol.plan import Plan
 
 
@@ -51,10 +53,11 @@ def largest_layer_bytes(model_dir: Path) -> int:
 
 def probe(model_dir: Path, plan: Plan, rank: int) -> dict[str, int]:
     rank_plan = next(r for r in plan.ranks if r.rank == rank)
+    links = links_for(StageLayout.of_plan(plan), rank)
     largest = largest_layer_bytes(model_dir)
     rss_before = _peak_rss_bytes()
     mx.reset_peak_memory()
-    model, _, _ = load_shard(model_dir, rank_plan)
+    model, _, _ = load_shard(model_dir, rank_plan, links=links)
     params: list[tuple[str, mx.array]] = tree_flatten(model.parameters())  # type: ignore[assignment]
     held = sum(v.nbytes for _, v in params)
     return {

@@ -21,9 +21,11 @@ from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.utils import _get_classes
 
 from executor.checkpoint_forms import absorbed_sources, read_absorbed
-from executor.families import Ranges, split_layer_name
+from executor.families import EMBEDDINGS, OUTPUT_HEAD, Ranges, module_named, split_layer_name
 from executor.layer_patch import patch_layer
+from executor.pipeline import check_family, wire
 from executor.shard import slice_weights
+from executor.stage_links import StageLinks
 from protocol.config_reader import read_config
 from protocol.model_spec import ModelSpec
 from protocol.plan import RankPlan
@@ -135,18 +137,34 @@ def _decoder_layers(model: nn.Module) -> list[nn.Module]:
     return layers
 
 
+def _wanted(name: str, links: StageLinks | None) -> bool:
+    """Whether this rank holds a non-layer tensor: pipeline stages after the first hold no
+    embeddings, and only rank 0 holds the output head (their modules are swapped out)."""
+    if links is None:
+        return True
+    if module_named(name, EMBEDDINGS):
+        return links.role.embeds
+    return links.role.holds_head or not module_named(name, OUTPUT_HEAD)
+
+
 def load_shard(
     model_dir: Path,
     rank_plan: RankPlan | None = None,
     group: Any = None,
     progress: Progress | None = None,
+    links: StageLinks | None = None,
 ) -> tuple[nn.Module, dict[str, Any], ModelSpec]:
-    """The model with this rank's slices; `rank_plan=None` loads the whole model unsharded."""
+    """The model with this rank's slices; `rank_plan=None` loads the whole model unsharded.
+    With `links` (a plan with pipeline stages) only the rank's layers are loaded and the model
+    becomes its part of the pipeline (`executor.pipeline`); the stage's ranks form the group
+    of the layers' all-sums."""
     config = read_json(model_dir / "config.json")
     try:
         spec = read_config(config)
     except ValueError as e:
         raise LoadError(f"{model_dir / 'config.json'}: {e}") from None
+    if links is not None:
+        check_family(spec)
     files = weight_files(model_dir)
     absorbed = absorbed_sources(files)
     model = skeleton(config, set(files) | set(absorbed))
@@ -156,31 +174,59 @@ def load_shard(
         raise LoadError(
             f"{model_dir}: the checkpoint lacks {len(missing)} tensors, e.g. {missing[0]}"
         )
-
-    ranges = Ranges.of(rank_plan) if rank_plan is not None else None
     by_layer: dict[int | None, list[str]] = defaultdict(list)
     for name in expected:
         by_layer[split_layer_name(name)[0]].append(name)
-    layers = _decoder_layers(model)
-    steps = [None, *range(len(layers))]
+    by_layer[None] = [n for n in by_layer[None] if _wanted(n, links)]
+    whole = range(len(_decoder_layers(model)))
+    own = range(*rank_plan.layers) if links is not None and rank_plan else whole
+    sharded = rank_plan is not None and (links is None or links.role.stage.size > 1)
+    slicer = Slicer(model, spec, rank_plan if sharded else None, links or group, files, absorbed)
+    steps = [None, *own]
     for done, layer_index in enumerate(steps, start=1):
-        names = by_layer.get(layer_index, [])
-        loaded = _read([n for n in names if n in files], files)
-        if made := [n for n in names if n not in files]:
-            loaded.update(read_absorbed(model, made, absorbed, files, _read))
-        if ranges is not None:
-            loaded = slice_weights(loaded, spec, ranges, rank_plan.rank if rank_plan else 0)
-        for name in names:
-            mx.eval(loaded[name])  # one tensor at a time: its full buffer is freed after the copy
-        model.update(tree_unflatten(list(loaded.items())))
-        del loaded
-        mx.clear_cache()  # freed full tensors would otherwise stay in MLX's buffer cache
-        if layer_index is not None and ranges is not None:
-            patch_layer(layers[layer_index], spec, ranges, group)
+        slicer.load(layer_index, by_layer.get(layer_index, []))
         if progress:
             progress(done, len(steps))
+    if links is not None:
+        wire(model, spec, links)
     model.eval()
     return model, config, spec
+
+
+class Slicer:
+    """Loads one layer's tensors (or the non-layer ones: `index` None), cut to the rank's
+    ranges and patched for its group when `rank_plan` is given."""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        spec: ModelSpec,
+        rank_plan: RankPlan | None,
+        group: Any,
+        files: dict[str, Path],
+        absorbed: dict[str, str],
+    ) -> None:
+        self.model, self.spec, self.group = model, spec, group
+        self.files, self.absorbed = files, absorbed
+        self.layers = _decoder_layers(model)
+        self.ranges = Ranges.of(rank_plan) if rank_plan is not None else None
+        # The rank within the all-sum's group: its first rank adds the row-parallel biases.
+        in_stage = group.role.stage_rank if isinstance(group, StageLinks) else None
+        self.group_rank = in_stage if in_stage is not None else rank_plan.rank if rank_plan else 0
+
+    def load(self, index: int | None, names: list[str]) -> None:
+        loaded = _read([n for n in names if n in self.files], self.files)
+        if made := [n for n in names if n not in self.files]:
+            loaded.update(read_absorbed(self.model, made, self.absorbed, self.files, _read))
+        if self.ranges is not None:
+            loaded = slice_weights(loaded, self.spec, self.ranges, self.group_rank)
+        for name in names:
+            mx.eval(loaded[name])  # one tensor at a time: its full buffer is freed after the copy
+        self.model.update(tree_unflatten(list(loaded.items())))
+        del loaded
+        mx.clear_cache()  # freed full tensors would otherwise stay in MLX's buffer cache
+        if index is not None and self.ranges is not None:
+            patch_layer(self.layers[index], self.spec, self.ranges, self.group)
 
 
 def _read(names: list[str], files: dict[str, Path]) -> dict[str, mx.array]:

@@ -18,6 +18,7 @@ import mlx.core as mx
 
 from executor.loader import load_shard, read_json
 from executor.lockstep import Lockstep
+from executor.stages import StageLayout
 from protocol.plan import Plan, plan_json
 
 GROUP_TIMEOUT_S = 300.0
@@ -88,8 +89,15 @@ class ParityReport:
 
     def lines(self) -> list[str]:
         shares = ", ".join(f"{r.share * 100:.0f}%" for r in self.plan.ranks)
+        stages = StageLayout.of_plan(self.plan).stages
+        layout = "; ".join(
+            f"layers [{s.layers[0]}, {s.layers[1]}) on "
+            + (f"ranks {s.first}-{s.last}" if s.size > 1 else f"rank {s.first}")
+            for s in stages
+        )
         return [
             f"ranks: {self.ranks} (weight shares {shares})",
+            *([f"pipeline stages: {layout}"] if len(stages) > 1 else []),
             f"max |logit - unsharded logit|: {self.max_logit_diff:.3g} absolute, "
             f"{self.max_logit_diff / max(self.logit_scale, 1e-30):.3g} of the largest "
             f"|logit| ({self.logit_scale:.3g}, {self.dtype})",

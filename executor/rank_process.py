@@ -246,15 +246,18 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
-    """(role, rank plan, model id) from an assignment or a plan file."""
+def _role(args: argparse.Namespace) -> tuple[Role, Any, str, Any]:
+    """(role, rank plan, model id, stage links or None) from an assignment or a plan file."""
     from executor.model_paths import served_name
+    from executor.stage_links import links_for
+    from executor.stages import StageLayout
     from protocol.plan import Plan
 
     if args.assignment is not None:
         a = Assignment.model_validate_json(args.assignment.read_text())
         role = role_from_assignment(a, args.workdir, args.serve_host, args.jaccl_devices)
-        return role, a.rank_plan, served_name(a.model_path)
+        links = links_for(StageLayout.of_peers(a.peers), role.rank)
+        return role, a.rank_plan, served_name(a.model_path), links
     plan = Plan.model_validate_json(args.plan.read_text())
     rank_plan = next((r for r in plan.ranks if r.rank == args.rank), None)
     if rank_plan is None:
@@ -273,7 +276,7 @@ def _role(args: argparse.Namespace) -> tuple[Role, Any, str]:
         context_tokens=args.context_tokens,
         batch_size=args.batch_size,
     )
-    return role, rank_plan, args.model.name
+    return role, rank_plan, args.model.name, links_for(StageLayout.of_plan(plan), role.rank)
 
 
 def _hostfile_peers(hostfile: Path) -> list[Peer]:
@@ -300,11 +303,13 @@ def start(args: argparse.Namespace) -> Started | None:
     from executor.lockstep import Lockstep
 
     try:
-        role, rank_plan, model_id = _role(args)
+        role, rank_plan, model_id, links = _role(args)
         heartbeat = LivenessPort.for_rank(role.peers, role.rank) if role.peers else None
         model: Any
         eos_ids = eos_token_ids(args.model)
-        model, _, _ = load_shard(args.model, rank_plan, progress=lambda d, t: emit(Progress(d, t)))
+        model, _, _ = load_shard(
+            args.model, rank_plan, progress=lambda d, t: emit(Progress(d, t)), links=links
+        )
         if args.delay_per_token > 0:
             model = SlowModel(model, args.delay_per_token)
         emit(Loaded())
@@ -329,8 +334,21 @@ def start(args: argparse.Namespace) -> Started | None:
         os._exit(EXIT_FAILED)
 
     watchdog = Watchdog(on_stall, role.peers, role.rank, describe, heartbeat)
+    if links is not None and not _bind_stages(links, group, model, watchdog, args.step_timeout):
+        return None
     lockstep = Lockstep(model, group, eos_ids, watchdog, args.step_timeout)
     return Started(role, lockstep, model_id, describe)
+
+
+def _bind_stages(links: Any, group: Any, model: Any, watchdog: Any, timeout: float) -> bool:
+    """A pipeline rank's links join the group, watched: a peer may be lost meanwhile."""
+    try:
+        with watchdog.armed(timeout, "the pipeline stages' hand-shake"):
+            print(links.bind(group, model), file=sys.stderr, flush=True)
+    except RuntimeError as e:  # the ring lost a peer
+        emit(Failed(str(e)))
+        return False
+    return True
 
 
 class SlowModel:

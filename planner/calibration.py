@@ -17,14 +17,14 @@ has it read as STREAM_READ_EFFICIENCY of its peak first (`peak_bandwidth_gbps`).
 measured what MLX decode itself achieves gives `peak_equivalent_gbps` of it.
 
 **Links.** A link's own `latency_us` / `bandwidth_gbps` override LINK_DEFAULTS for its kind.
-The all-reduce backend is JACCL (RDMA) when every hop of the ring is a direct RDMA link, else
-MLX's TCP ring. A ring costs what its dearest hop would cost in a ring of the same size made of
-that hop alone (`ring_allreduce_us`): each hop is priced on its own, at its own backend, so the
-solver can price each arc separately and take the maximum over the chosen ones. A ring that
-mixes RDMA and slower links is thereby priced at its slower links' backend and latency, which
-is what the TCP ring it falls back to runs at. Not priced: JACCL needs a *full* mesh of RDMA
-cables (`service.assignments.backend_for`), so a ring of four or more nodes whose hops are all
-RDMA but which lacks some diagonal runs over TCP while it is priced as JACCL here.
+The all-reduce backend is a property of the group, not of its hops, and the planner uses the
+runtime's own rule (`protocol.connectivity.runs_jaccl`, which `service.assignments` applies):
+JACCL when every pair of the used nodes has a direct RDMA link, else MLX's TCP ring. A JACCL
+ring's hops are those direct links; a TCP ring's hops are the cheapest paths between ring
+neighbours, every RDMA link on them carrying TCP at no less than Thunderbolt TCP latency
+(`tcp_latency_us`). Under one backend a ring costs what its dearest hop would cost in a ring of
+the same size made of that hop alone (`ring_allreduce_us`), so the solver prices each arc on
+its own, per backend, and takes the maximum over the chosen ones.
 
 **Where it is wired** (every price goes through these functions): `problem.time_coefficient`
 and `problem.fluid_time_ps` read at `effective_bandwidth_gbps`; `topology.allreduce_us` is
@@ -42,7 +42,10 @@ The single-node rows, which have no all-reduce, fit DECODE_BANDWIDTH_EFFICIENCY 
 LAYER_FIXED_US (they differ in layers per byte read, which separates the two); the multi-node
 rows then fit SYNC_US[jaccl]; each step minimises the worst relative error. Worst fit error:
 12.4 %. The other rows of that table (Mistral-7B on one Mac, the 32k-context row, Kimi-K2) are
-held out.
+held out. Kimi-K2 Thinking was once estimated a third too fast: exo runs its native INT4
+checkpoint (routed experts 4-bit in groups of 32, attention, shared experts, the dense layer and
+lm_head in bf16: 34.4 GB read a token on one node against 18.1 GB for the uniform 4-bit conversion), which the
+byte model now reads from its compressed-tensors config; no constant changed.
 """
 
 from __future__ import annotations
@@ -62,7 +65,7 @@ class LinkType(StrEnum):
 
 
 class Collective(StrEnum):
-    """The all-reduce backend of a group, as `service.assignments.backend_for` chooses it."""
+    """The all-reduce backend of a group (`protocol.connectivity.runs_jaccl` decides)."""
 
     JACCL = "jaccl"
     RING = "ring"
@@ -132,10 +135,6 @@ class HopLike(Protocol):
     def latency_us(self) -> float: ...
     @property
     def bandwidth_gbps(self) -> float: ...
-    @property
-    def kind(self) -> str: ...
-    @property
-    def routed(self) -> bool: ...
 
 
 def effective_bandwidth_gbps(peak_gbps: float) -> float:
@@ -165,33 +164,33 @@ def fixed_us(num_layers: int) -> float:
     return LAYER_FIXED_US * num_layers
 
 
-def collective_of(hop: HopLike) -> Collective:
-    """The backend a ring made of this hop alone runs: JACCL over a direct RDMA link, else the
-    TCP ring (a routed path goes through another Mac's network stack)."""
-    return Collective.JACCL if hop.kind == LinkType.RDMA and not hop.routed else Collective.RING
+def tcp_latency_us(kind: str, latency_us: float) -> float:
+    """One way over a link when it carries TCP: an RDMA link (Thunderbolt 5) then runs the
+    TCP stack, at no less than Thunderbolt TCP latency."""
+    if kind == LinkType.RDMA:
+        return max(latency_us, LINK_DEFAULTS[LinkType.THUNDERBOLT].latency_us)
+    return latency_us
 
 
 def hop_step_us(hop: HopLike, chunk_bytes: float) -> float:
-    """One ring step over `hop`: its latency, then `chunk_bytes` at its bandwidth. A routed path
-    of RDMA links carries TCP, at no less than Thunderbolt TCP latency."""
-    latency = hop.latency_us
-    if collective_of(hop) is Collective.RING and hop.kind == LinkType.RDMA:
-        latency = max(latency, LINK_DEFAULTS[LinkType.THUNDERBOLT].latency_us)
-    return latency + chunk_bytes * 8 / (hop.bandwidth_gbps * 1e3)
+    """One ring step over `hop`: its latency, then `chunk_bytes` at its bandwidth."""
+    return hop.latency_us + chunk_bytes * 8 / (hop.bandwidth_gbps * 1e3)
 
 
-def uniform_ring_allreduce_us(k: int, hop: HopLike, message_bytes: int) -> float:
+def uniform_ring_allreduce_us(
+    k: int, hop: HopLike, message_bytes: int, backend: Collective
+) -> float:
     """One all-reduce of `message_bytes` over a ring of k ranks whose every hop is `hop`: the
     backend's synchronisation, then reduce-scatter and all-gather, 2(k-1) steps of a 1/k chunk."""
     if k < 2:
         return 0.0
     chunk = -(-message_bytes // k)
-    return SYNC_US[collective_of(hop)] + 2 * (k - 1) * hop_step_us(hop, chunk)
+    return SYNC_US[backend] + 2 * (k - 1) * hop_step_us(hop, chunk)
 
 
-def ring_allreduce_us(hops: Sequence[HopLike], message_bytes: int) -> float:
+def ring_allreduce_us(hops: Sequence[HopLike], message_bytes: int, backend: Collective) -> float:
     """One all-reduce over the ring whose hops are `hops` (k hops for k ranks; a pair may be
     given as its one hop or as there and back): the dearest of its hops, each priced as a
     ring of k of itself."""
     k = max(len(hops), 2)
-    return max((uniform_ring_allreduce_us(k, h, message_bytes) for h in hops), default=0.0)
+    return max((uniform_ring_allreduce_us(k, h, message_bytes, backend) for h in hops), default=0.0)

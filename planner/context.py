@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 from importlib.metadata import version
 
-from planner.costs import UnitCosts, unit_costs
+from planner.costs import LayerTable, UnitCosts
 from planner.problem import Cluster, Problem, problem_for
 from planner.solver import FORMULATION
 from protocol.config_reader import read_config
@@ -50,14 +50,17 @@ class PlanningContext:
     costs: UnitCosts
     cluster: Cluster
     plan_id: str
+    table: LayerTable
+    """Per-layer bytes: the costs of any pipeline stage's layers."""
 
     @classmethod
     def of(cls, request: PlanRequest) -> PlanningContext:
         request = canonical(request)
         spec = read_config(request.model)
         c = request.constraints
-        costs = unit_costs(spec, c.context_tokens, c.batch_size, c.kv_cache_bytes_per_element)
-        return cls(request, spec, costs, Cluster.of(request, spec), _plan_id(request))
+        table = LayerTable.of(spec, c.context_tokens, c.batch_size, c.kv_cache_bytes_per_element)
+        costs = table.costs()
+        return cls(request, spec, costs, Cluster.of(request, spec), _plan_id(request), table)
 
     def problem(self, costs: UnitCosts | None = None) -> Problem:
         return problem_for(self.request, self.spec, costs or self.costs, self.cluster)

@@ -35,7 +35,16 @@ UNITS = tuple(Unit)
 SHARDED = (Unit.FFN_BLOCK, Unit.EXPERT, Unit.LIN_K_HEAD)
 """Units any node holds any number of; attention goes by KV groups (G query heads and their
 KV head), or part of one group with its KV head copied."""
-__all__ = ["SHARDED", "STATE_BYTES", "UNITS", "Unit", "UnitCosts", "linear_bytes", "unit_costs"]
+__all__ = [
+    "SHARDED",
+    "STATE_BYTES",
+    "UNITS",
+    "LayerTable",
+    "Unit",
+    "UnitCosts",
+    "linear_bytes",
+    "unit_costs",
+]
 
 
 @dataclass(frozen=True)
@@ -117,13 +126,57 @@ def _outer(s: ModelSpec) -> tuple[int, int]:
     return embed + lm_head + h * dt, embed_row + out_read + h * dt
 
 
+@dataclass(frozen=True)
+class LayerTable:
+    """Each decoder layer's bytes per unit (weights held, cache held), summed as prefixes so
+    that the costs of any range of layers (a pipeline stage) are two subtractions."""
+
+    spec: ModelSpec
+    batch_size: int
+    held: list[Bytes]
+    """held[i]: the bytes of layers [0, i)."""
+    cache: list[Bytes]
+
+    @classmethod
+    def of(
+        cls, spec: ModelSpec, context_tokens: int, batch_size: int = 1, kv_bytes: int | None = None
+    ) -> LayerTable:
+        kvb = kv_bytes or spec.dtype_bytes
+        allocated = math.ceil(context_tokens / KV_CACHE_STEP) * KV_CACHE_STEP
+        held = [layer_bytes(spec, i) for i in range(spec.num_layers)]
+        cache = [layer_cache(spec, i, allocated, kvb) for i in range(spec.num_layers)]
+        return cls(spec, batch_size, _prefixes(held), _prefixes(cache))
+
+    def costs(self, layers: tuple[int, int] | None = None, outer: bool = True) -> UnitCosts:
+        """The costs of decoder layers `[start, end)` (all by default), with the embeddings,
+        output head and final norm when `outer` (pipeline stage 0 holds them)."""
+        start, end = layers or (0, self.spec.num_layers)
+        held = _between(self.held, start, end)
+        cache = _between(self.cache, start, end)
+        return _unit_costs(self.spec, held, cache, self.batch_size, outer)
+
+
+def _prefixes(per_layer: list[Bytes]) -> list[Bytes]:
+    out = [_sum_layers([])]
+    for layer in per_layer:
+        out.append(_sum_layers([out[-1], layer]))
+    return out
+
+
+def _between(prefixes: list[Bytes], start: int, end: int) -> Bytes:
+    return {u: prefixes[end][u] - prefixes[start][u] for u in prefixes[end]}
+
+
 def unit_costs(
     spec: ModelSpec, context_tokens: int, batch_size: int = 1, kv_bytes: int | None = None
 ) -> UnitCosts:
-    kvb = kv_bytes or spec.dtype_bytes
-    held = _sum_layers([layer_bytes(spec, i) for i in range(spec.num_layers)])
-    allocated = math.ceil(context_tokens / KV_CACHE_STEP) * KV_CACHE_STEP
-    cache = _sum_layers([layer_cache(spec, i, allocated, kvb) for i in range(spec.num_layers)])
+    """The costs of the whole model on one stage."""
+    return LayerTable.of(spec, context_tokens, batch_size, kv_bytes).costs()
+
+
+def _unit_costs(
+    spec: ModelSpec, held: Bytes, cache: Bytes, batch_size: int, outer: bool
+) -> UnitCosts:
     total_units = {
         Unit.Q_HEAD: spec.q_heads,
         Unit.KV_HEAD: spec.kv_heads,
@@ -135,7 +188,7 @@ def unit_costs(
     read = {u: float(b) for u, b in weight.items()}
     if spec.experts:
         read[Unit.EXPERT] = weight[Unit.EXPERT] * spec.experts_per_token / spec.experts
-    outer_held, outer_read = _outer(spec)
+    outer_held, outer_read = _outer(spec) if outer else (0, 0)
     replicated_cache = (cache[None] or 0) * batch_size
     replicated_weight = outer_held + (held[None] or 0)
     return UnitCosts(

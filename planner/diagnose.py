@@ -126,3 +126,22 @@ def largest_context(ctx: PlanningContext) -> int | None:
         else:
             hi = mid - 1
     return lo * KV_CACHE_STEP
+
+
+def pipeline_infeasible(ctx: PlanningContext) -> list[str]:
+    """Why no pipeline of single nodes holds the model, in numbers."""
+    c, spec, cluster = ctx.request.constraints, ctx.spec, ctx.cluster
+    nodes, layers = len(cluster.nodes), spec.num_layers
+    if not c.allow_unused_nodes and nodes > layers:
+        return [
+            f"pipeline: {nodes} nodes must each run a stage of one layer or more, and the model "
+            f"has {layers} layers; set constraints.allow_unused_nodes to true"
+        ]
+    whole = ctx.table.costs()
+    need = whole.replicated_held + whole.sharded_held
+    offer = sum(max(0, b - c.overhead_bytes) for b in cluster.budgets.values())
+    return [
+        f"pipeline: the layers, embeddings and output head need {gb(need)}; the nodes offer "
+        f"{gb(offer)} after {_pct(c.headroom)} and {gb(c.overhead_bytes)} of overhead each "
+        "(a layer is never split across nodes in a pipeline)"
+    ]

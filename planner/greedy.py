@@ -141,7 +141,9 @@ def _best_move(b: int, kinds: list[str], s: _State) -> tuple[int, str, str, int]
                 continue
             trades = [(u, 0)]
             for v in kinds:
-                if v != u and x[n][v]:
+                # A unit no layer of the stage reads (attention in a stage of linear
+                # layers only) balances nothing.
+                if v != u and x[n][v] and steps[b][v] + steps[n][v] > 0:
                     # Balance b and n: t_b - s_bu + c s_bv = t_n + s_nu - c s_nv.
                     gap = t[b] - steps[b][u] - t[n] - steps[n][u]
                     ideal = -gap // (steps[b][v] + steps[n][v])

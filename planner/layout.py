@@ -50,8 +50,13 @@ def rank_plans(
     nodes: dict[str, Node],
     headroom: float,
     overhead: int,
+    stage: int = 0,
+    layers: Range | None = None,
+    first_rank: int = 0,
 ) -> list[RankPlan]:
-    """Ranks in the order of `shares` (the ring order)."""
+    """Ranks in the order of `shares` (the stage's ring order), numbered from `first_rank`,
+    running decoder layers `layers` (all by default); `costs` are those layers' costs."""
+    start, end = layers or (0, spec.num_layers)
     attention = attention_ranges(shares, spec.q_per_kv)
     counts = [s.counts() for s in shares]
     ffn = _cursor_ranges([c[Unit.FFN_BLOCK] for c in counts], spec.ffn_block)
@@ -60,21 +65,21 @@ def rank_plans(
     lin_v = _cursor_ranges([c[Unit.LIN_K_HEAD] for c in counts], spec.v_per_k or 1)
     sharded_total = costs.sharded_weight or 1
     plans = []
-    for rank, s in enumerate(shares):
+    for i, s in enumerate(shares):
         node = nodes[s.node_id]
-        weights = costs.weights_of(counts[rank])
-        cache = costs.cache_of(counts[rank])
+        weights = costs.weights_of(counts[i])
+        cache = costs.cache_of(counts[i])
         plans.append(
             RankPlan(
-                rank=rank,
+                rank=first_rank + i,
                 node_id=s.node_id,
                 address=node.address,
-                q_heads=attention[rank][0],
-                kv_heads=attention[rank][1],
-                ffn=ffn[rank],
-                experts=experts[rank] if spec.experts else None,
-                linear_k_heads=lin_k[rank] if spec.lin_layers else None,
-                linear_v_heads=lin_v[rank] if spec.lin_layers else None,
+                q_heads=attention[i][0],
+                kv_heads=attention[i][1],
+                ffn=ffn[i],
+                experts=experts[i] if spec.experts else None,
+                linear_k_heads=lin_k[i] if spec.lin_layers else None,
+                linear_v_heads=lin_v[i] if spec.lin_layers else None,
                 share=round((weights - costs.replicated_weight) / sharded_total, 6),
                 memory_bytes=MemoryBreakdown(
                     weights=weights,
@@ -84,11 +89,12 @@ def rank_plans(
                 ),
                 budget_bytes=budget_bytes(node, headroom),
                 decode_ms=round(
-                    read_ms(costs.read_of(counts[rank]), node.bandwidth_gbps)
-                    + fixed_us(spec.num_layers) / 1e3,
+                    read_ms(costs.read_of(counts[i]), node.bandwidth_gbps)
+                    + fixed_us(end - start) / 1e3,
                     6,
                 ),
-                layers=(0, spec.num_layers),
+                stage=stage,
+                layers=(start, end),
             )
         )
     return plans

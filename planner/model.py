@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from ortools.sat.python import cp_model
 
+from planner.backends import PoolBackends
+from planner.calibration import Collective
 from planner.costs import SHARDED, UNITS, Unit
 from planner.cpsat import CpModel, checked_solve, new_solver
 from planner.dominance import dominance
@@ -68,6 +70,8 @@ class SplitModel:
         self.mem: dict[str, cp_model.LinearExprT] = {}
         self.t: dict[str, cp_model.LinearExprT] = {}
         self.arcs: dict[tuple[str, str], cp_model.IntVar] = {}
+        self.jaccl: cp_model.IntVar | None = None
+        self.backends = PoolBackends(p.ring, [n.id for n in pool], self.k)
         self.C: cp_model.LinearExprT = 0
         self.T: cp_model.LinearExprT = 0
 
@@ -171,16 +175,15 @@ class SplitModel:
         if self.ring_ps is not None:
             self.C = self.ring_ps
             return
-        ids = list(self.used)
-        prices = [self.arc_ps(a, b) for a in ids for b in ids if a != b and self.allowed(a, b)]
-        top = [
-            self.arc_ps(a, b)
-            for a in ids
-            for b in ids
-            if a != b and self.p.pair_level[a, b] == level
-        ]
+        ids, pool = list(self.used), self.backends
+        fns = [self.arc_ps, pool.tcp] if pool.mixed else [self.arc_ps]
+        arcs = [(a, b) for a in ids for b in ids if a != b and self.allowed(a, b)]
+        prices = [fn(a, b) for a, b in arcs for fn in fns]
+        top = [fn(a, b) for a, b in arcs for fn in fns if self.p.pair_level[a, b] == level]
+        tcp = (pool.tcp, pool.add(self.m, self.used)) if pool.mixed else None
+        self.jaccl = tcp[1] if tcp else None
         self.arcs, self.C = add_ring(
-            self.m, self.used, self.allowed, self.arc_ps, (min(top or prices), max(prices))
+            self.m, self.used, self.allowed, self.arc_ps, (min(top or prices), max(prices)), tcp
         )
         if level > 0:
             # Rings whose dearest level is lower belong to the shapes of that level.
@@ -211,8 +214,11 @@ class SplitModel:
         timed = self.level is not None
         # With one price for every ring of the shape, the ring cannot tell nodes apart.
         circuit = timed and self.k >= 2 and self.ring_ps is None
-        price = self.arc_ps if circuit else None
-        for i, j, mutual in dominance(nodes, self.allowed, price):
+        if circuit and self.backends.mixed:
+            pairs = self.backends.dominance(nodes, self.allowed)
+        else:
+            pairs = dominance(nodes, self.allowed, self.arc_ps if circuit else None)
+        for i, j, mutual in pairs:
             a, b = nodes[i].id, nodes[j].id
             if a == smallest:
                 continue  # loading the smallest node instead of another would lose the tie-break
@@ -240,7 +246,7 @@ class SplitModel:
         if split is None:
             return
         arcs = set(zip(ring, ring[1:] + ring[:1])) if self.k > 1 else set()
-        comm = max((self.arc_ps(a, b) for a, b in arcs), default=0)
+        comm = self.p.ring.ring_ps(ring)
         if self.ring_ps is not None:
             comm = self.ring_ps  # what the model counts for any ring of this shape
         self.m.add(split.slowest_ps + comm >= self.T + self.C)
@@ -253,6 +259,8 @@ class SplitModel:
                 self.m.add_hint(self.x[n, u], x.get(u, 0))
         for arc, lit in self.arcs.items():
             self.m.add_hint(lit, arc in arcs)
+        if self.jaccl is not None:
+            self.m.add_hint(self.jaccl, self.p.ring.backend(ring) is Collective.JACCL)
 
     def _insertion_ring(self) -> list[str]:
         """k nodes in a ring: from the fastest, again and again the fastest node at the place in
@@ -315,6 +323,7 @@ class SplitModel:
         out += [v for v in self.x.values() if isinstance(v, cp_model.IntVar)]
         out += [*self.part.values(), *self.y.values(), *self.h.values(), *self.split.values()]
         out += list(self.arcs.values())
+        out += [self.jaccl] if self.jaccl is not None else []
         # Some unit expressions are plain variables (kv heads = kv groups without replication).
         return list({v.index: v for v in out}.values())
 

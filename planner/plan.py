@@ -8,20 +8,23 @@ with the status that candidate has earned.
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 from planner import diagnose
-from planner.calibration import effective_bandwidth_gbps
+from planner.calibration import Collective, effective_bandwidth_gbps
+from planner.candidate import Candidate, build, fits
 from planner.context import SOLVER_VERSION, Cluster, PlanningContext, plan_id_for
 from planner.costs import UnitCosts
-from planner.equal import equal_shares
-from planner.layout import rank_plans
-from planner.problem import NodeShare, Solution
+from planner.layout_fixed import fixed_layout
+from planner.layout_search import search_layouts
+from planner.problem import Solution
 from planner.solver import SEED, WORKERS, solve
 from planner.sources import figure_sources
+from planner.stages import LayoutSplit, StageLayout, equal_stage, tensor_stage
 from protocol.measurements import FigureSource
 from protocol.model_spec import ModelSpec
-from protocol.plan import Estimates, ModelSummary, Plan, RankPlan, SolverInfo
+from protocol.plan import ModelSummary, Plan, SolverInfo
 from protocol.schema import PlanRequest
 
 __all__ = ["SOLVER_VERSION", "Cluster", "make_plan", "plan_id_for"]
@@ -52,71 +55,6 @@ def summary(spec: ModelSpec, costs: UnitCosts) -> ModelSummary:
     )
 
 
-def fluid_bound_ms(costs: UnitCosts, bandwidths: list[float], fixed_ms: float = 0.0) -> float:
-    """Best case ignoring memory, granularity and the network: k ranks each read the
-    replicated bytes, and the sharded bytes spread over their bandwidth in proportion."""
-    fastest = sorted(bandwidths, reverse=True)
-    return min(fluid_used_ms(costs, fastest[:k], fixed_ms) for k in range(1, len(fastest) + 1))
-
-
-def fluid_used_ms(costs: UnitCosts, bandwidths: list[float], fixed_ms: float = 0.0) -> float:
-    """The fluid bound over exactly these ranks: what `compute_ms` is measured against."""
-    read = costs.sharded_read + len(bandwidths) * costs.replicated_read
-    return read / effective_bandwidth_gbps(sum(bandwidths)) / 1e6 + fixed_ms
-
-
-@dataclass
-class _Candidate:
-    sharding: str
-    ranks: list[RankPlan]
-    ring: list[str]
-    estimates: Estimates
-
-
-def _candidate(
-    sharding: str, shares: list[NodeShare], ring: list[str], ctx: PlanningContext
-) -> _Candidate:
-    c, spec, costs, cluster = ctx.request.constraints, ctx.spec, ctx.costs, ctx.cluster
-    by_id = {s.node_id: s for s in shares}
-    ranks = rank_plans(
-        spec, costs, [by_id[n] for n in ring], cluster.nodes, c.headroom, c.overhead_bytes
-    )
-    compute = max(r.decode_ms for r in ranks)
-    bottleneck = max(ranks, key=lambda r: (r.decode_ms, -r.rank)).rank
-    comm = cluster.allreduce_ms(ring)
-    decode = compute + comm
-    return _Candidate(
-        sharding=sharding,
-        ranks=ranks,
-        ring=ring,
-        estimates=Estimates(
-            decode_ms_per_token=round(decode, 6),
-            tokens_per_s=round(1e3 / decode, 3) if decode > 0 else 0.0,
-            bottleneck_rank=bottleneck,
-            compute_ms=round(compute, 6),
-            allreduce_ms=round(comm, 6),
-            fluid_bound_ms=round(
-                fluid_bound_ms(
-                    costs,
-                    [n.bandwidth_gbps for n in cluster.nodes.values()],
-                    cluster.fixed_us / 1e3,
-                ),
-                6,
-            ),
-            fluid_bound_used_ms=round(
-                fluid_used_ms(
-                    costs, [cluster.nodes[n].bandwidth_gbps for n in ring], cluster.fixed_us / 1e3
-                ),
-                6,
-            ),
-        ),
-    )
-
-
-def _fits(candidate: _Candidate) -> bool:
-    return all(r.memory_bytes.total <= r.budget_bytes for r in candidate.ranks)
-
-
 def beyond_model_range(
     spec: ModelSpec, costs: UnitCosts, cluster: Cluster, overhead_bytes: int
 ) -> list[str]:
@@ -136,10 +74,12 @@ def beyond_model_range(
                 "(bandwidth_gbps is memory GB/s)"
             )
     k, pricing = len(cluster.nodes), cluster.pricing
-    beyond = {h: pricing.exact_ps([h] * k) for h in pricing.distinct}
-    beyond = {h: ps for h, ps in beyond.items() if not ps <= MODEL_RANGE}
-    for (a, b), hop in sorted(pricing.hops.items()) if beyond else []:
-        ps = beyond.get(hop, 0.0)
+    beyond = {hb: pricing.exact_ps([hb[0]] * k, hb[1]) for hb in pricing.distinct}
+    beyond = {hb: ps for hb, ps in beyond.items() if not ps <= MODEL_RANGE}
+    for a, b in sorted(pricing.hops) if beyond else []:
+        ps = max(
+            beyond.get((pricing.hop(a, b, c), c), 0.0) for c in (Collective.RING, pricing.own(a, b))
+        )
         if a < b and ps:
             reasons.append(
                 f"the link between {a} and {b} would take {ps / 1e12:.4g} s of all-reduce a "
@@ -153,6 +93,13 @@ def make_plan(request: PlanRequest) -> Plan:
     ctx = PlanningContext.of(request)
     # Sources are keyed by the links as the user wrote them (the page looks them up so).
     return _Planning(ctx, started, figure_sources(request.topology)).run()
+
+
+def make_layout_plan(request: PlanRequest, layout: Sequence[StageLayout]) -> Plan:
+    """The plan of a layout the caller fixes (`planner.layouts.plan_for_layout`)."""
+    started = time.perf_counter()
+    ctx = PlanningContext.of(request)
+    return _Planning(ctx, started, figure_sources(request.topology)).fixed(layout)
 
 
 class _Planning:
@@ -178,52 +125,65 @@ class _Planning:
             sources=self.sources,
         )
 
-    def feasible(
-        self,
-        chosen: _Candidate,
-        optimal: bool,
-        time_limited: bool,
-        solution: Solution | None = None,
-        warnings: list[str] | None = None,
-    ) -> Plan:
+    def feasible(self, chosen: Candidate, outcome: Outcome, warnings: list[str]) -> Plan:
+        own = chosen.sharding != "equal"
+        if own:
+            _check_objective(chosen)
         return Plan(
             feasible=True,
-            status="optimal" if optimal else "feasible",
+            status="optimal" if outcome.optimal else "feasible",
             plan_id=self.ctx.plan_id,
             model=self.model,
             sharding="equal" if chosen.sharding == "equal" else "asymmetric",
             ranks=chosen.ranks,
             ring=chosen.ring,
             estimates=chosen.estimates,
-            warnings=warnings or [],
-            solver=self._info(solution, time_limited, chosen.sharding != "equal"),
+            warnings=warnings,
+            solver=self._info(
+                outcome.bound_ps, outcome.time_limited, chosen.objective_ps if own else None
+            ),
             sources=self.sources,
         )
 
-    def _info(self, solution: Solution | None, time_limited: bool, own: bool = True) -> SolverInfo:
+    def _info(
+        self, bound_ps: int | None, time_limited: bool, objective_ps: int | None = None
+    ) -> SolverInfo:
         """The solver's figures; its objective only when the plan is the solver's own."""
         return SolverInfo(
             wall_ms=round((time.perf_counter() - self.started) * 1e3, 3),
-            objective=_ps_to_ms(solution.objective_ps) if solution and own else None,
-            bound=None if solution is None else _ps_to_ms(solution.bound_ps),
+            objective=_ps_to_ms(objective_ps),
+            bound=_ps_to_ms(bound_ps),
             time_limited=time_limited,
             workers=WORKERS,
             seed=SEED,
             version=SOLVER_VERSION,
         )
 
-    def equal(self) -> tuple[_Candidate | None, bool, list[str]]:
+    def equal(self) -> tuple[Candidate | None, bool, list[str]]:
         """Today's even split over every node (and whether its ring is proven cheapest), or
         the reasons it does not exist or fit."""
         ctx = self.ctx
-        shares, reasons = equal_shares(ctx.spec, ctx.costs, sorted(ctx.cluster.nodes))
-        if not shares:
+        layers = (0, ctx.spec.num_layers)
+        p = ctx.problem()
+        stage, reasons = equal_stage(p, ctx.cluster, layers, ctx.spec, self.seconds_left())
+        if stage is None:
             return None, True, reasons
-        ring, proven = ctx.cluster.best_ring([s.node_id for s in shares], self.seconds_left())
-        candidate = _candidate("equal", shares, ring, ctx)
-        if not _fits(candidate):
+        candidate = build("equal", [stage], ctx)
+        if not fits(candidate):
             return None, True, diagnose.equal_overflow(candidate.ranks, self.c.headroom)
-        return candidate, proven, []
+        return candidate, stage.optimal, []
+
+    def fixed(self, layout: Sequence[StageLayout]) -> Plan:
+        """Each stage split as asked over its nodes and layers; optimal when every stage's
+        split is proven the fastest for its nodes and layers."""
+        stages, reasons = fixed_layout(self.ctx, layout, self.seconds_left)
+        if stages is None:
+            return self.infeasible(reasons)
+        sharding = "equal" if all(s.split is LayoutSplit.EQUAL for s in layout) else "asymmetric"
+        candidate = build(sharding, stages, self.ctx)
+        limited = any(s.time_limited for s in stages)
+        optimal = all(s.optimal for s in stages) and sharding != "equal"
+        return self.feasible(candidate, Outcome(optimal, limited, None), [])
 
     def run(self) -> Plan:
         ctx = self.ctx
@@ -231,59 +191,96 @@ class _Planning:
         if out_of_range:
             return self.infeasible(out_of_range)
         equal, ring_proven, eq_reasons = self.equal()
-        if self.c.sharding == "equal":
+        if self.c.sharding == "equal" and self.c.parallelism != "pipeline":
             if equal is None:
                 return self.infeasible(eq_reasons)
-            return self.feasible(equal, ring_proven, not ring_proven)
-        solution = solve(replace(ctx.problem(), time_limit_s=self.seconds_left()))
+            return self.feasible(equal, Outcome(ring_proven, not ring_proven, None), [])
+        if self.c.parallelism == "tensor":
+            return self.tensor(equal, eq_reasons)
+        return self.layouts(equal, eq_reasons)
+
+    def tensor(self, equal: Candidate | None, eq_reasons: list[str]) -> Plan:
+        """One stage over the used nodes: the solver's split against the even one."""
+        ctx = self.ctx
+        p = replace(ctx.problem(), time_limit_s=self.seconds_left())
+        solution = solve(p)
         if solution.status == "infeasible":
             if equal is not None and solution.time_limited:
-                return self.feasible(
-                    _with_equal(equal, equal), False, True, solution, [self._limit_warning()]
-                )
+                outcome = Outcome(False, True, solution.bound_ps)
+                return self.feasible(_with_equal(equal, equal), outcome, [self._limit_warning()])
             reasons = diagnose.infeasible(ctx, solution)
             if self.c.sharding == "auto":
                 reasons += eq_reasons
             return self.infeasible(reasons, solution.time_limited)
-        return self.chosen(solution, equal)
+        asym = build("asymmetric", [tensor_stage(ctx, p, solution)], ctx)
+        outcome = Outcome(solution.status == "optimal", solution.time_limited, solution.bound_ps)
+        return self.chosen(asym, outcome, equal)
 
-    def chosen(self, solution: Solution, equal: _Candidate | None) -> Plan:
-        asym = _candidate("asymmetric", solution.shares, solution.ring, self.ctx)
-        _check_objective(asym, solution)
-        limited = solution.time_limited
-        warnings = [self._limit_warning(solution)] if limited else []
-        chosen = asym
+    def layouts(self, equal: Candidate | None, eq_reasons: list[str]) -> Plan:
+        """Pipelines and hybrids (and, in `auto`, the single stage among them)."""
+        ctx = self.ctx
+        found = search_layouts(ctx, self.c.parallelism, self.seconds_left())
+        if found.stages is None:
+            if equal is not None and found.time_limited and self.c.parallelism == "auto":
+                outcome = Outcome(False, True, found.bound_ps)
+                return self.feasible(_with_equal(equal, equal), outcome, [self._limit_warning()])
+            if self.c.parallelism == "pipeline" and not found.time_limited:
+                reasons = diagnose.pipeline_infeasible(ctx)
+            else:
+                reasons = diagnose.infeasible(
+                    ctx, Solution("infeasible", time_limited=found.time_limited)
+                )
+            if self.c.parallelism == "auto" and self.c.sharding == "auto":
+                reasons += eq_reasons
+            return self.infeasible(reasons, found.time_limited)
+        best = build("asymmetric", found.stages, ctx)
+        outcome = Outcome(found.optimal, found.time_limited, found.bound_ps)
+        return self.chosen(best, outcome, equal if self.c.parallelism == "auto" else None)
+
+    def chosen(self, best: Candidate, outcome: Outcome, equal: Candidate | None) -> Plan:
+        limited = outcome.time_limited
+        warnings = [self._limit_warning(outcome, best)] if limited else []
+        chosen = best
         if equal is not None:
             # `auto` prefers the even split when no slower; a time limit gives the best known.
-            no_slower = equal.estimates.decode_ms_per_token <= asym.estimates.decode_ms_per_token
+            no_slower = equal.estimates.decode_ms_per_token <= best.estimates.decode_ms_per_token
             if no_slower and (self.c.sharding == "auto" or limited):
                 chosen = equal
             chosen = _with_equal(chosen, equal)
-        return self.feasible(chosen, solution.status == "optimal", limited, solution, warnings)
+        return self.feasible(chosen, outcome, warnings)
 
     def seconds_left(self) -> float:
         """The request's time limit covers all of planning, not only the search."""
         return max(self.c.time_limit_s - (time.perf_counter() - self.started), 0.001)
 
-    def _limit_warning(self, solution: Solution | None = None) -> str:
+    def _limit_warning(self, outcome: Outcome | None = None, best: Candidate | None = None) -> str:
         limit = self.c.time_limit_s
-        if solution is None:
+        if outcome is None or best is None:
             return f"solver stopped at the {limit:g}s time limit before any split: the equal split"
         return (
             f"solver stopped at the {limit:g}s time limit: this is the best plan found, "
-            f"within {_gap(solution):.1f}% of the proven bound"
+            f"within {_gap(best.objective_ps, outcome.bound_ps):.1f}% of the proven bound"
         )
 
 
-def _with_equal(chosen: _Candidate, equal: _Candidate) -> _Candidate:
+@dataclass(frozen=True)
+class Outcome:
+    """What the search proved about the plan it returns."""
+
+    optimal: bool
+    time_limited: bool
+    bound_ps: int | None
+
+
+def _with_equal(chosen: Candidate, equal: Candidate) -> Candidate:
     update = {"equal_split_decode_ms": equal.estimates.decode_ms_per_token}
     chosen.estimates = chosen.estimates.model_copy(update=update)
     return chosen
 
 
-def _check_objective(candidate: _Candidate, solution: Solution) -> None:
+def _check_objective(candidate: Candidate) -> None:
     """The plan's decode time is the objective the solver minimised: one model of cost."""
-    objective = _ps_to_ms(solution.objective_ps)
+    objective = _ps_to_ms(candidate.objective_ps)
     decode = candidate.estimates.decode_ms_per_token
     if objective is None or abs(decode - objective) > INVARIANT_TOLERANCE_MS + 1e-9 * decode:
         raise RuntimeError(f"plan decode time {decode} ms differs from the objective {objective}")
@@ -293,7 +290,7 @@ def _ps_to_ms(ps: int | None) -> float | None:
     return None if ps is None else round(ps / 1e9, 6)
 
 
-def _gap(s: Solution) -> float:
-    if not s.objective_ps or s.bound_ps is None:
+def _gap(objective_ps: int, bound_ps: int | None) -> float:
+    if not objective_ps or bound_ps is None:
         return 0.0
-    return 100 * (s.objective_ps - s.bound_ps) / s.objective_ps
+    return 100 * (objective_ps - bound_ps) / objective_ps

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from planner.calibration import effective_bandwidth_gbps, fixed_us, peak_bandwidth_gbps
 from planner.costs import SHARDED, Unit, UnitCosts
 from planner.ring import RingPricing, best_ring
-from planner.topology import Hop, effective_hops
+from planner.topology import Hop, effective_hops, rdma_hops
 from protocol.measurements import FigureSource
 from protocol.model_spec import ModelSpec
 from protocol.schema import Node, PlanRequest
@@ -48,6 +48,9 @@ class Problem:
     allow_unused: bool = True
     time_limit_s: float = 10.0
     feasibility_only: bool = False
+    polish: bool = True
+    """Among equally fast splits, keep the most memory free on the smallest node (a search
+    that only needs the price skips it)."""
 
 
 @dataclass(frozen=True)
@@ -152,11 +155,12 @@ class Cluster:
         routed = effective_hops(request.topology, message)
         # One hop per pair, the same both ways: the lower id's route.
         hops = {(a, b): routed[min(a, b), max(a, b)] for a, b in routed}
+        rdma = rdma_hops(request.topology, message)
         return cls(
             nodes=nodes,
             budgets={n.id: budget_bytes(n, c.headroom) for n in nodes.values()},
             # One all-reduce after attention and one after the MLP / MoE block, every layer.
-            pricing=RingPricing(hops, message, 2 * spec.num_layers),
+            pricing=RingPricing(hops, message, 2 * spec.num_layers, rdma),
             fixed_us=fixed_us(spec.num_layers),
         )
 
@@ -192,15 +196,14 @@ def hop_levels(cluster: Cluster, ids: list[str]) -> tuple[int, dict[tuple[str, s
     """Hop levels in ascending price: the MAX_HOP_LEVELS - 1 cheapest hops each a level of
     their own, all dearer ones in the last level. Levels only partition the search; every
     arc is priced exactly."""
-    pairs = {(a, b): cluster.hops[a, b] for a in ids for b in ids if a != b}
+    pairs = [(a, b) for a in ids for b in ids if a != b]
     if not pairs:
         return 1, {}
-    price = {h: cluster.pricing.hops_ps([h, h]) for h in set(pairs.values())}
+    # Each pair at its own price (its price in a ring of the two alone).
+    price = {pair: cluster.pricing.arc_ps(2, *pair) for pair in pairs}
     ordered = sorted(set(price.values()))
     level_of = {p: min(i, MAX_HOP_LEVELS - 1) for i, p in enumerate(ordered)}
-    return min(len(ordered), MAX_HOP_LEVELS), {
-        pair: level_of[price[h]] for pair, h in pairs.items()
-    }
+    return min(len(ordered), MAX_HOP_LEVELS), {pair: level_of[price[pair]] for pair in pairs}
 
 
 def problem_for(

@@ -27,8 +27,9 @@ class Shape:
     this shape is faster."""
     ring_ps: int | None = None
     """The all-reduce of every ring of the shape, when all cost the same: every pair of the
-    pool joined within `level` and the hops of `level` all priced alike, the dearest (a ring
-    of cheaper hops only belongs to a lower level and is priced there). No circuit needed."""
+    pool joined within `level`, all RDMA links or none (one backend), and the hops of `level`
+    all priced alike, the dearest (a ring of cheaper hops only belongs to a lower level and is
+    priced there). No circuit needed."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,8 @@ class _Block:
     """Distinct hops within the level inside the block."""
     complete: bool
     """Every pair of the block is joined within the level."""
+    one_backend: bool
+    """Every ring in the block runs the same backend: all its pairs are RDMA links, or none."""
 
 
 def shapes(p: Problem, able: list[NodeInput]) -> list[Shape]:
@@ -87,7 +90,8 @@ def _blocks(p: Problem, able: list[NodeInput], level: int) -> list[_Block]:
         top = {hop_id[a, b] for a, b in edges if p.pair_level[a, b] == level}
         within = {hop_id[a, b] for a, b in edges}
         complete = len(edges) == len(pool) * (len(pool) - 1) // 2
-        out.append(_Block(pool, len(edges) == len(pool), top, within, complete))
+        rdma = {(a.id, b.id) in p.ring.rdma for i, a in enumerate(pool) for b in pool[i + 1 :]}
+        out.append(_Block(pool, len(edges) == len(pool), top, within, complete, len(rdma) == 1))
     return out
 
 
@@ -96,7 +100,8 @@ def _block_shape(p: Problem, k: int, level: int, block: _Block) -> Shape:
     price = p.ring.table(k)
     cheapest = min(price[h] for h in block.top)
     dearest = max(price[h] for h in block.within)
-    uniform = cheapest if block.complete and dearest == cheapest else None
+    same = block.complete and block.one_backend and dearest == cheapest
+    uniform = cheapest if same else None
     lower = fluid_time_ps(p, k, block.pool)
     return Shape(k, level, block.pool, lower, lower + cheapest, uniform)
 

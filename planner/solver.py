@@ -31,12 +31,17 @@ precomputed integers; no products of variables)::
     ring          AddCircuit over {arc_nm} ∪ {self-loop_n = ¬used_n}   (a Hamiltonian cycle on
                   the used nodes);  Σ_{level(n,m) = L} arc_nm ≥ 1  (L > 0; lower rings are the
                   lower levels' shapes);  C ≥ Σ_m a_k(n,m) · arc_nm  for every n
+    backend       in a pool mixing RDMA pairs and others (k ≥ 3), jaccl ∈ {0,1}: jaccl ⇒ no two
+                  used nodes without a direct RDMA link; C ≥ the arcs' JACCL prices if jaccl,
+                  their TCP prices if not (`planner.backends`; elsewhere one backend runs)
     symmetry      used_a ≥ used_b where a dominates b (no less memory and bandwidth, an arc no
                   dearer to every other node); t_a ≥ t_b for interchangeable a before b;
                   slot j's first node precedes slot j + 1's: y_{n,j+1} ≤ Σ_{m before n} y_mj
     minimise      T + C                                   (the plan's decode time)
 
-`a_k(n,m)` is what hop n → m costs a ring of k ranks: `planner.topology.ring_allreduce_us` of
+`a_k(n,m)` is what hop n → m costs a ring of k ranks at the backend the used nodes run
+(`protocol.connectivity.runs_jaccl`, the service's rule; a pair's own: JACCL over a direct RDMA
+link, else TCP): `planner.topology.ring_allreduce_us` of
 a ring made of that hop alone, per token. That function prices every ring as its dearest hop's
 such price, so C at the optimum is exactly the chosen ring's all-reduce time, and the plan's
 `ring` is the circuit the solver chose (rank 0 the used node with the most memory). When every
@@ -86,7 +91,7 @@ from planner.shapes import Shape, shapes
 __all__ = ["FORMULATION", "SEED", "WORKERS", "solve"]
 
 SPLIT_BOUND_DETERMINISTIC_S = 0.1  # a bound that helps, not a proof: keep it short
-FORMULATION = 3
+FORMULATION = 4
 """Bumped whenever the same request can get a different plan: it is part of every plan_id."""
 
 
@@ -178,7 +183,7 @@ def solve(problem: Problem) -> Solution:
         return Solution(status="infeasible", wall_ms=wall, time_limited=limited)
     model, solver = found
     left = max(problem.time_limit_s - (time.perf_counter() - started), 0.05)
-    final = model.tie_break(best[0], solver, left)
+    final = model.tie_break(best[0], solver, left) if problem.polish else solver
     ring, objective = model.outcome(final, left)
     return Solution(
         status="feasible" if limited else "optimal",

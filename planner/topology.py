@@ -1,8 +1,10 @@
-"""The cluster as a graph: effective links between any two nodes, and what a ring costs.
+"""The cluster as a graph: the hops between any two nodes, and what a ring costs.
 
-Two nodes without a direct link talk over the cheapest path (its latencies add up, its
-slowest hop sets the bandwidth). Which ring to use is the solver's choice (`planner.ring`);
-what it costs is `ring_allreduce_us`, the one pricing of a ring.
+A TCP ring's neighbours talk over the cheapest path (its latencies add up, its slowest link
+sets the bandwidth; an RDMA link carries TCP at `calibration.tcp_latency_us`); a JACCL ring's
+neighbours over their direct RDMA link (`rdma_hops`). Which backend a ring runs is the used
+nodes' property (`protocol.connectivity.runs_jaccl`), which ring to use is the solver's choice
+(`planner.ring`), what it costs is `ring_allreduce_us`, the one pricing of a ring.
 """
 
 from __future__ import annotations
@@ -11,7 +13,13 @@ import heapq
 import itertools
 from dataclasses import dataclass
 
-from planner.calibration import LINK_DEFAULTS, LinkType, uniform_ring_allreduce_us
+from planner.calibration import (
+    LINK_DEFAULTS,
+    Collective,
+    LinkType,
+    tcp_latency_us,
+    uniform_ring_allreduce_us,
+)
 from protocol.schema import Link, Topology
 
 
@@ -21,7 +29,7 @@ class Hop:
     bandwidth_gbps: float
     kind: str
     routed: bool = False
-    """Over more than one link: JACCL cannot use it, whatever the links' kinds."""
+    """Over more than one link (through another Mac's network stack)."""
 
     def cost_us(self, message_bytes: int) -> float:
         """Time for one message over this hop."""
@@ -41,15 +49,31 @@ def link_bandwidth(link: Link) -> float:
     return LINK_DEFAULTS[LinkType(link.kind)].bandwidth_gbps
 
 
-def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:
-    """Best hop between every connected pair (both orders), direct or routed.
+def rdma_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:
+    """JACCL's hop between every pair with a direct RDMA link (both orders): the cheapest such
+    link, at its own latency."""
+    out: dict[tuple[str, str], Hop] = {}
+    for link in topology.links:
+        if link.kind != LinkType.RDMA:
+            continue
+        hop = Hop(link_latency(link), link_bandwidth(link), link.kind)
+        old = out.get((link.a, link.b))
+        if old is None or hop.cost_us(message_bytes) < old.cost_us(message_bytes):
+            out[link.a, link.b] = out[link.b, link.a] = hop
+    return out
 
-    Dijkstra from every node over the cheapest link between each pair, in the order
-    networkx's does it (first-found predecessor on ties), without its per-call overhead.
+
+def effective_hops(topology: Topology, message_bytes: int) -> dict[tuple[str, str], Hop]:
+    """A TCP ring's hop between every connected pair (both orders), direct or routed.
+
+    Dijkstra from every node over the cheapest link between each pair (RDMA links at their
+    TCP latency), in the order networkx's does it (first-found predecessor on ties), without
+    its per-call overhead.
     """
     adj: dict[str, dict[str, tuple[Hop, float]]] = {n.id: {} for n in topology.nodes}
     for link in topology.links:
-        hop = Hop(link_latency(link), link_bandwidth(link), link.kind)
+        latency = tcp_latency_us(link.kind, link_latency(link))
+        hop = Hop(latency, link_bandwidth(link), link.kind)
         cost = hop.cost_us(message_bytes)
         old = adj[link.a].get(link.b)
         if old is None or cost < old[1]:
@@ -104,28 +128,22 @@ def _shortest_paths(adj: dict[str, dict[str, tuple[Hop, float]]], source: str) -
     return paths
 
 
-def ring_hops(order: list[str], hops: dict[tuple[str, str], Hop]) -> list[Hop]:
-    """The k hops of a ring over k ≥ 2 nodes in `order` (a pair's ring goes there and back)."""
-    if len(order) < 2:
-        return []
-    return [hops[(a, b)] for a, b in zip(order, order[1:] + order[:1])]
-
-
-def ring_allreduce_us(hops: list[Hop], message_bytes: int) -> float:
-    """One all-reduce of `message_bytes` over the ring whose hops are `hops` (one per rank).
+def ring_allreduce_us(hops: list[Hop], message_bytes: int, backend: Collective) -> float:
+    """One all-reduce of `message_bytes` over the ring whose hops are `hops` (one per rank),
+    run by `backend`.
 
     This is the only place a ring is priced: the plan, the brute-force tests and the solver
-    all call it. The solver relies on its shape: a ring costs the most that any of its hops
-    would cost in a ring of the same size made of that hop alone, i.e.
-    `ring_allreduce_us(hops) == max(ring_allreduce_us([h] * len(hops)) for h in hops)`,
+    all call it. The solver relies on its shape: under one backend a ring costs the most that
+    any of its hops would cost in a ring of the same size made of that hop alone, i.e.
+    `ring_allreduce_us(hops, b) == max(ring_allreduce_us([h] * len(hops), b) for h in hops)`,
     which lets CP-SAT price each arc on its own and take the maximum over the chosen ones;
     `allreduce_us(k, h)` is that uniform ring's price (the solver's tables call it directly).
     """
     k = len(hops)
-    return max((allreduce_us(k, h, message_bytes) for h in hops), default=0.0)
+    return max((allreduce_us(k, h, message_bytes, backend) for h in hops), default=0.0)
 
 
-def allreduce_us(k: int, hop: Hop, message_bytes: int) -> float:
+def allreduce_us(k: int, hop: Hop, message_bytes: int, backend: Collective) -> float:
     """One all-reduce of `message_bytes` over k ranks whose every ring hop is like `hop`:
     `planner.calibration.uniform_ring_allreduce_us`, where every constant of it lives."""
-    return uniform_ring_allreduce_us(k, hop, message_bytes)
+    return uniform_ring_allreduce_us(k, hop, message_bytes, backend)

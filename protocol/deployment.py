@@ -18,7 +18,15 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from protocol.plan import Plan, RankPlan
-from protocol.schema import NODE_ID_PATTERN, NodeFacts, Number, PlanRequest, StrictModel, Whole
+from protocol.schema import (
+    NODE_ID_PATTERN,
+    NodeFacts,
+    Number,
+    PlanRequest,
+    Range,
+    StrictModel,
+    Whole,
+)
 
 DEPLOYMENT_NAME_PATTERN = r"^[a-z0-9-]{1,63}$"
 DEFAULT_RING_PORT = 52100
@@ -67,6 +75,9 @@ class Peer(StrictModel):
     host: str
     """The node's `address`, or 127.0.0.1 where the topology gives none (one-host tests)."""
     port: int
+    layers: Range | None = None
+    """The decoder layers this peer's rank runs (`RankPlan.layers`): ranks with the same
+    layers form a pipeline stage. None (an older service): one stage."""
 
 
 class Assignment(StrictModel):

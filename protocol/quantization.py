@@ -4,13 +4,16 @@ mlx-lm conversions (and GGUF imports) write one `quantization` block: the defaul
 `group_size` and `mode`, plus an entry per module whose precision differs (8-bit embeddings
 beside 4-bit layers, 8-bit routers, `false` for a module kept unquantized). Hugging Face's
 own MXFP4 checkpoints (gpt-oss) write `quantization_config` with `quant_method` and
-`modules_to_not_convert` instead. Both become one `Quantization`, asked per module path.
+`modules_to_not_convert` instead; compressed-tensors checkpoints (Kimi-K2 Thinking's native
+INT4) write `quant_method: compressed-tensors`, a `format` and an `ignore` list of module names
+and `re:` patterns kept unquantized. All become one `Quantization`, asked per module path.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import math
+import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -34,6 +37,17 @@ _FIXED_MODES = {
     QuantMode.MXFP8: (8, 32),
 }
 _HF_METHODS = {"mxfp4": QuantMode.MXFP4, "mxfp8": QuantMode.MXFP8}
+COMPRESSED_TENSORS = "compressed-tensors"
+# What mlx-lm's loader (`_compressed_tensors_quantization`) makes of each packed format.
+_PACKED_FORMATS = {
+    "pack-quantized": (QuantMode.AFFINE, 4, 32),
+    "mxfp4-pack-quantized": (QuantMode.MXFP4, 4, 32),
+    "nvfp4-pack-quantized": (QuantMode.NVFP4, 4, 16),
+}
+REGEX_PREFIX = "re:"
+# compressed-tensors names modules as Hugging Face does, one module per expert; mlx-lm stacks
+# the experts into one `switch_mlp`, whose ignore-list name is that of any one expert.
+_STACKED_EXPERTS = (".switch_mlp.", ".experts.0.")
 
 
 @dataclass(frozen=True)
@@ -83,6 +97,9 @@ class Quantization:
     """Module path -> its own quantization (None: kept unquantized)."""
     not_converted: tuple[str, ...] = ()
     """Module path patterns (`*` for a layer index) kept unquantized."""
+    ignored: tuple[str, ...] = ()
+    """compressed-tensors `ignore` entries: exact Hugging Face module names, or `re:` regexes
+    matched from the start of the name; those modules are kept unquantized."""
 
     def at(self, path: str) -> Quant | None:
         """How the module at `path` (mlx-lm's parameter path, without the leaf) is stored."""
@@ -92,6 +109,8 @@ class Quantization:
         for pattern in self.not_converted:
             if fnmatch.fnmatchcase(path, pattern) or fnmatch.fnmatchcase(path, pattern + ".*"):
                 return None
+        if self.ignored and _ignored(path.replace(*_STACKED_EXPERTS), self.ignored):
+            return None
         return self.default
 
     @property
@@ -109,6 +128,8 @@ def read_quantization(cfg: dict[str, Any]) -> Quantization | None:
         method = block.get("quant_method")
         if method in _HF_METHODS:
             return _hf_quantization(block, _HF_METHODS[method])
+        if method == COMPRESSED_TENSORS:
+            return _compressed_tensors(block)
     if block is None:
         return None
     default = read_quant(block, "model.quantization")
@@ -132,6 +153,49 @@ def _hf_quantization(block: dict[str, Any], mode: QuantMode) -> Quantization:
             "model.quantization_config.modules_to_not_convert must be a list of module names"
         )
     return Quantization(default=Quant(bits, group, mode), not_converted=tuple(skip))
+
+
+def _ignored(name: str, ignore: tuple[str, ...]) -> bool:
+    for entry in ignore:
+        if entry.startswith(REGEX_PREFIX):
+            if re.match(entry[len(REGEX_PREFIX) :], name):
+                return True
+        elif name == entry:
+            return True
+    return False
+
+
+def _compressed_tensors(block: dict[str, Any]) -> Quantization:
+    """A compressed-tensors checkpoint as mlx-lm loads it: its packed format's quantization
+    for the modules it packs, every `ignore`d module unquantized."""
+    where = "model.quantization_config"
+    fmt = block.get("format")
+    if fmt not in _PACKED_FORMATS:
+        formats = ", ".join(_PACKED_FORMATS)
+        raise ModelConfigError(f"{where}.format must be one of {formats}, got {fmt!r}")
+    mode, bits, group = _PACKED_FORMATS[fmt]
+    groups = block.get("config_groups") or {}
+    weights = [g.get("weights") or {} for g in groups.values()] if isinstance(groups, dict) else []
+    for w in weights:
+        given = (
+            _whole_or_same(w.get("num_bits", bits)),
+            _whole_or_same(w.get("group_size", group)),
+        )
+        if given != (bits, group):
+            raise ModelConfigError(
+                f"{where}.config_groups: mlx-lm loads {fmt} as {bits}-bit groups of {group}, "
+                f"got num_bits {given[0]!r} and group_size {given[1]!r}"
+            )
+    ignore = block.get("ignore") or []
+    if not isinstance(ignore, list) or not all(isinstance(s, str) for s in ignore):
+        raise ModelConfigError(f"{where}.ignore must be a list of module names")
+    for entry in ignore:
+        if entry.startswith(REGEX_PREFIX):
+            try:
+                re.compile(entry[len(REGEX_PREFIX) :])
+            except re.error as e:
+                raise ModelConfigError(f"{where}.ignore: {entry!r} is not a regex: {e}") from None
+    return Quantization(default=Quant(bits, group, mode), ignored=tuple(ignore))
 
 
 def _whole_or_same(v: Any) -> Any:

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-
+from protocol.connectivity import rdma_pairs, runs_jaccl
 from protocol.deployment import Assignment, Backend, DeploymentSpec, Peer
 from protocol.plan import Plan
 
@@ -15,13 +14,9 @@ class UnknownNode(LookupError):
 
 
 def backend_for(spec: DeploymentSpec, used: list[str]) -> Backend:
-    """JACCL when every pair of used nodes has a direct RDMA link, else the TCP ring.
-    A single rank talks to nobody: ring (the group of one needs no RDMA)."""
-    if len(used) < 2:
-        return "ring"
-    rdma = {frozenset((link.a, link.b)) for link in spec.topology.links if link.kind == "rdma"}
-    pairs = (frozenset(p) for p in itertools.combinations(used, 2))
-    return "jaccl" if all(p in rdma for p in pairs) else "ring"
+    """JACCL when every pair of used nodes has a direct RDMA link, else the TCP ring
+    (`protocol.connectivity.runs_jaccl`, the rule the planner prices by)."""
+    return "jaccl" if runs_jaccl(used, rdma_pairs(spec.topology.links)) else "ring"
 
 
 def assignment_for(
@@ -38,6 +33,7 @@ def assignment_for(
             node_id=r.node_id,
             host=nodes[r.node_id].address or LOOPBACK_HOST,
             port=spec.ring_port + r.rank,
+            layers=r.layers,
         )
         for r in ranks
     ]

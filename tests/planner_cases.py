@@ -43,6 +43,9 @@ def request(
     links: list[dict[str, Any]] | None = None,
     **constraints: Any,
 ) -> PlanRequest:
+    """A plan request; tensor parallelism unless asked otherwise (the tests written for the
+    single-stage solver keep testing it; the layout tests ask for `auto` or `pipeline`)."""
+    constraints.setdefault("parallelism", "tensor")
     return PlanRequest.model_validate(
         {
             "topology": {"nodes": nodes, "links": mesh(nodes) if links is None else links},

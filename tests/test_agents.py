@@ -56,6 +56,8 @@ def spec(model_dir: Path, bandwidths: dict[str, float] | None = None) -> dict[st
             "context_tokens": 256,
             "overhead_bytes": 500_000,
             "sharding": "asymmetric",
+            # Tensor parallel over TCP: the executor's lockstep and splits are what is tested.
+            "parallelism": "tensor",
             "allow_unused_nodes": False,
         },
         "model_path": model_dir.name,

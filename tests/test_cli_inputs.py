@@ -74,6 +74,11 @@ BAD_FILES: list[tuple[str, Callable[[Path], Path], str]] = [
         json_file(request({**config(QWEN3_235B), "num_experts": 10**9})),
         "num_experts",
     ),
+    (
+        "an unknown parallelism",
+        json_file({**request(config(LLAMA_70B)), "constraints": {"parallelism": "diagonal"}}),
+        "parallelism",
+    ),
     ("JSON nested 5000 deep", json_file(DEEP), "nested"),
     (
         "model nested 5000 deep",

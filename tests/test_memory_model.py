@@ -114,14 +114,16 @@ def test_kv_cache_bytes_equal_mlx_cache(family: str) -> None:
 # Safetensors totals of the published checkpoints (decimal GB, as the Hugging Face pages list
 # them; MTP layers, which mlx-lm drops on load, excluded): mlx-community/DeepSeek-V3.1-4bit
 # 378 GB, mlx-community/Kimi-K2-Instruct-4bit 578 GB, mlx-community/GLM-4.6-4bit 199 GB,
-# openai/gpt-oss-120b 65.3 GB (60.8 GiB: MXFP4 experts, the rest bf16), and
-# mlx-community/MiniMax-M2-4bit 129 GB.
+# openai/gpt-oss-120b 65.3 GB (60.8 GiB: MXFP4 experts, the rest bf16),
+# mlx-community/MiniMax-M2-4bit 129 GB, and mlx-community/Kimi-K2-Thinking 658 GB (exo's model
+# card; Moonshot's native INT4: routed experts 4-bit in groups of 32, the rest bf16).
 PUBLISHED_GB = {
     "deepseek-v3.1-4bit": 378,
     "kimi-k2-instruct-4bit": 578,
     "glm-4.6-4bit": 199,
     "gpt-oss-120b": 65.3,
     "minimax-m2-4bit": 129,
+    "kimi-k2-thinking": 658,
 }
 CONFIGS = Path(__file__).resolve().parents[1] / "planner" / "examples" / "configs"
 
@@ -154,3 +156,37 @@ def test_hugging_face_mxfp4_block_keeps_listed_modules_unquantized() -> None:
     assert spec.quant_at("lm_head") is None
     expert = spec.quant_at("model.layers.3.mlp.experts.gate_proj")
     assert expert is not None and (expert.bits, expert.group_size) == (4, 32)
+
+
+def test_compressed_tensors_block_keeps_its_ignore_list_unquantized() -> None:
+    """Kimi-K2 Thinking's native INT4, as mlx-lm loads it: only the routed experts packed."""
+    spec = read_config(json.loads((CONFIGS / "kimi-k2-thinking.json").read_text()))
+    for path in (
+        "model.layers.3.self_attn.q_a_proj",
+        "model.layers.3.mlp.shared_experts.down_proj",
+        "model.layers.0.mlp.gate_proj",  # the dense first layer
+        "lm_head",
+    ):
+        assert spec.quant_at(path) is None, path
+    expert = spec.quant_at("model.layers.3.mlp.switch_mlp.gate_proj")
+    assert expert is not None and (expert.bits, expert.group_size) == (4, 32)
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        ({"format": "float-quantized"}, "quantization_config.format must be one of"),
+        (
+            {"format": "pack-quantized", "config_groups": {"g": {"weights": {"num_bits": 8}}}},
+            "mlx-lm loads pack-quantized as 4-bit groups of 32",
+        ),
+        ({"format": "pack-quantized", "ignore": ["re:("]}, "is not a regex"),
+    ],
+)
+def test_compressed_tensors_blocks_mlx_cannot_load_are_refused(
+    block: dict[str, object], message: str
+) -> None:
+    cfg = json.loads((CONFIGS / "kimi-k2-thinking.json").read_text())
+    cfg["quantization_config"] = {"quant_method": "compressed-tensors", **block}
+    with pytest.raises(ValueError, match=message):
+        read_config(cfg)

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from planner.plan import make_plan
-from protocol.plan import Plan
+from protocol.plan import Plan, RankPlan
 from tests.planner_cases import (
     LLAMA_70B,
     QWEN3_235B,
@@ -20,8 +20,24 @@ from tests.planner_cases import (
 
 
 def assert_valid(plan: Plan) -> None:
-    """Ranges partition every dimension; KV heads cover each rank's query heads; budgets hold."""
-    assert plan.feasible and plan.model is not None
+    """Stages partition the layers in order; in each stage, ranges partition every dimension,
+    KV heads cover each rank's query heads; budgets hold."""
+    assert plan.feasible and plan.model is not None and plan.estimates is not None
+    cursor = 0
+    for number, stage in enumerate(plan.estimates.stages):
+        assert stage.stage == number and stage.layers[0] == cursor < stage.layers[1]
+        cursor = stage.layers[1]
+        ranks = [plan.ranks[r] for r in stage.ranks]
+        assert all(r.stage == number and r.layers == stage.layers for r in ranks)
+        assert_valid_stage(plan, ranks)
+    assert cursor == plan.model.num_layers
+    assert [r.rank for r in plan.ranks] == list(range(len(plan.ranks)))
+    assert len(plan.ring) == len(plan.ranks)
+    assert [r.node_id for r in plan.ranks] == plan.ring
+
+
+def assert_valid_stage(plan: Plan, ranks: list[RankPlan]) -> None:
+    assert plan.model is not None
     m = plan.model
     dims = {"q_heads": m.q_heads, "ffn": m.ffn_dim}
     if m.experts:
@@ -30,18 +46,16 @@ def assert_valid(plan: Plan) -> None:
         dims["linear_k_heads"] = m.linear_k_heads
         dims["linear_v_heads"] = m.linear_v_heads
     for dim, total in dims.items():
-        covered = sorted(
-            getattr(r, dim) for r in plan.ranks if getattr(r, dim)[1] > getattr(r, dim)[0]
-        )
+        covered = sorted(getattr(r, dim) for r in ranks if getattr(r, dim)[1] > getattr(r, dim)[0])
         cursor = 0
         for a, b in covered:
             assert a == cursor, f"{dim} ranges leave a gap or overlap at {cursor}"
             cursor = b
         assert cursor == total, f"{dim} ranges cover {cursor} of {total}"
     g = m.q_heads // m.kv_heads
-    replicated = len(plan.ranks) > m.kv_heads
+    replicated = len(ranks) > m.kv_heads
     kv_seen: set[int] = set()
-    for r in plan.ranks:
+    for r in ranks:
         q0, q1 = r.q_heads
         k0, k1 = r.kv_heads
         if q1 > q0:
@@ -54,9 +68,7 @@ def assert_valid(plan: Plan) -> None:
         kv_seen.update(range(k0, k1))
     assert kv_seen == set(range(m.kv_heads))
     if not replicated:
-        assert sum(r.kv_heads[1] - r.kv_heads[0] for r in plan.ranks) == m.kv_heads
-    assert len(plan.ring) == len(plan.ranks)
-    assert [r.node_id for r in plan.ranks] == plan.ring
+        assert sum(r.kv_heads[1] - r.kv_heads[0] for r in ranks) == m.kv_heads
 
 
 def test_seed_case_asymmetric_fits_and_equal_does_not() -> None:

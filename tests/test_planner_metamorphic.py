@@ -182,6 +182,7 @@ def clusters(draw: st.DrawFn) -> PlanRequest:
                 "context_tokens": 256,
                 "overhead_bytes": 0,
                 "sharding": "asymmetric",
+                "parallelism": "tensor",
             },
         }
     )
@@ -219,12 +220,8 @@ def test_decode_time_is_the_objective_and_the_reference_optimum(req: PlanRequest
     assert _ms(plan) == pytest.approx(optimum / 1e9, abs=GAP_MS)
 
 
-@SETTINGS
-@given(clusters(), st.data())
-def test_removing_a_node_or_a_link_never_makes_it_faster(
-    req: PlanRequest, data: st.DataObject
-) -> None:
-    _memory_bound(req)
+def check_removing_a_node_or_a_link(req: PlanRequest, data: st.DataObject) -> None:
+    """Removing a node or a link never makes the plan faster."""
     plan = make_plan(req)
     topo = req.model_dump(mode="json")["topology"]
     gone = data.draw(st.sampled_from([n["id"] for n in topo["nodes"]]))
@@ -244,12 +241,8 @@ def test_removing_a_node_or_a_link_never_makes_it_faster(
             assert plan.feasible and _ms(plan) <= _ms(part) + GAP_MS
 
 
-@SETTINGS
-@given(clusters(), st.data())
-def test_adding_a_link_memory_or_bandwidth_never_makes_it_slower(
-    req: PlanRequest, data: st.DataObject
-) -> None:
-    _memory_bound(req)
+def check_adding_a_link_memory_or_bandwidth(req: PlanRequest, data: st.DataObject) -> None:
+    """Adding a link, memory or bandwidth never makes the plan slower."""
     plan = make_plan(req)
     assume(plan.feasible)
     topo = req.model_dump(mode="json")["topology"]
@@ -272,9 +265,8 @@ def test_adding_a_link_memory_or_bandwidth_never_makes_it_slower(
         assert _ms(make_plan(more)) <= _ms(plan) + GAP_MS
 
 
-@SETTINGS
-@given(clusters(), st.randoms(use_true_random=False))
-def test_another_order_gives_the_same_plan(req: PlanRequest, rnd: Any) -> None:
+def check_another_order(req: PlanRequest, rnd: Any) -> None:
+    """The same cluster listed in another order gives the same plan and plan_id."""
     plan = make_plan(req)
     topo = req.model_dump(mode="json")["topology"]
     nodes, links = list(topo["nodes"]), list(topo["links"])
@@ -287,10 +279,8 @@ def test_another_order_gives_the_same_plan(req: PlanRequest, rnd: Any) -> None:
     assert again.estimates == plan.estimates
 
 
-@SETTINGS
-@given(clusters(), st.sampled_from([0.001, 0.01, 0.05]))
-def test_more_time_never_gives_a_slower_plan(req: PlanRequest, short: float) -> None:
-    _memory_bound(req)
+def check_more_time(req: PlanRequest, short: float) -> None:
+    """A larger time limit never gives a slower plan."""
     data = req.model_dump(mode="json")
     data["constraints"]["time_limit_s"] = short
     hurried = make_plan(PlanRequest.model_validate(data))
@@ -299,3 +289,34 @@ def test_more_time_never_gives_a_slower_plan(req: PlanRequest, short: float) -> 
         assert plan.feasible and _ms(plan) <= _ms(hurried) + GAP_MS
     if plan.feasible and hurried.status == "optimal":
         assert _ms(hurried) == pytest.approx(_ms(plan), abs=GAP_MS)
+
+
+@SETTINGS
+@given(clusters(), st.data())
+def test_removing_a_node_or_a_link_never_makes_it_faster(
+    req: PlanRequest, data: st.DataObject
+) -> None:
+    _memory_bound(req)
+    check_removing_a_node_or_a_link(req, data)
+
+
+@SETTINGS
+@given(clusters(), st.data())
+def test_adding_a_link_memory_or_bandwidth_never_makes_it_slower(
+    req: PlanRequest, data: st.DataObject
+) -> None:
+    _memory_bound(req)
+    check_adding_a_link_memory_or_bandwidth(req, data)
+
+
+@SETTINGS
+@given(clusters(), st.randoms(use_true_random=False))
+def test_another_order_gives_the_same_plan(req: PlanRequest, rnd: Any) -> None:
+    check_another_order(req, rnd)
+
+
+@SETTINGS
+@given(clusters(), st.sampled_from([0.001, 0.01, 0.05]))
+def test_more_time_never_gives_a_slower_plan(req: PlanRequest, short: float) -> None:
+    _memory_bound(req)
+    check_more_time(req, short)

@@ -195,6 +195,8 @@ def small_requests(draw: st.DrawFn, count: int | None = None, ring: bool = False
                 "context_tokens": 256,
                 "overhead_bytes": 0,
                 "sharding": "asymmetric",
+                # The reference is of single-stage splits (layouts: test_planner_pipeline_*).
+                "parallelism": "tensor",
                 "allow_unused_nodes": draw(st.booleans()),
             },
         }

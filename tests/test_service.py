@@ -141,6 +141,7 @@ BAD_BODIES: list[tuple[str, Any, str]] = [
     ("no topology", {"model": config(LLAMA_70B)}, "topology"),
     ("not an object", [1, 2, 3], "body"),
     ("headroom 1", _set(_two_nodes(), "constraints.headroom", 1), "headroom"),
+    ("parallelism", _set(_two_nodes(), "constraints.parallelism", "diagonal"), "parallelism"),
     ("too long a solve", _set(_two_nodes(), "constraints.time_limit_s", 100), "time_limit_s"),
     (
         "257 nodes",

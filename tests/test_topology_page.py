@@ -61,6 +61,14 @@ TOO_SMALL: dict[str, Any] = {
     ],
     "links": [{"a": "mini-a", "b": "mini-b", "kind": "ethernet"}],
 }
+# Two Macs without RDMA over Thunderbolt 4 (TCP): where a pipeline beats tensor parallelism.
+TB4_PAIR: dict[str, Any] = {
+    "nodes": [
+        {"id": "ultra-192", "memory_gb": 192, "bandwidth_gbps": 800, "chip": "M2 Ultra"},
+        {"id": "max-128", "memory_gb": 128, "bandwidth_gbps": 546, "chip": "M4 Max"},
+    ],
+    "links": [{"a": "ultra-192", "b": "max-128", "kind": "thunderbolt", "bandwidth_gbps": 40}],
+}
 SEED_PRESET = "Qwen3-235B 4-bit on M5 Max 128 GB + 48 GB laptop"
 
 
@@ -88,6 +96,21 @@ def share_text(rank: dict[str, Any], model: dict[str, Any]) -> str:
     elif span_count(rank["ffn"]) > 0 or model["ffn_dim"] > 0:
         parts.append(f"{span_count(rank['ffn'])} FFN cols")
     return " · ".join(parts)
+
+
+def stage_head(stage: dict[str, Any], ranks: list[dict[str, Any]]) -> str:
+    """The start of a stage's line on the page (app.js `stageText`), up to its times:
+    "stage 0 · layers 0–47 (47) · ranks 0, 1 split 59/41%" or "… · rank 2 alone"."""
+    start, end = stage["layers"]
+    members = [r for r in ranks if r["rank"] in stage["ranks"]]
+    total = sum(r["share"] for r in members)
+    names = ", ".join(str(r) for r in stage["ranks"])
+    if len(members) > 1 and total > 0:
+        split = "/".join(str(math.floor(100 * r["share"] / total + 0.5)) for r in members)
+        who = f"ranks {names} split {split}%"
+    else:
+        who = f"rank {names} alone"
+    return f"stage {stage['stage']} · layers {start}–{end} ({end - start}) · {who} · "
 
 
 def post_plan(server: Server, body: dict[str, Any]) -> dict[str, Any]:
@@ -192,7 +215,37 @@ def test_three_node_plan_shows_each_nodes_share(server: Server, page: Any) -> No
     expect(page.locator("svg.links path")).to_have_count(3)
     expect(page.locator(".link-list")).to_contain_text("ethernet · 10 Gb/s (default)")
     expect(page.locator("svg.links")).to_contain_text("thunderbolt · 40 Gb/s")
+    # One stage: no stage list, no layer lines, badges as ever.
+    expect(page.locator("#stages")).to_have_count(0)
+    expect(page.locator(".node .layers")).to_have_count(0)
     screenshot(page, "3-node")
+
+
+def test_pipeline_plan_shows_its_stages(server: Server, page: Any) -> None:
+    """A pipeline forced on a TCP pair: a line per stage (its layers, ranks, split and times),
+    each node's stage and layers, boxes in pipeline order."""
+    page.select_option("#parallelism", "pipeline")
+    page.uncheck("#allow-unused")
+    body = plan_through_form(page, TB4_PAIR, config(QWEN3_235B))
+    assert body["constraints"]["parallelism"] == "pipeline"
+    plan = post_plan(server, body)
+    stages = plan["estimates"]["stages"]
+    assert plan["feasible"] and len(stages) == 2, plan
+    expect(page.locator(".headline")).to_contain_text("· 2 stages ·")
+    lines = page.locator("#stages .stage")
+    expect(lines).to_have_count(2)
+    for i, stage in enumerate(stages):
+        expect(lines.nth(i)).to_contain_text(stage_head(stage, plan["ranks"]))
+        expect(lines.nth(i)).to_contain_text(" transfer")
+    expect(page.locator("#stages")).to_contain_text("of activation transfers per token")
+    for rank in plan["ranks"]:
+        box = page.locator(f'.node[data-node="{rank["node_id"]}"]')
+        expect(box.locator(".badge")).to_have_text(f"rank {rank['rank']} · stage {rank['stage']}")
+        start, end = rank["layers"]
+        expect(box.locator(".layers")).to_have_text(f"layers {start}–{end} ({end - start})")
+    order = page.locator(".nodes .node").evaluate_all("els => els.map(e => e.dataset.node)")
+    assert order == [r["node_id"] for r in sorted(plan["ranks"], key=lambda r: r["rank"])]
+    screenshot(page, "pipeline")
 
 
 def test_seed_preset_explains_why_an_equal_split_fails(server: Server, page: Any) -> None:
@@ -289,6 +342,37 @@ def test_deployment_view_shows_agents_live(server: Server, page: Any) -> None:
         page.reload()
         expect(page.locator(".deployment-title")).to_have_text(f"{name} · revision 1")
         expect(box[studio].locator(".state")).to_have_text("ready")
+
+
+def test_pipeline_deployment_shows_each_agents_stage(server: Server, page: Any) -> None:
+    name = "page-pipeline"
+    spec = {
+        "topology": TB4_PAIR,
+        "model": config(QWEN3_235B),
+        "model_path": "mlx-community/Qwen3-235B-A22B-4bit",
+        "constraints": {"parallelism": "pipeline", "allow_unused_nodes": False},
+    }
+    with httpx.Client(base_url=server.url, headers=server.auth, timeout=60) as client:
+        res = client.put(f"/deployments/{name}", json=spec)
+        assert res.status_code == 200, res.text
+        plan = res.json()["plan"]
+        assert len(plan["estimates"]["stages"]) == 2, plan
+        for rank in plan["ranks"]:
+            report = {"state": "loading", "progress": 0.5, "rank": rank["rank"]}
+            res = client.post(f"/deployments/{name}/status/{rank['node_id']}", json=report)
+            assert res.status_code == 200, res.text
+    page.fill("#deployment-name", name)
+    page.fill("#token", TOKEN)
+    page.click("#watch-button")
+    expect(page.locator(".deployment-title")).to_have_text(f"{name} · revision 1")
+    expect(page.locator("#stages .stage")).to_have_count(2)
+    for rank in plan["ranks"]:
+        box = page.locator(f'.node[data-node="{rank["node_id"]}"]')
+        expect(box.locator(".badge")).to_have_text(f"rank {rank['rank']} · stage {rank['stage']}")
+        start, end = rank["layers"]
+        expect(box.locator(".layers")).to_have_text(f"layers {start}–{end} ({end - start})")
+        expect(box.locator(".agent .seen").last).to_have_text(f" · rank {rank['rank']}")
+    screenshot(page, "deployment-pipeline")
 
 
 def test_deployment_view_without_the_token_says_so(page: Any) -> None:

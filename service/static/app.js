@@ -13,7 +13,8 @@
   const LINK_KINDS = Object.keys(LINK_DEFAULTS);
   const STATES = ["idle", "loading", "joining", "ready", "failed"];
   const DEFAULT_CONSTRAINTS = {
-    sharding: "auto", context_tokens: 8192, headroom: 0.1, batch_size: 1, allow_unused_nodes: true,
+    sharding: "auto", parallelism: "auto", context_tokens: 8192, headroom: 0.1, batch_size: 1,
+    allow_unused_nodes: true,
   };
 
   const node = (id, memory_gb, bandwidth_gbps, chip, address) =>
@@ -180,6 +181,27 @@
       .join(" · ");
   }
 
+  // A plan's pipeline stages (ranks with the same `layers`), in pipeline order; one for a
+  // tensor-parallel plan. Stage 0 holds the embeddings and the output head (protocol/plan.py).
+  const stageCount = (plan) => new Set((plan.ranks || []).map((r) => r.stage || 0)).size;
+  const layersText = (r) => `layers ${span(r)} (${count(r)})`;
+
+  /** "ranks 0, 1 split 59/41%" or "rank 2 alone": who runs a stage and how it is cut. */
+  function stageRanksText(stage, ranks) {
+    const members = ranks.filter((r) => stage.ranks.includes(r.rank));
+    const total = members.reduce((sum, r) => sum + r.share, 0);
+    if (members.length < 2 || total <= 0) return `rank ${stage.ranks.join(", ")} alone`;
+    const split = members.map((r) => Math.round((100 * r.share) / total)).join("/");
+    return `ranks ${stage.ranks.join(", ")} split ${split}%`;
+  }
+
+  /** One stage's line: "stage 0 · layers 0–56 (56) · ranks 0, 1 split 59/41% · 61.3 ms …". */
+  function stageText(stage, ranks) {
+    return [`stage ${stage.stage}`, layersText(stage.layers), stageRanksText(stage, ranks),
+      `${ms(stage.compute_ms)} compute + ${ms(stage.allreduce_ms)} all-reduce + ` +
+      `${ms(stage.transfer_ms)} transfer`].join(" · ");
+  }
+
   function linkBandwidth(link) {
     if (link.bandwidth_gbps != null) return `${link.bandwidth_gbps} Gb/s`;
     const d = LINK_DEFAULTS[link.kind || "ethernet"];
@@ -315,13 +337,16 @@
     return panel;
   }
 
+  const rankBadge = (rank, plan) =>
+    stageCount(plan) > 1 ? `rank ${rank.rank} · stage ${rank.stage}` : `rank ${rank.rank}`;
+
   function nodeBox(n, rank, plan, agents) {
     const memory = nodeMemory(n);
     const est = plan.estimates;
     const box = h("div", { class: "node" + (rank ? "" : " unused"), "data-node": n.id },
       h("div", { class: "node-head" },
         h("strong", { class: "node-id" }, n.id),
-        h("span", { class: "badge" }, rank ? `rank ${rank.rank}` : "not used")),
+        h("span", { class: "badge" }, rank ? rankBadge(rank, plan) : "not used")),
       h("div", { class: "meta" },
         [n.chip, gb(memory.total), `${n.bandwidth_gbps} GB/s ${sourceText(n, true)}`, n.address]
           .filter(Boolean).join(" · ")),
@@ -329,6 +354,7 @@
     if (rank) {
       const bottleneck = est && est.bottleneck_rank === rank.rank;
       box.append(
+        stageCount(plan) > 1 ? h("div", { class: "layers" }, layersText(rank.layers)) : null,
         h("div", { class: "share" }, shareText(rank, plan.model)),
         h("div", { class: "ranges" }, rangesText(rank)),
         memoryBar(memory, rank),
@@ -342,12 +368,14 @@
     return box;
   }
 
-  /** The cluster: node boxes (ring order first) sized by memory, links drawn beneath. */
+  /** The cluster: node boxes (ring or pipeline order first) sized by memory, links beneath. */
   function cluster(topology, plan, agents) {
     const nodes = topology.nodes || [];
     const links = topology.links || [];
     const ranks = new Map((plan.ranks || []).map((r) => [r.node_id, r]));
-    const ring = plan.ring || [];
+    // A pipeline in rank order (stage after stage), a single stage in its ring order.
+    const ring = stageCount(plan) > 1 ? [...(plan.ranks || [])].sort((a, b) => a.rank - b.rank)
+      .map((r) => r.node_id) : plan.ring || [];
     const ordered = [
       ...ring.map((id) => nodes.find((n) => n.id === id)).filter(Boolean),
       ...nodes.filter((n) => !ring.includes(n.id)),
@@ -409,6 +437,17 @@
     linkLayouts.forEach(layoutLinks);
   }
 
+  /** A pipeline's stages, one line each, and what the hops between them cost. */
+  function stageList(plan, est) {
+    const stages = est.stages || [];
+    return h("section", { id: "stages", class: "stages" },
+      h("h3", {}, `${stages.length} pipeline stages`),
+      h("ul", {}, stages.map((s) => h("li", { class: "stage" }, stageText(s, plan.ranks)))),
+      h("p", { class: "muted" },
+        `${ms(est.transfer_ms)} of activation transfers per token (the last stage sends back to ` +
+        `stage 0, which holds the output head); bound ${ms(est.fluid_bound_ms)}`));
+  }
+
   function planSummary(plan) {
     const parts = [];
     const est = plan.estimates;
@@ -416,14 +455,17 @@
       parts.push(alertBox("error", "Does not fit", plan.reasons || [], "reasons"));
     } else {
       const head = [`${plan.sharding} split`, plan.status];
+      if (stageCount(plan) > 1) head.splice(1, 0, `${stageCount(plan)} stages`);
       if (est) head.unshift(`${ms(est.decode_ms_per_token)}/token · ${est.tokens_per_s.toFixed(1)} tokens/s`);
       parts.push(h("h2", { class: "headline" }, head.join(" · ")));
-      if (est) {
+      if (est && stageCount(plan) > 1) {
+        parts.push(stageList(plan, est));
+      } else if (est) {
         parts.push(h("p", { class: "muted" },
           `slowest rank ${est.bottleneck_rank}: ${ms(est.compute_ms)} reading weights + ${ms(est.allreduce_ms)} all-reduce; ` +
           `bound ${ms(est.fluid_bound_ms)}`));
       }
-      if (plan.ring && plan.ring.length > 1) {
+      if (plan.ring && plan.ring.length > 1 && stageCount(plan) === 1) {
         parts.push(h("p", { class: "ring" }, "ring ", [...plan.ring, plan.ring[0]].join(" → ")));
       }
     }
@@ -470,7 +512,7 @@
     let topology = readJSON("topology", "Topology");
     if (topology && typeof topology === "object" && topology.topology) topology = topology.topology;
     const model = readJSON("model", "config.json");
-    const constraints = { sharding: $("sharding").value };
+    const constraints = { sharding: $("sharding").value, parallelism: $("parallelism").value };
     const number = (id, key) => {
       const v = $(id).value.trim();
       if (v !== "") constraints[key] = Number(v);
@@ -532,6 +574,7 @@
     $("model").value = JSON.stringify(res.data, null, 2);
     const c = Object.assign({}, DEFAULT_CONSTRAINTS, preset.constraints);
     $("sharding").value = c.sharding;
+    $("parallelism").value = c.parallelism;
     $("context-tokens").value = String(c.context_tokens);
     $("headroom").value = String(c.headroom);
     $("batch-size").value = String(c.batch_size);
