@@ -11,7 +11,9 @@ batches and prefix-cache entries of all ranks stay identical in shape:
    the sequence is merged into the batch with that last token as its next input;
 3. evicted entries are dropped;
 4. one forward pass of the whole batch; rank 0 picks a token per sequence, broadcast to all,
-   which becomes each sequence's next input.
+   which becomes each sequence's next input. The pass, the choice and the broadcast are one
+   lazy graph (`executor.lockstep`): the next step is built on the broadcast tokens before
+   anyone reads them, so `inputs` is an array still computing.
 
 A sequence prefilled alone then merged decodes exactly as it would alone (its padding is
 masked), which is mlx-lm's own `BatchGenerator` way. Reused from mlx-lm: the batched caches
@@ -102,7 +104,8 @@ class Batch:
         """The sequence being prefilled, chunk by chunk, and its cache so far."""
         self.ids: list[int] = []
         self.cache: list[Any] = []
-        self.inputs: list[int] = []
+        self.inputs: mx.array | None = None
+        """The token each sequence feeds next, in batch order (int32, lazy)."""
         self.entries: dict[int, list[Any]] = {}
 
     def apply(self, plan: StepPlan) -> None:
@@ -122,13 +125,16 @@ class Batch:
             if leaving.get(seq):
                 self.entries[seq] = [c.extract(i) for c in self.cache]
         keep = [i for i, seq in enumerate(self.ids) if seq not in leaving]
+        if len(keep) == len(self.ids):
+            return  # only the joining sequence left
         if keep:
             for c in self.cache:
                 c.filter(keep)
+            assert self.inputs is not None
+            self.inputs = self.inputs[mx.array(keep)]
         else:
-            self.cache = []
+            self.cache, self.inputs = [], None
         self.ids = [self.ids[i] for i in keep]
-        self.inputs = [self.inputs[i] for i in keep]
 
     def _start(self, plan: StepPlan) -> list[Any]:
         if plan.hit < 0:
@@ -163,13 +169,15 @@ class Batch:
         else:
             self.cache = merged
         self.ids.append(plan.admit)
-        self.inputs.append(plan.prompt[-1])
+        last = mx.array(plan.prompt[-1:], dtype=mx.int32)
+        self.inputs = last if self.inputs is None else mx.concatenate([self.inputs, last])
 
     def forward(self) -> mx.array:
         """The batch's next-token logits, one row per sequence (lazy: evaluate it)."""
-        inputs = mx.array(self.inputs, dtype=mx.int32)[:, None]
-        logits: mx.array = self.model(inputs, cache=self.cache)[:, -1, :]
+        assert self.inputs is not None
+        logits: mx.array = self.model(self.inputs[:, None], cache=self.cache)[:, -1, :]
         return logits
 
-    def feed(self, tokens: list[int]) -> None:
-        self.inputs = list(tokens)
+    def feed(self, tokens: mx.array) -> None:
+        """The batch's next inputs: this step's tokens (lazy; rank 0's broadcast)."""
+        self.inputs = tokens

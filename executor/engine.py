@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from typing import Any
 
-from executor.engine_api import Generation, ToolFormat
+from executor.engine_api import Detokenizer, Generation, ToolFormat
 from executor.lockstep import PREFILL_STEP
 from executor.scheduler import DEFAULT_MAX_QUEUE, Scheduler, SequenceHandle
 
@@ -45,6 +45,10 @@ class MlxEngine:
 
     def decode(self, tokens: Sequence[int]) -> str:
         out: str = self.tokenizer.decode(list(tokens))
+        return out
+
+    def detokenizer(self) -> Detokenizer:
+        out: Detokenizer = self.tokenizer.detokenizer  # mlx-lm's, a fresh one each time
         return out
 
     def chat_tokens(

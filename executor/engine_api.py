@@ -71,6 +71,20 @@ class ToolFormat:
     parse: Callable[[str, list[dict[str, Any]] | None], Any]
 
 
+class Detokenizer(Protocol):
+    """Text of a growing list of tokens, one token at a time (mlx-lm's
+    `StreamingDetokenizer`): a completion costs time in its length, not its square."""
+
+    text: str
+    """The text so far (a character still incomplete held back)."""
+
+    def add_token(self, token: int) -> None: ...
+
+    def finalize(self) -> None:
+        """No more tokens: `text` then holds everything."""
+        ...
+
+
 class Handle(Protocol):
     """One generation in flight. Iterating blocks until the next token (or the end)."""
 
@@ -103,6 +117,10 @@ class Engine(Protocol):
     def encode(self, text: str) -> list[int]: ...
 
     def decode(self, tokens: Sequence[int]) -> str: ...
+
+    def detokenizer(self) -> Detokenizer:
+        """A fresh streaming detokenizer for one completion."""
+        ...
 
     def chat_tokens(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None

@@ -4,8 +4,11 @@ Rank 0 broadcasts a fixed-size `Header`, its payload, then the tokens it sampled
 of int32 buffers to which the other ranks contribute zeros, so heterogeneous chips never
 diverge. Serving uses `STEP`: one step of the continuous batch (sequences leaving, prefix-cache
 entries evicted, at most one sequence joining, then one forward pass for the whole batch and
-its tokens; see `executor.batching`). `LOGITS`, `GREEDY_BATCH` and `GENERATE` serve the parity
-check and the speed benchmark.
+its tokens; see `executor.batching`). A step is launched, not waited for: its tokens'
+broadcast is part of its lazy graph and the next step is built on them, so rank 0 reads a
+step's tokens (and streams them) while the next one computes, as mlx-lm's `generate_step`
+does, and a follower waits only for the next command. `LOGITS`, `GREEDY_BATCH` and
+`GENERATE` serve the parity check and the speed benchmark.
 
 An idle rank 0 sends PING every few seconds, so a follower waiting for a command hears from
 it regularly and a lost follower is noticed without a request. With a `Watchdog`, every wait
@@ -27,6 +30,10 @@ from mlx_lm.models.cache import make_prompt_cache
 
 from executor.batching import Batch, StepPlan
 from executor.commands import HEADER, Command, Header
+
+Choose = Callable[[mx.array], tuple[mx.array, list[mx.array]]]
+"""Rank 0: the batch's logits → its tokens (lazy int32, one per row) and arrays to compute
+with them (logprobs to report)."""
 
 PREFILL_STEP = 512
 STEP_TIMEOUT_S = 60.0
@@ -60,6 +67,8 @@ class Lockstep:
         self.watchdog = watchdog
         self.step_timeout_s = step_timeout_s
         self.batch = Batch(model, self._eval)
+        self.in_flight = 0
+        """Tokens of forward passes launched and not yet waited for."""
 
     def _guard(self, what: str, tokens: int = 0, extra_s: float = 0.0) -> Any:
         if self.watchdog is None or self.size == 1:
@@ -68,9 +77,12 @@ class Lockstep:
         return self.watchdog.armed(limit, what)
 
     def _eval(self, tokens: int, *arrays: Any) -> None:
-        """Evaluate a forward pass over `tokens` tokens (its all-sums wait on every peer)."""
+        """Evaluate a forward pass over `tokens` tokens (its all-sums wait on every peer),
+        after the passes still computing."""
+        tokens += self.in_flight
         with self._guard(f"a forward pass of {tokens} tokens", tokens):
             mx.eval(*arrays)
+        self.in_flight = 0
 
     # ---- broadcast ---------------------------------------------------------------------
     def _bcast(self, values: Sequence[int] | None, n: int, extra_s: float = 0.0) -> list[int]:
@@ -95,28 +107,56 @@ class Lockstep:
         self._bcast(list(payload), len(payload))
 
     def _receive(self) -> tuple[Header, list[int]]:
-        """Followers: the next command (rank 0 pings while idle, so the wait is bounded)."""
-        header = Header.parse(self._bcast(None, HEADER, extra_s=2 * IDLE_PING_S))
+        """Followers: the next command (rank 0 pings while idle, so the wait is bounded; the
+        passes still computing come before it on the stream)."""
+        extra_s = 2 * IDLE_PING_S + WORK_S_PER_TOKEN * self.in_flight
+        header = Header.parse(self._bcast(None, HEADER, extra_s=extra_s))
+        self.in_flight = 0
         return header, self._bcast(None, header.payload)
 
     # ---- serving: one step of the continuous batch ---------------------------------------
-    def step(self, plan: StepPlan, choose: Callable[[mx.array], list[int]]) -> list[int]:
-        """Rank 0: apply `plan` on every rank, then one forward pass of the whole batch; rank
-        0's `choose` turns the batch's logits into its tokens, which every rank then feeds."""
-        self._send(plan.header(), plan.payload())
+    def step(self, plan: StepPlan, choose: Choose) -> mx.array | None:
+        """Rank 0: apply `plan` on every rank, then launch one forward pass of the whole batch;
+        rank 0's `choose` turns the batch's logits into its tokens (lazily), broadcast to every
+        rank, which feeds them to the next step. Returns the tokens, still computing (None
+        with an empty batch): `read` them once the next step is launched."""
+        self._post(plan.header(), plan.payload())
         return self._step(plan, choose)
 
-    def _step(self, plan: StepPlan, choose: Callable[[mx.array], list[int]] | None) -> list[int]:
+    def _post(self, header: Header, payload: Sequence[int]) -> None:
+        """Rank 0: a step's command to every follower, without waiting for its all-sum (the
+        step's tokens, read later, come after it on the stream)."""
+        if self.size == 1:
+            return
+        for values in (dataclasses.replace(header, payload=len(payload)).ints(), payload):
+            if values:
+                buf = mx.array(list(values), dtype=mx.int32)
+                mx.async_eval(mx.distributed.all_sum(buf, group=self.group))
+
+    def _step(self, plan: StepPlan, choose: Choose | None) -> mx.array | None:
         self.batch.apply(plan)
-        if not self.batch.ids:
-            return []
+        n = len(self.batch.ids)
+        if not n:
+            return None
         logits = self.batch.forward()
-        # Collectives run when evaluated: finish this pass's all-sums on every rank before
-        # the token broadcast, or ranks would enter their collectives in different orders.
-        self._eval(len(self.batch.ids), logits)
-        tokens = self._bcast(choose(logits) if choose else None, len(self.batch.ids))
+        if choose is not None:
+            chosen, extra = choose(logits)
+        else:
+            # A follower contributes zeros, made to depend on the pass: evaluating the
+            # broadcast then runs this pass's all-sums first, in the order rank 0 does.
+            chosen, extra = mx.depends(mx.zeros((n,), dtype=mx.int32), logits), []
+        tokens = chosen if self.size == 1 else mx.distributed.all_sum(chosen, group=self.group)
         self.batch.feed(tokens)
+        mx.async_eval(tokens, *extra)
+        self.in_flight += n
         return tokens
+
+    def read(self, tokens: mx.array) -> list[int]:
+        """Rank 0: the tokens `step` launched (waits for the passes still computing)."""
+        with self._guard(f"a forward pass of {self.in_flight} tokens", self.in_flight):
+            out = _ints(tokens)
+        self.in_flight = 0
+        return out
 
     # ---- parity and benchmarks -----------------------------------------------------------
     def generate(self, prompt: list[int], max_tokens: int) -> Iterator[int]:

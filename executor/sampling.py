@@ -5,6 +5,10 @@ Its `make_sampler` draws from MLX's global random state, which the whole batch w
 which cannot be swapped per sequence); each sequence draws with its own key instead, split at
 every token, so a seeded sequence gives the same tokens whatever else is in the batch, and one
 without a seed starts from fresh randomness.
+
+Everything here is lazy: rank 0 builds the batch's choice into the step's graph and reads the
+tokens only once the next step is computing (`executor.scheduler`). Plain greedy rows (no
+penalties, no logprobs) share one batched argmax.
 """
 
 from __future__ import annotations
@@ -46,14 +50,22 @@ class SequenceSampler:
         if sampling.temperature > 0:
             seed = sampling.seed if sampling.seed is not None else secrets.randbits(63)
             self.key = mx.random.key(seed)
-        self.completion: list[int] = []
+        self.history: mx.array | None = None
+        """The completion so far, lazily (its last token may still be computing)."""
 
-    def pick(self, logits: mx.array) -> Pick:
-        """`logits`: this sequence's row, shape (1, vocab)."""
-        if self.processors and self.completion:
-            history = mx.array(self.completion, dtype=mx.int32)
+    @property
+    def plain(self) -> bool:
+        """Greedy with no penalties and no logprobs: the batch's shared argmax serves it."""
+        return self.key is None and not self.processors and self.sampling.top_logprobs is None
+
+    def pick(self, logits: mx.array, fed: mx.array | None) -> Pick:
+        """`logits`: this sequence's row, shape (1, vocab); `fed`: the completion token this
+        step feeds (shape (1,), lazy), None on the sequence's first step."""
+        if self.processors and fed is not None:
+            self.history = fed if self.history is None else mx.concatenate([self.history, fed])
+        if self.processors and self.history is not None:
             for process in self.processors:
-                logits = process(history, logits)
+                logits = process(self.history, logits)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
         token = greedy_sampler(logprobs) if self.key is None else self._draw(logprobs)
         wanted = self.sampling.top_logprobs is not None
@@ -68,7 +80,6 @@ class SequenceSampler:
 
     def event(self, token: int, logprobs: mx.array | None) -> TokenEvent:
         """The token as the API sees it (logprobs evaluated by now)."""
-        self.completion.append(token)
         if logprobs is None:
             return TokenEvent(token)
         k = self.sampling.top_logprobs or 0
@@ -80,9 +91,17 @@ class SequenceSampler:
         return TokenEvent(token, cast(float, logprobs[token].item()), top)
 
 
-def choose(samplers: list[SequenceSampler], logits: mx.array) -> tuple[list[int], list[Pick]]:
-    """The batch's tokens, one per row of `logits`, each by its sequence's sampler."""
-    picks = [s.pick(logits[i : i + 1]) for i, s in enumerate(samplers)]
-    tokens = mx.concatenate([p.token for p in picks])
-    mx.eval(tokens, *[p.logprobs for p in picks if p.logprobs is not None])
-    return cast(list[int], tokens.tolist()), picks
+def choose(
+    samplers: list[SequenceSampler], logits: mx.array, fed: list[mx.array | None]
+) -> tuple[mx.array, list[Pick]]:
+    """The batch's tokens (lazy, one per row of `logits`), each by its sequence's sampler;
+    `fed[i]`: the completion token row i feeds this step (None on its first step)."""
+    lse = mx.logsumexp(logits, axis=-1, keepdims=True)
+    greedy = mx.argmax(logits - lse, axis=-1).astype(mx.int32)
+    if all(s.plain for s in samplers):
+        return greedy, [Pick(greedy[i : i + 1], None) for i in range(len(samplers))]
+    picks = [
+        Pick(greedy[i : i + 1], None) if s.plain else s.pick(logits[i : i + 1], fed[i])
+        for i, s in enumerate(samplers)
+    ]
+    return mx.concatenate([p.token.astype(mx.int32) for p in picks]), picks

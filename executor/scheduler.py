@@ -2,8 +2,11 @@
 
 One thread (the only one that touches MLX on rank 0) runs the loop: between two steps it
 ends cancelled sequences, admits the next waiting one when the plan's KV budget has room,
-decides the prefix-cache hit and evictions, then runs one step across the group
-(`Lockstep.step`) and hands each sequence its token. Admission is bounded by tokens: each
+decides the prefix-cache hit and evictions, then launches one step across the group
+(`Lockstep.step`) and, while it computes, hands each sequence its token of the step before.
+So a sequence whose token ended it has already been fed to one more step (its row of that
+step is wasted, as in mlx-lm's `BatchGenerator`); one whose token in flight is its last by
+`max_tokens` leaves before that. Admission is bounded by tokens: each
 sequence reserves its prompt plus its `max_tokens` (at most the plan's `context_tokens`), and
 the batch's caches, padded to its longest sequence, may reach (sequences × largest
 reservation) tokens, which must stay within `context_tokens × batch_size`, what the plan
@@ -75,9 +78,29 @@ class Live:
     cached: int = 0
     fed: int = 0
     """Prompt tokens sent to the group so far (cached ones included)."""
+    steps: int = 0
+    """Decode steps launched with this sequence in the batch."""
+    dropped: bool = False
+    """Out of the batch (its last token may still be on its way)."""
+    ended: bool = False
+
+    @property
+    def in_flight(self) -> int:
+        """Its tokens launched and not yet read (0 or 1)."""
+        return self.steps - len(self.tokens)
 
     def end(self, finish: Finish) -> None:
+        self.ended = True
         self.handle.events.put(Done(finish, len(self.prompt), self.produced, self.cached))
+
+
+@dataclass(frozen=True)
+class Launched:
+    """A step computing: its sequences in batch order, its tokens and picks (lazy)."""
+
+    lives: list[Live]
+    tokens: mx.array
+    picks: list[Pick]
 
 
 class Scheduler:
@@ -110,7 +133,9 @@ class Scheduler:
         self.round_trips = 0
         self.broken: str | None = None
         self.closing = False
+        self.launched: Launched | None = None
         self._picks: list[Pick] = []
+        self._lives: list[Live] = []
         self.thread = threading.Thread(target=self._loop, name="lockstep", daemon=True)
         self.thread.start()
 
@@ -161,9 +186,11 @@ class Scheduler:
         with self.lock:
             if self.broken is None:
                 self.broken = reason
-            lives = [*self.waiting, *self.running.values()]
+            lives = {live.id: live for live in [*self.waiting, *self.running.values()]}
+            if self.launched is not None:  # those whose last token is on its way
+                lives |= {live.id: live for live in self.launched.lives if not live.ended}
             self.waiting.clear()
-        for live in lives:
+        for live in lives.values():
             live.handle.events.put(GroupBroken(reason))
 
     def close(self) -> None:
@@ -198,20 +225,23 @@ class Scheduler:
                 self.on_fatal(reason)
 
     def _has_work(self) -> bool:
-        return bool(self.waiting or self.running or self.leaving)
+        return bool(self.waiting or self.running or self.leaving or self.launched)
 
     def _step(self) -> None:
-        plan = self._plan()
+        before, plan = self.launched, self._plan()
         tokens = self.lockstep.step(plan, self._choose)
         self.steps += 1
         self.round_trips += 1
+        self.launched = None if tokens is None else Launched(self._lives, tokens, self._picks)
         for code in plan.drops:
             if code >= 0:
                 self.index.weigh(code, cache_bytes(self.lockstep.batch.entries[code]))
-        self._deliver(tokens)
+        if before is not None:
+            self._deliver(before)
 
     def _plan(self) -> StepPlan:
         self._end_cancelled()
+        self._leave_at_length()
         plan = StepPlan(drops=self._leave())
         if self.joining is None:
             with self.lock:
@@ -232,14 +262,16 @@ class Scheduler:
         """Drop codes for the sequences leaving; their caches become prefix-cache entries."""
         drops = []
         for live in self.leaving:
+            live.dropped = True
             with self.lock:  # `abort` reads `running` from the watchdog's thread
                 del self.running[live.id]
             if live is self.joining:
                 self.joining = None
                 drops.append(-live.id - 1)  # cancelled mid-prefill: nothing worth keeping
             elif self.index.enabled:
-                # The cache holds the prompt and every token picked but the last (not fed).
-                self.index.add(live.id, [*live.prompt, *live.tokens[:-1]])
+                # The cache holds the prompt and every token fed: each step fed the token
+                # picked by the one before (the first, the prompt's last token).
+                self.index.add(live.id, [*live.prompt, *live.tokens[: live.steps - 1]])
                 drops.append(live.id)
             else:
                 drops.append(-live.id - 1)
@@ -278,22 +310,43 @@ class Scheduler:
         for w in gone:
             w.end(Finish.CANCELLED)
         for live in self.running.values():
-            if live.handle.cancelled and live not in self.leaving:
-                live.end(Finish.CANCELLED)
+            if live.handle.cancelled and not live.ended:
+                self._finish(live, Finish.CANCELLED)
+
+    def _finish(self, live: Live, finish: Finish) -> None:
+        live.end(finish)
+        if not live.dropped:
+            self.leaving.append(live)
+
+    def _leave_at_length(self) -> None:
+        """Sequences whose token in flight is their last by `max_tokens` (or an end token):
+        no step needs them any more."""
+        for live in self.running.values():
+            last = live.produced + 1 >= live.sampler.sampling.max_tokens
+            if live.in_flight and last and not live.ended:
                 self.leaving.append(live)
 
-    def _choose(self, logits: mx.array) -> list[int]:
-        samplers = [self.running[i].sampler for i in self.lockstep.batch.ids]
-        tokens, self._picks = choose(samplers, logits)
-        return tokens
+    def _choose(self, logits: mx.array) -> tuple[mx.array, list[mx.array]]:
+        inputs = self.lockstep.batch.inputs
+        self._lives = [self.running[i] for i in self.lockstep.batch.ids]
+        fed = [
+            inputs[i : i + 1] if live.steps and live.sampler.processors else None
+            for i, live in enumerate(self._lives)
+        ]
+        tokens, self._picks = choose([live.sampler for live in self._lives], logits, fed)
+        for live in self._lives:
+            live.steps += 1
+        return tokens, [p.logprobs for p in self._picks if p.logprobs is not None]
 
-    def _deliver(self, tokens: list[int]) -> None:
+    def _deliver(self, launched: Launched) -> None:
         eos = self.lockstep.eos
-        for seq, token, pick in zip(self.lockstep.batch.ids, tokens, self._picks):
-            live = self.running[seq]
+        tokens = self.lockstep.read(launched.tokens)
+        for live, token, pick in zip(launched.lives, tokens, launched.picks):
+            if live.handle.cancelled and not live.ended:
+                self._finish(live, Finish.CANCELLED)
+            if live.ended:
+                continue  # its row of a step launched before it ended
             live.tokens.append(token)
-            if live.handle.cancelled:
-                continue  # ended already; leaves at the next step
             finish = None
             if token in eos:
                 finish = Finish.STOP
@@ -303,5 +356,4 @@ class Scheduler:
                 if live.produced >= live.sampler.sampling.max_tokens:
                     finish = Finish.LENGTH
             if finish is not None:
-                live.end(finish)
-                self.leaving.append(live)
+                self._finish(live, finish)

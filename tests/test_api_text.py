@@ -18,18 +18,18 @@ TOOLS = ToolFormat(json_tools.tool_call_start, json_tools.tool_call_end, json_to
 
 @pytest.fixture(scope="module")
 def tok(tmp_path_factory: pytest.TempPathFactory) -> object:
-    from tokenizers import Tokenizer
+    from mlx_lm.utils import load_tokenizer
 
     out: Path = tmp_path_factory.mktemp("tok")
     write_tokenizer(out, VOCAB)
-    return Tokenizer.from_file(str(out / "tokenizer.json"))
+    return load_tokenizer(out)
 
 
 def run(
     tok: object, text: str, stops: list[str], tools: ToolFormat | None = None
 ) -> tuple[list[str], TextStream]:
-    ids = tok.encode(text).ids  # type: ignore[attr-defined]
-    stream = TextStream(lambda t: tok.decode(list(t)), stops, tools)  # type: ignore[attr-defined]
+    ids = tok.encode(text)  # type: ignore[attr-defined]
+    stream = TextStream(tok.detokenizer, stops, tools)  # type: ignore[attr-defined]
     shown: list[str] = []
     for i in ids:
         shown += [d.text for d in stream.feed(TokenEvent(i)) if d.text]
@@ -53,8 +53,8 @@ def test_text_that_only_looks_like_a_stop_is_released(tok: object) -> None:
 
 def test_a_tool_call_is_parsed_and_not_shown(tok: object) -> None:
     text = 'ok <tool_call>{"name": "f", "arguments": {"x": 1}}</tool_call> done'
-    ids = tok.encode(text).ids  # type: ignore[attr-defined]
-    stream = TextStream(lambda t: tok.decode(list(t)), [], TOOLS)  # type: ignore[attr-defined]
+    ids = tok.encode(text)  # type: ignore[attr-defined]
+    stream = TextStream(tok.detokenizer, [], TOOLS)  # type: ignore[attr-defined]
     deltas = [d for i in ids for d in stream.feed(TokenEvent(i))] + stream.finish()
     calls = [d.tool_call for d in deltas if d.tool_call]
     assert [(c.name, c.arguments) for c in calls] == [("f", '{"x": 1}')]

@@ -175,7 +175,10 @@ async def messages(
         raise APIError(400, str(e), param="messages") from None
     s = Sampling(fit(engine, prompt, body.max_tokens, "max_tokens"), body.temperature, body.top_p)
     text = TextStream(
-        engine.decode, body.stop_sequences or [], engine.tool_format if tools else None, tools
+        engine.detokenizer(),
+        body.stop_sequences or [],
+        engine.tool_format if tools else None,
+        tools,
     )
     msg = _Message(engine.model_id, len(prompt))
     watch = Watch(request)

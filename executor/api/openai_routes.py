@@ -145,7 +145,9 @@ async def chat(
     field = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
     top = (body.top_logprobs or 0) if body.logprobs else None
     gen = Generation(prompt, sampling(body, fit(engine, prompt, body.limit(), field), top))
-    text = TextStream(engine.decode, body.stops(), engine.tool_format if tools else None, tools)
+    text = TextStream(
+        engine.detokenizer(), body.stops(), engine.tool_format if tools else None, tools
+    )
     fmt = Formatter(Kind.CHAT, engine.model_id, engine.decode, body.logprobs)
     return await respond(request, serving, fmt, gen, text, body)
 
@@ -162,6 +164,6 @@ async def completions(
     gen = Generation(
         prompt, sampling(body, fit(engine, prompt, body.max_tokens, "max_tokens"), body.logprobs)
     )
-    text = TextStream(engine.decode, body.stops(), None)
+    text = TextStream(engine.detokenizer(), body.stops(), None)
     fmt = Formatter(Kind.TEXT, engine.model_id, engine.decode, body.logprobs is not None)
     return await respond(request, serving, fmt, gen, text, body)

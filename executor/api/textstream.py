@@ -1,18 +1,18 @@
 """From the engine's tokens to what a client sees: text deltas, tool calls, and where a stop
 string ends the answer. Neither a stop string nor a tool call's markup ever reaches the text;
-text that could be the start of either is held back until the next token decides."""
+text that could be the start of either is held back until the next token decides. The text
+comes from a streaming detokenizer (mlx-lm's, per completion), never from decoding the whole
+completion again at every token."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from executor.engine_api import TokenEvent, ToolFormat
-
-INCOMPLETE = "\ufffd"  # half of a multi-byte character: wait for the rest
+from executor.engine_api import Detokenizer, TokenEvent, ToolFormat
 
 
 @dataclass
@@ -58,16 +58,15 @@ def _held(text: str, markers: Sequence[str]) -> int:
 class TextStream:
     def __init__(
         self,
-        decode: Callable[[Sequence[int]], str],
+        detokenizer: Detokenizer,
         stops: Sequence[str],
         tools: ToolFormat | None,
         tool_specs: list[dict[str, Any]] | None = None,
     ) -> None:
-        self.decode = decode
+        self.detokenizer = detokenizer
         self.stops = list(stops)
         self.tools = tools
         self.tool_specs = tool_specs
-        self.tokens: list[int] = []
         self.raw = ""
         self.pos = 0
         self.in_tool = False
@@ -78,15 +77,15 @@ class TextStream:
         self.made_tool_call = False
 
     def feed(self, event: TokenEvent) -> list[Delta]:
-        self.tokens.append(event.token)
         self.pending.append(event)
-        text = self.decode(self.tokens)
-        if not text.endswith(INCOMPLETE):
-            self.raw = text
+        self.detokenizer.add_token(event.token)
+        self.raw = self.detokenizer.text
         return self._advance(final=False)
 
     def finish(self) -> list[Delta]:
         """The generation ended: release what was held back."""
+        self.detokenizer.finalize()
+        self.raw = self.detokenizer.text
         return self._advance(final=True)
 
     def _markers(self) -> list[str]:
