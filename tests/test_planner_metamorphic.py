@@ -173,17 +173,19 @@ def clusters(draw: st.DrawFn) -> PlanRequest:
         for i in ids
     ]
     family = draw(st.sampled_from(FAMILIES))
+    return cluster_request(nodes, _links(draw, family, ids), model, "tensor")
+
+
+def cluster_request(
+    nodes: list[dict[str, Any]], links: list[dict[str, Any]], model: dict[str, Any], mode: str
+) -> PlanRequest:
+    """A metamorphic case: no headroom or overhead, a short context, asymmetric splits."""
+    constraints = {"headroom": 0, "context_tokens": 256, "overhead_bytes": 0}
     return PlanRequest.model_validate(
         {
-            "topology": {"nodes": nodes, "links": _links(draw, family, ids)},
+            "topology": {"nodes": nodes, "links": links},
             "model": model,
-            "constraints": {
-                "headroom": 0,
-                "context_tokens": 256,
-                "overhead_bytes": 0,
-                "sharding": "asymmetric",
-                "parallelism": "tensor",
-            },
+            "constraints": {**constraints, "sharding": "asymmetric", "parallelism": mode},
         }
     )
 

@@ -37,6 +37,7 @@ from tests.test_planner_metamorphic import (
     check_another_order,
     check_more_time,
     check_removing_a_node_or_a_link,
+    cluster_request,
 )
 
 LAYERS = 4
@@ -134,19 +135,7 @@ def clusters(draw: st.DrawFn) -> PlanRequest:
         for i in ids
     ]
     family = draw(st.sampled_from(FAMILIES))
-    return PlanRequest.model_validate(
-        {
-            "topology": {"nodes": nodes, "links": _links(draw, family, ids)},
-            "model": model,
-            "constraints": {
-                "headroom": 0,
-                "context_tokens": 256,
-                "overhead_bytes": 0,
-                "sharding": "asymmetric",
-                "parallelism": "auto",
-            },
-        }
-    )
+    return cluster_request(nodes, _links(draw, family, ids), model, "auto")
 
 
 # -- properties ------------------------------------------------------------------------------
