@@ -193,6 +193,7 @@ def request_for(m: Measurement, config: dict[str, Any]) -> PlanRequest:
             "constraints": {
                 "context_tokens": m.context_tokens,
                 "sharding": "equal",
+                "parallelism": "tensor",  # what exo ran: tensor parallel over every node
                 "allow_unused_nodes": False,
             },
         }

@@ -3,7 +3,7 @@ driven by the continuous-batching `Scheduler`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from typing import Any
 
@@ -48,8 +48,7 @@ class MlxEngine:
         return out
 
     def detokenizer(self) -> Detokenizer:
-        out: Detokenizer = self.tokenizer.detokenizer  # mlx-lm's, a fresh one each time
-        return out
+        return LeadingSpace(self.tokenizer.detokenizer, self.decode)
 
     def chat_tokens(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None
@@ -94,3 +93,27 @@ class MlxEngine:
 
     def close(self) -> None:
         self.scheduler.close()
+
+
+class LeadingSpace:
+    """mlx-lm's streaming detokenizer (a fresh one per completion), with the completion's first
+    space kept where the tokenizer's own `decode` keeps it: mlx-lm drops it, as a chat answer
+    wants, but a completion continues its prompt and that space is part of its text."""
+
+    def __init__(self, inner: Any, decode: Callable[[Sequence[int]], str]) -> None:
+        self.inner = inner
+        self.decode = decode
+        self.lead = ""
+
+    def add_token(self, token: int) -> None:
+        if not self.inner.tokens:
+            self.lead = " " if self.decode([token]).startswith(" ") else ""
+        self.inner.add_token(token)
+
+    def finalize(self) -> None:
+        self.inner.finalize()
+
+    @property
+    def text(self) -> str:
+        text: str = self.inner.text
+        return self.lead + text if text and not text.startswith(self.lead) else text

@@ -75,8 +75,10 @@ class Detokenizer(Protocol):
     """Text of a growing list of tokens, one token at a time (mlx-lm's
     `StreamingDetokenizer`): a completion costs time in its length, not its square."""
 
-    text: str
-    """The text so far (a character still incomplete held back)."""
+    @property
+    def text(self) -> str:
+        """The text so far (a character still incomplete held back)."""
+        ...
 
     def add_token(self, token: int) -> None: ...
 

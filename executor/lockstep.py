@@ -131,7 +131,7 @@ class Lockstep:
         for values in (dataclasses.replace(header, payload=len(payload)).ints(), payload):
             if values:
                 buf = mx.array(list(values), dtype=mx.int32)
-                mx.async_eval(mx.distributed.all_sum(buf, group=self.group))
+                self._launch(mx.distributed.all_sum(buf, group=self.group))
 
     def _step(self, plan: StepPlan, choose: Choose | None) -> mx.array | None:
         self.batch.apply(plan)
@@ -147,9 +147,15 @@ class Lockstep:
             chosen, extra = mx.depends(mx.zeros((n,), dtype=mx.int32), logits), []
         tokens = chosen if self.size == 1 else mx.distributed.all_sum(chosen, group=self.group)
         self.batch.feed(tokens)
-        mx.async_eval(tokens, *extra)
         self.in_flight += n
+        self._launch(tokens, *extra)
         return tokens
+
+    def _launch(self, *arrays: Any) -> None:
+        """`mx.async_eval`, watched: it blocks while many tasks are queued, and a peer gone
+        mid-send keeps the ring backend retrying inside it."""
+        with self._guard(f"a forward pass of {self.in_flight} tokens", self.in_flight):
+            mx.async_eval(*arrays)
 
     def read(self, tokens: mx.array) -> list[int]:
         """Rank 0: the tokens `step` launched (waits for the passes still computing)."""
