@@ -2,10 +2,10 @@
 
 Each row is a measured cluster (nodes, links, model, backend, context) with its source, whether
 its figure was used to fit `planner.calibration` (`fit`) or only checks it (`held out`), and the
-planner's estimate for the same cluster: an *equal* split over exactly those nodes, as exo and
-mlx-lm shard. Rows the planner cannot estimate say why instead of being dropped: a model family
-it cannot read yet ("pending: family not supported"), or a layer split it does not model
-("not modelled: pipeline"). A pending row becomes an estimate as soon as its family lands.
+planner's estimate for the same cluster: an *equal* tensor split over exactly those nodes, as
+exo and mlx-lm shard, or for llama.cpp's layer split the planner's pipeline over them. Rows the
+planner cannot estimate say why instead of being dropped: a model family it cannot read yet
+("pending: family not supported"); such a row becomes an estimate once its family lands.
 """
 
 from __future__ import annotations
@@ -47,7 +47,6 @@ class Role(StrEnum):
 class Status(StrEnum):
     ESTIMATE = "estimate"
     PENDING = "pending: family not supported"
-    NOT_MODELLED = "not modelled"
     DOES_NOT_FIT = "does not fit"
 
 
@@ -175,14 +174,17 @@ MEASUREMENTS: tuple[Measurement, ...] = (
 
 
 def request_for(m: Measurement, config: dict[str, Any]) -> PlanRequest:
-    """The measured cluster as a plan request: a full RDMA mesh, an equal split over all."""
+    """The measured cluster as a plan request: a full mesh over every node, RDMA and an equal
+    tensor split for exo's rows; Thunderbolt TCP and the planner's best pipeline over every
+    node for llama.cpp's layer split (with alike Macs, its even split)."""
     macs = GEERLING_MACS[: m.nodes]
+    pipeline = m.split is Split.PIPELINE
     nodes = [
         {"id": f"mac{i}", "memory_gb": mac.memory_gb, "bandwidth_gbps": mac.bandwidth_gbps}
         for i, mac in enumerate(macs)
     ]
     links = [
-        {"a": a["id"], "b": b["id"], "kind": "rdma"}
+        {"a": a["id"], "b": b["id"], "kind": "thunderbolt" if pipeline else "rdma"}
         for i, a in enumerate(nodes)
         for b in nodes[i + 1 :]
     ]
@@ -192,8 +194,8 @@ def request_for(m: Measurement, config: dict[str, Any]) -> PlanRequest:
             "model": config,
             "constraints": {
                 "context_tokens": m.context_tokens,
-                "sharding": "equal",
-                "parallelism": "tensor",  # what exo ran: tensor parallel over every node
+                "sharding": "asymmetric" if pipeline else "equal",
+                "parallelism": m.split.value,
                 "allow_unused_nodes": False,
             },
         }
@@ -222,8 +224,6 @@ class Row:
 
 
 def estimate(m: Measurement) -> Row:
-    if m.split is Split.PIPELINE:
-        return Row(m, None, Status.NOT_MODELLED, Split.PIPELINE.value)
     path = CONFIGS / m.config
     if not path.exists():
         return Row(m, None, Status.PENDING, f"no {m.config} yet")
@@ -384,7 +384,7 @@ def _plot(results_dir: Path, estimated: list[Row]) -> dict[str, str]:
 
 def _notes() -> list[str]:
     return [
-        "Method: each row is planned with `sharding: equal` over exactly the measured nodes "
+        "Method: each exo row is planned with `sharding: equal` over exactly the measured nodes "
         "(a full Thunderbolt 5 RDMA mesh with the default link figures, Apple's 819 GB/s peak "
         "per M3 Ultra), and the estimate is the plan's `tokens_per_s`. The constants all live "
         "in `planner/calibration.py` with their sources: decode reads at "
@@ -396,7 +396,9 @@ def _notes() -> list[str]:
         "and the per-layer time, their multi-node rows then the synchronisation, each step "
         "minimising the worst relative error. The `held out` rows only check them: the "
         "single-node Mistral-7B run, the 32k-context row and Kimi-K2.",
-        "Not modelled: llama.cpp's TCP rows split the model by layers (pipeline), which the "
-        "planner does not plan; they are listed, not estimated. Rows whose model family the "
-        "planner cannot read yet say so and become estimates once the family lands.",
+        "llama.cpp's rows (held out) split the model by layers over Thunderbolt TCP: each is "
+        "planned with `parallelism: pipeline` over exactly the measured nodes (one stage a Mac, "
+        "Thunderbolt links with the default TCP figures), with the same MLX constants, so they "
+        "check the pipeline's transfer pricing and not llama.cpp's own kernels. Rows whose model "
+        "family the planner cannot read yet say so and become estimates once the family lands.",
     ]

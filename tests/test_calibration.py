@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from bench.reality import TARGET, Role, Row, Status, rows
+from bench.reality import TARGET, Role, Row, Split, Status, rows
 from planner import calibration
 from planner.calibration import (
     DECODE_BANDWIDTH_EFFICIENCY,
@@ -67,8 +67,14 @@ def test_kimi_k2_thinking_is_estimated_with_the_checkpoint_exo_ran(reality: list
 def test_rows_the_planner_cannot_estimate_say_why(reality: list[Row]) -> None:
     for r in reality:
         if r.estimate is None:
-            assert r.status in (Status.PENDING, Status.NOT_MODELLED)
-    assert any(r.text == "not modelled: pipeline" for r in reality)
+            assert r.status is Status.PENDING
+
+
+def test_llama_cpp_layer_split_rows_are_priced_as_pipelines(reality: list[Row]) -> None:
+    """llama.cpp's RPC split over Thunderbolt TCP: the planner's pipeline, one stage a Mac."""
+    rows = [r for r in reality if r.m.split is Split.PIPELINE]
+    assert {r.m.nodes for r in rows} == {1, 2, 4}
+    assert all(r.status is Status.ESTIMATE and r.within_target for r in rows)
 
 
 def _plan(links: list[dict[str, object]], nodes: list[dict[str, object]] = PAIR) -> Plan:
