@@ -32,13 +32,14 @@ get both the path to save to and the string to put in the JSON.
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
 import platform
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -90,6 +91,18 @@ def write_section(results_dir: Path, result: Section) -> Path:
     path = results_dir / f"{result['section']}.json"
     path.write_text(json.dumps(result, indent=1, sort_keys=False, default=_jsonable) + "\n")
     return path
+
+
+def run_alone(module: str, run: Callable[[Path, bool], Section]) -> int:
+    """`python -m bench.<module> [--quick]`: one section without the report, its headline
+    printed (`python -m bench --only SECTION` runs it and renders the report too)."""
+    p = argparse.ArgumentParser(prog=f"python -m {module}")
+    p.add_argument("--quick", action="store_true")
+    args = p.parse_args()
+    result = run(RESULTS_DIR, args.quick)
+    for h in result["headline"]:
+        print(f"  {h['metric']}: {h['value']} {h['unit']}")
+    return 0
 
 
 def _jsonable(value: Any) -> Any:

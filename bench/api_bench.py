@@ -18,7 +18,6 @@ Run alone: `python -m bench.api_bench [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -35,7 +34,7 @@ from typing import Any
 
 import httpx
 
-from bench import RESULTS_DIR, Section, write_section
+from bench import Section, run_alone, write_section
 from executor.tiny_models import CORPUS_WORDS
 
 CONCURRENCY = (1, 4, 8)
@@ -329,13 +328,5 @@ def _section(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.api_bench")
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    run(RESULTS_DIR, args.quick)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_alone("bench.api_bench", run))

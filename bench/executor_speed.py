@@ -23,7 +23,6 @@ Run alone: `python -m bench.executor_speed [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -34,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR, Section, write_section
+from bench import Section, run_alone, write_section
 
 MODEL_SHAPE: dict[str, Any] = {
     "hidden_size": 512,
@@ -246,13 +245,5 @@ def run(results_dir: Path, quick: bool = False) -> Section:
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.executor_speed")
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    run(RESULTS_DIR, args.quick)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_alone("bench.executor_speed", run))

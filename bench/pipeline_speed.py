@@ -23,13 +23,12 @@ Run alone: `python -m bench.pipeline_speed [--quick]`.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench import RESULTS_DIR, Section, write_section
+from bench import Section, run_alone, write_section
 from bench.executor_speed import MODEL_SHAPE, _group, _pinned, _unsharded
 
 TARGET = 0.9
@@ -216,15 +215,5 @@ def _section(
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m bench.pipeline_speed")
-    p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    result = run(RESULTS_DIR, args.quick)
-    for h in result["headline"]:
-        print(f"  {h['metric']}: {h['value']} {h['unit']}")
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_alone("bench.pipeline_speed", run))
