@@ -50,22 +50,10 @@ def _pinned(core: int) -> list[str]:
     return ["taskset", "-c", str(core)] if shutil.which("taskset") else []
 
 
-def _unsharded(model_dir: Path, job: dict[str, int]) -> dict[str, float]:
+def pinned_json(module: str, *args: str) -> dict[str, float]:
+    """`python -m module args` on core 0, whose last line of output is its JSON result."""
     out = subprocess.run(
-        [
-            *_pinned(0),
-            sys.executable,
-            "-m",
-            "executor.speed",
-            "--model",
-            str(model_dir),
-            "--prompt-tokens",
-            str(job["prompt_tokens"]),
-            "--decode-tokens",
-            str(job["decode_tokens"]),
-            "--repeats",
-            str(job["repeats"]),
-        ],
+        [*_pinned(0), sys.executable, "-m", module, *args],
         capture_output=True,
         text=True,
         check=True,
@@ -73,6 +61,18 @@ def _unsharded(model_dir: Path, job: dict[str, int]) -> dict[str, float]:
     )
     result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def _unsharded(model_dir: Path, job: dict[str, int]) -> dict[str, float]:
+    return pinned_json(
+        "executor.speed",
+        "--model",
+        str(model_dir),
+        *(
+            f"--{key.replace('_', '-')}={job[key]}"
+            for key in ("prompt_tokens", "decode_tokens", "repeats")
+        ),
+    )
 
 
 def _group(

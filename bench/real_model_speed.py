@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import RESULTS_DIR, Section, write_section
-from bench.executor_speed import _group, _pinned, _unsharded
+from bench.executor_speed import _group, _pinned, _unsharded, pinned_json
 
 TARGET_ONE_RANK = 0.95
 """asymtp's 1-rank decode ≥ 0.95 × mlx-lm's."""
@@ -60,24 +59,9 @@ def mlx_lm_decode(model_dir: Path, job: dict[str, int]) -> dict[str, float]:
 
 
 def _mlx_lm_pinned(model_dir: Path, job: dict[str, int]) -> dict[str, float]:
-    out = subprocess.run(
-        [
-            *_pinned(0),
-            sys.executable,
-            "-m",
-            "bench.real_model_speed",
-            "--mlx-lm-only",
-            str(model_dir),
-            "--job",
-            json.dumps(job),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=900,
+    return pinned_json(
+        "bench.real_model_speed", "--mlx-lm-only", str(model_dir), "--job", json.dumps(job)
     )
-    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
 
 
 def _show(label: str, f: dict[str, float]) -> None:
