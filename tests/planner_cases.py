@@ -60,3 +60,20 @@ def node(node_id: str, memory_gb: float, bandwidth: float) -> dict[str, Any]:
 
 
 SEED_PAIR = [node("m5-max", 128, 614), node("laptop-48", 48, 273)]
+
+
+def two_nodes(
+    model: dict[str, Any], memory_gb: Any = 385, time_limit_s: float = 1
+) -> dict[str, Any]:
+    """Two uneven nodes over Thunderbolt: the request the input-hardening tests vary."""
+    return {
+        "topology": {
+            "nodes": [
+                {"id": "a", "memory_gb": memory_gb, "bandwidth_gbps": 800},
+                {"id": "b", "memory_gb": 385, "bandwidth_gbps": 400},
+            ],
+            "links": [{"a": "a", "b": "b", "kind": "thunderbolt"}],
+        },
+        "model": model,
+        "constraints": {"time_limit_s": time_limit_s},
+    }

@@ -12,24 +12,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from planner_cases import LLAMA_70B, QWEN3_235B, config
+from planner_cases import LLAMA_70B, QWEN3_235B, config, two_nodes
 from service_server import ROOT
 
 TIMEOUT_S = 60  # a hang fails the test instead of stalling the suite
 
 
 def request(model: dict[str, Any], memory_gb: Any = 385) -> dict[str, Any]:
-    return {
-        "topology": {
-            "nodes": [
-                {"id": "a", "memory_gb": memory_gb, "bandwidth_gbps": 800},
-                {"id": "b", "memory_gb": 385, "bandwidth_gbps": 400},
-            ],
-            "links": [{"a": "a", "b": "b", "kind": "thunderbolt"}],
-        },
-        "model": model,
-        "constraints": {"time_limit_s": 2},
-    }
+    return two_nodes(model, memory_gb, time_limit_s=2)
 
 
 def json_file(body: Any) -> Callable[[Path], Path]:

@@ -15,28 +15,12 @@ from typing import Any
 
 import httpx
 import pytest
-from planner_cases import LLAMA_70B, QWEN3_235B, config
+from planner_cases import LLAMA_70B, QWEN3_235B, config, two_nodes
 from service_server import ROOT, Server, free_port, running_server
 
 from asymtp.processes import env_without_asymtp
 
 GB = 10**9
-
-
-def two_nodes(
-    model: dict[str, Any], memory_gb: Any = 385, time_limit_s: float = 1
-) -> dict[str, Any]:
-    return {
-        "topology": {
-            "nodes": [
-                {"id": "a", "memory_gb": memory_gb, "bandwidth_gbps": 800},
-                {"id": "b", "memory_gb": 385, "bandwidth_gbps": 400},
-            ],
-            "links": [{"a": "a", "b": "b", "kind": "thunderbolt"}],
-        },
-        "model": model,
-        "constraints": {"time_limit_s": time_limit_s},
-    }
 
 
 def hog() -> dict[str, Any]:
